@@ -1,0 +1,180 @@
+"""Build the fastsoftmax Cython extensions.
+
+The kernel source (fastsoftmax/_kernels.pxi) is compiled once per
+instruction set into its own module; fastsoftmax._backend picks the best one
+the CPU supports at import time, so a default build runs on any x86-64 CPU.
+
+OpenMP is decided here, at build time, by compiling, linking and *running* a
+tiny OpenMP program with the compiler the extensions will use.  If that
+works, the kernels are built with OpenMP; if not, they are built serial (a
+build never fails for lack of OpenMP) unless FASTSOFTMAX_REQUIRE_OPENMP=1.
+
+Environment variables:
+  FASTSOFTMAX_NO_OPENMP=1       build serial kernels, skip the probe
+  FASTSOFTMAX_REQUIRE_OPENMP=1  fail the build if the OpenMP probe fails
+  FASTSOFTMAX_DEBUG=1           Cython bounds/initialisation checks on, -O0 -g
+  FASTSOFTMAX_NATIVE=1          also build a "native" variant (-march=native)
+"""
+
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import textwrap
+
+from Cython.Build import cythonize
+from setuptools import Extension, setup
+from setuptools.command.build_ext import build_ext
+
+PACKAGE = "fastsoftmax"
+
+OPENMP_PROBE = r"""
+#include <omp.h>
+#include <stdio.h>
+int main(void)
+{
+    int team = 0;
+    #pragma omp parallel num_threads(2)
+    {
+        #pragma omp atomic
+        team += 1;
+    }
+    printf("%d\n", team);
+    return team == 2 ? 0 : 1;
+}
+"""
+
+
+def env_flag(name):
+    return os.environ.get(name, "").strip().lower() in {"1", "true", "yes", "on"}
+
+
+DEBUG = env_flag("FASTSOFTMAX_DEBUG")
+IS_X86 = platform.machine().lower() in {"x86_64", "amd64", "i386", "i686"}
+
+# Instruction-set variants: name -> extra compiler flags.  The baseline uses
+# only what every CPU of the architecture has (SSE2 on x86-64).
+VARIANTS = {"baseline": []}
+if IS_X86:
+    VARIANTS["avx2"] = ["-mavx2", "-mfma"]
+    VARIANTS["avx512"] = ["-mavx512f", "-mavx512dq", "-mavx512bw", "-mavx512vl",
+                          "-mavx2", "-mfma"]
+if env_flag("FASTSOFTMAX_NATIVE"):
+    VARIANTS["native"] = ["-march=native"]
+
+# No -ffast-math (nor -ffinite-math-only): they would break the -inf
+# masking and NaN propagation that the library promises.  -fno-trapping-math
+# only tells the compiler that no floating-point trap handler is installed,
+# which lets it turn the branch-free selects of the exp into vector blends;
+# results (NaN, inf, rounding) are unchanged.
+OPTIMISE = ["-O0", "-g"] if DEBUG else ["-O3", "-fno-trapping-math"]
+
+DIRECTIVES = {
+    "language_level": 3,
+    "boundscheck": DEBUG,
+    "wraparound": DEBUG,
+    "initializedcheck": DEBUG,
+    "cdivision": True,
+}
+
+
+def compiler_description(compiler):
+    """First line of the C compiler's --version, e.g. 'gcc (Debian 12.2.0) 12.2.0'."""
+    exe = getattr(compiler, "compiler_so", None) or ["cc"]
+    try:
+        out = subprocess.run([exe[0], "--version"], capture_output=True, text=True,
+                             timeout=30).stdout
+        return out.splitlines()[0].strip() if out else exe[0]
+    except (OSError, subprocess.SubprocessError):
+        return exe[0]
+
+
+def try_compile(compiler, source, extra_compile=(), extra_link=(), run=False):
+    """Compile (and link and run, if asked) `source`; True if it all worked."""
+    with tempfile.TemporaryDirectory() as tmp:
+        src = os.path.join(tmp, "probe.c")
+        with open(src, "w") as f:
+            f.write(source)
+        try:
+            objects = compiler.compile([src], output_dir=tmp,
+                                       extra_postargs=list(extra_compile))
+            if not run:
+                return True
+            exe = os.path.join(tmp, "probe")
+            compiler.link_executable(objects, exe, extra_postargs=list(extra_link))
+            return subprocess.run([exe], capture_output=True, timeout=60).returncode == 0
+        except Exception:  # compile/link errors come in several types
+            return False
+
+
+class BuildExt(build_ext):
+    """build_ext that probes OpenMP and the ISA flags with the real compiler."""
+
+    def build_extensions(self):
+        compiler = self.compiler
+        openmp, reason = self.decide_openmp(compiler)
+        omp_flags = ["-fopenmp"] if openmp else []
+        # -fopenmp-simd honours the "omp simd" pragmas of _vmath.h without the
+        # OpenMP runtime, so the serial build vectorises its reductions too.
+        simd_flags = ["-fopenmp-simd"] if try_compile(compiler, "int main(void){return 0;}\n",
+                                                      ["-fopenmp-simd"]) else []
+        variants = {}
+        for ext in self.extensions:
+            variant = ext.name.rsplit("_", 1)[-1]
+            isa = VARIANTS[variant]
+            if isa and not try_compile(compiler, "int main(void){return 0;}\n", isa):
+                print(f"fastsoftmax: compiler rejects {isa}; variant {variant} is "
+                      "built without them", file=sys.stderr)
+                isa = []
+            ext.extra_compile_args = OPTIMISE + simd_flags + isa + omp_flags
+            ext.extra_link_args = omp_flags
+            variants[variant] = ext.extra_compile_args
+        self.write_build_config(openmp, reason, compiler_description(compiler), variants)
+        super().build_extensions()
+
+    def decide_openmp(self, compiler):
+        if env_flag("FASTSOFTMAX_NO_OPENMP"):
+            return False, "disabled by FASTSOFTMAX_NO_OPENMP"
+        if try_compile(compiler, OPENMP_PROBE, ["-fopenmp"], ["-fopenmp"], run=True):
+            return True, "OpenMP probe compiled, linked and ran with 2 threads"
+        message = ("the OpenMP probe failed to compile, link or run with -fopenmp")
+        if env_flag("FASTSOFTMAX_REQUIRE_OPENMP"):
+            sys.exit(f"fastsoftmax: {message}, and FASTSOFTMAX_REQUIRE_OPENMP is set")
+        print(f"fastsoftmax: WARNING: {message}; building serial kernels",
+              file=sys.stderr)
+        return False, message
+
+    def copy_extensions_to_source(self):
+        # In-place and editable builds: the config goes along with the modules.
+        super().copy_extensions_to_source()
+        self.copy_file(self.config_written, os.path.join(PACKAGE, "_build_config.py"))
+
+    def write_build_config(self, openmp, reason, compiler, variants):
+        # Next to the compiled modules, so that wheels carry it.
+        target = os.path.dirname(self.get_ext_fullpath(f"{PACKAGE}._kernels_baseline"))
+        os.makedirs(target, exist_ok=True)
+        self.config_written = os.path.join(target, "_build_config.py")
+        with open(self.config_written, "w") as f:
+            f.write(textwrap.dedent(f'''\
+                """Facts recorded by setup.py when the extensions were built."""
+                OPENMP = {openmp!r}
+                OPENMP_REASON = {reason!r}
+                COMPILER = {compiler!r}
+                VARIANT_FLAGS = {variants!r}
+                DEBUG = {DEBUG!r}
+                '''))
+
+
+extensions = [
+    Extension(f"{PACKAGE}._kernels_{variant}",
+              [f"{PACKAGE}/_kernels_{variant}.pyx"],
+              depends=[f"{PACKAGE}/_kernels.pxi", f"{PACKAGE}/_vmath.h"],
+              include_dirs=[PACKAGE])
+    for variant in VARIANTS
+]
+
+setup(
+    ext_modules=cythonize(extensions, compiler_directives=DIRECTIVES),
+    cmdclass={"build_ext": BuildExt},
+)
