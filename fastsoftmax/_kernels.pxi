@@ -1,0 +1,482 @@
+# The compiled kernels.  This file is included by one small .pyx module per
+# instruction set (_kernels_baseline.pyx, _kernels_avx2.pyx, ...): the same
+# source compiled with different -m flags; fastsoftmax._backend picks one.
+#
+# Conventions:
+# - every kernel works on a (rows, n) view whose rows are contiguous
+#   (memoryviews [:, ::1]; the row stride is free); the Python layer has
+#   already validated and reshaped everything, so kernels know nothing of
+#   axes, dtypes or Python objects;
+# - fused type `floating` gives one kernel per operation for float32 and
+#   float64;
+# - the per-element work lives in _vmath.h (vectorised exp and reductions);
+#   here are the row loops, the GIL release and the threads.
+
+from cython.parallel cimport prange
+from libc.math cimport INFINITY, log
+from libc.stdint cimport int64_t
+
+ctypedef fused floating:
+    float
+    double
+
+cdef extern from "_vmath.h" nogil:
+    int fs_openmp_enabled()
+    int fs_omp_max_threads()
+    void fs_omp_set_num_threads(int n)
+    int fs_omp_team_size()
+    int fs_simd_width_bytes()
+    int fs_cpu_supports(const char *feature)
+
+    float fs_exp_f32(float x)
+    double fs_exp_f64(double x)
+    float fs_row_max_f32(const float *x, Py_ssize_t n)
+    double fs_row_max_f64(const double *x, Py_ssize_t n)
+    double fs_row_exp_sum_f32(const float *x, float shift, float *y, Py_ssize_t n)
+    double fs_row_exp_sum_f64(const double *x, double shift, double *y, Py_ssize_t n)
+    void fs_row_scale_f32(float *y, double factor, Py_ssize_t n)
+    void fs_row_scale_f64(double *y, double factor, Py_ssize_t n)
+    void fs_row_exp_scale_f32(const float *x, float shift, double factor, float *y, Py_ssize_t n)
+    void fs_row_exp_scale_f64(const double *x, double shift, double factor, double *y, Py_ssize_t n)
+    void fs_row_shift_f32(const float *x, float shift, double offset, float *y, Py_ssize_t n)
+    void fs_row_shift_f64(const double *x, double shift, double offset, double *y, Py_ssize_t n)
+    double fs_row_sum_f32(const float *x, Py_ssize_t n)
+    double fs_row_sum_f64(const double *x, Py_ssize_t n)
+    double fs_row_dot_f32(const float *a, const float *b, Py_ssize_t n)
+    double fs_row_dot_f64(const double *a, const double *b, Py_ssize_t n)
+    double fs_row_weighted_shifted_sum_f32(const float *w, const float *x, float shift, Py_ssize_t n)
+    double fs_row_weighted_shifted_sum_f64(const double *w, const double *x, double shift, Py_ssize_t n)
+    void fs_row_jvp_f32(const float *s, const float *v, double dot, float *y, Py_ssize_t n)
+    void fs_row_jvp_f64(const double *s, const double *v, double dot, double *y, Py_ssize_t n)
+    void fs_row_log_vjp_f32(const float *logp, const float *g, double gsum, float *y, Py_ssize_t n)
+    void fs_row_log_vjp_f64(const double *logp, const double *g, double gsum, double *y, Py_ssize_t n)
+    void fs_row_xent_grad_f32(float *g, const float *t, double factor, double tscale, Py_ssize_t n)
+    void fs_row_xent_grad_f64(double *g, const double *t, double factor, double tscale, Py_ssize_t n)
+    void fs_jacobian_row_f32(const float *s, Py_ssize_t i, float *y, Py_ssize_t n)
+    void fs_jacobian_row_f64(const double *s, Py_ssize_t i, double *y, Py_ssize_t n)
+
+
+# Below this many elements a call stays on the calling thread: starting a
+# parallel region costs a few microseconds, more than the work itself.
+PARALLEL_MIN_ELEMENTS = 32768
+# A row at least this long is split across threads when there are fewer
+# rows than threads (one huge row would otherwise use one core).
+SPLIT_ROW_MIN = 65536
+# Most chunks a split row is cut into (the partial results live on the stack).
+cdef enum:
+    MAX_CHUNKS = 256
+
+cdef Py_ssize_t parallel_min_elements = PARALLEL_MIN_ELEMENTS
+cdef Py_ssize_t split_row_min = SPLIT_ROW_MIN
+
+
+# ---------------------------------------------------------------------------
+# Build and runtime facts
+# ---------------------------------------------------------------------------
+
+def openmp_enabled():
+    """True if this module was compiled with OpenMP."""
+    return bool(fs_openmp_enabled())
+
+
+def omp_max_threads():
+    """OpenMP's thread limit for the calling thread (1 without OpenMP)."""
+    return fs_omp_max_threads()
+
+
+def omp_set_num_threads(int n):
+    fs_omp_set_num_threads(n)
+
+
+def simd_width_bytes():
+    """Vector register width this module was compiled for."""
+    return fs_simd_width_bytes()
+
+
+def cpu_supports(str feature):
+    """Run-time test of an x86 CPU feature ("avx2", "avx512f", ...)."""
+    return bool(fs_cpu_supports(feature.encode("ascii")))
+
+
+def parallel_team_size(int num_threads):
+    """Threads that a parallel region asked for `num_threads` really gets.
+
+    Used by the build test: with OpenMP on and num_threads > 1 this must be
+    above 1, or the kernels would silently run serially.
+    """
+    cdef int team[1]
+    cdef int i
+    team[0] = 1
+    # (an array: a scalar assigned inside prange would be thread-private)
+    for i in prange(num_threads, nogil=True, schedule="static", num_threads=num_threads):
+        if i == 0:
+            team[0] = fs_omp_team_size()
+    return team[0]
+
+
+cdef inline int threads_for(Py_ssize_t elements, int requested) noexcept nogil:
+    if requested <= 1 or elements < parallel_min_elements:
+        return 1
+    return requested
+
+
+# ---------------------------------------------------------------------------
+# Fused-type front ends for the C row primitives
+# ---------------------------------------------------------------------------
+
+cdef inline floating row_max(const floating *x, Py_ssize_t n) noexcept nogil:
+    if floating is float:
+        return fs_row_max_f32(x, n)
+    else:
+        return fs_row_max_f64(x, n)
+
+
+cdef inline double row_exp_sum(const floating *x, floating shift, floating *y,
+                               Py_ssize_t n) noexcept nogil:
+    if floating is float:
+        return fs_row_exp_sum_f32(x, shift, y, n)
+    else:
+        return fs_row_exp_sum_f64(x, shift, y, n)
+
+
+cdef inline void row_scale(floating *y, double factor, Py_ssize_t n) noexcept nogil:
+    if floating is float:
+        fs_row_scale_f32(y, factor, n)
+    else:
+        fs_row_scale_f64(y, factor, n)
+
+
+cdef inline void row_exp_scale(const floating *x, floating shift, double factor,
+                               floating *y, Py_ssize_t n) noexcept nogil:
+    if floating is float:
+        fs_row_exp_scale_f32(x, shift, factor, y, n)
+    else:
+        fs_row_exp_scale_f64(x, shift, factor, y, n)
+
+
+cdef inline double row_sum(const floating *x, Py_ssize_t n) noexcept nogil:
+    if floating is float:
+        return fs_row_sum_f32(x, n)
+    else:
+        return fs_row_sum_f64(x, n)
+
+
+cdef inline double row_dot(const floating *a, const floating *b, Py_ssize_t n) noexcept nogil:
+    if floating is float:
+        return fs_row_dot_f32(a, b, n)
+    else:
+        return fs_row_dot_f64(a, b, n)
+
+
+cdef inline double row_weighted_shifted_sum(const floating *w, const floating *x,
+                                            floating shift, Py_ssize_t n) noexcept nogil:
+    if floating is float:
+        return fs_row_weighted_shifted_sum_f32(w, x, shift, n)
+    else:
+        return fs_row_weighted_shifted_sum_f64(w, x, shift, n)
+
+
+cdef inline void row_jvp(const floating *s, const floating *v, double dot, floating *y,
+                         Py_ssize_t n) noexcept nogil:
+    if floating is float:
+        fs_row_jvp_f32(s, v, dot, y, n)
+    else:
+        fs_row_jvp_f64(s, v, dot, y, n)
+
+
+cdef inline void row_log_vjp(const floating *logp, const floating *g, double gsum,
+                             floating *y, Py_ssize_t n) noexcept nogil:
+    if floating is float:
+        fs_row_log_vjp_f32(logp, g, gsum, y, n)
+    else:
+        fs_row_log_vjp_f64(logp, g, gsum, y, n)
+
+
+cdef inline void row_xent_grad(floating *g, const floating *t, double factor, double tscale,
+                               Py_ssize_t n) noexcept nogil:
+    if floating is float:
+        fs_row_xent_grad_f32(g, t, factor, tscale, n)
+    else:
+        fs_row_xent_grad_f64(g, t, factor, tscale, n)
+
+
+cdef inline void jacobian_row(const floating *s, Py_ssize_t i, floating *y,
+                              Py_ssize_t n) noexcept nogil:
+    if floating is float:
+        fs_jacobian_row_f32(s, i, y, n)
+    else:
+        fs_jacobian_row_f64(s, i, y, n)
+
+
+cdef inline floating exp_(floating x) noexcept nogil:
+    if floating is float:
+        return fs_exp_f32(x)
+    else:
+        return fs_exp_f64(x)
+
+
+cdef inline void row_shift(const floating *x, floating shift, double offset,
+                           floating *y, Py_ssize_t n) noexcept nogil:
+    if floating is float:
+        fs_row_shift_f32(x, shift, offset, y, n)
+    else:
+        fs_row_shift_f64(x, shift, offset, y, n)
+
+
+# ---------------------------------------------------------------------------
+# Forward: softmax and log_softmax
+# ---------------------------------------------------------------------------
+# Per row: the max, then exp(x - max) (stored, for softmax) and its sum,
+# then a scale (softmax) or a shift (log_softmax).  The row is still in
+# cache for the later passes unless it is huge.  A row holding NaN or +inf,
+# or only -inf, gets a NaN max or sum, and so NaN everywhere.
+
+cdef inline void softmax_row(const floating *x, floating *y, Py_ssize_t n,
+                             bint take_log) noexcept nogil:
+    cdef floating m = row_max(x, n)
+    cdef double total
+    if take_log:
+        total = row_exp_sum(x, m, <floating *>NULL, n)
+        row_shift(x, m, log(total), y, n)
+    else:
+        total = row_exp_sum(x, m, y, n)
+        row_scale(y, 1.0 / total, n)
+
+
+cdef void softmax_row_split(const floating *x, floating *y, Py_ssize_t n,
+                            int num_threads, bint take_log) noexcept nogil:
+    """One long row shared by `num_threads` threads.
+
+    Each thread reduces its chunk to (max, sum of exp(x - chunk max)); the
+    partial sums are rescaled to the global max and added in chunk order
+    (so the result does not depend on scheduling), then each thread writes
+    its chunk of the output.
+    """
+    cdef floating chunk_max[MAX_CHUNKS]
+    cdef double chunk_sum[MAX_CHUNKS]
+    cdef Py_ssize_t nchunks = min(<Py_ssize_t>num_threads, <Py_ssize_t>MAX_CHUNKS)
+    # chunk length rounded up to a multiple of 64 elements (whole cache lines)
+    cdef Py_ssize_t chunk = ((n + nchunks - 1) // nchunks + 63) // 64 * 64
+    cdef Py_ssize_t c, start, stop
+    cdef floating m_c, m = -INFINITY
+    cdef double total = 0.0
+
+    for c in prange(nchunks, schedule="static", num_threads=num_threads):
+        start = min(c * chunk, n)
+        stop = min(start + chunk, n)
+        m_c = row_max(x + start, stop - start)
+        chunk_max[c] = m_c
+        # A chunk whose max is -inf holds only -inf (a mask) and maybe NaN:
+        # shifting by 0 gives a sum of 0, or NaN, where exp(x - m_c) would
+        # give NaN for the mask.
+        chunk_sum[c] = row_exp_sum(x + start, m_c if m_c != -INFINITY else 0,
+                                   <floating *>NULL, stop - start)
+
+    for c in range(nchunks):
+        if chunk_max[c] > m:
+            m = chunk_max[c]
+    for c in range(nchunks):
+        if chunk_max[c] == -INFINITY:
+            total += chunk_sum[c]
+        else:
+            total += chunk_sum[c] * exp_(chunk_max[c] - m)
+
+    for c in prange(nchunks, schedule="static", num_threads=num_threads):
+        start = min(c * chunk, n)
+        stop = min(start + chunk, n)
+        if take_log:
+            row_shift(x + start, m, log(total), y + start, stop - start)
+        else:
+            row_exp_scale(x + start, m, 1.0 / total, y + start, stop - start)
+
+
+cdef void softmax_rows_impl(const floating[:, ::1] x, floating[:, ::1] out,
+                            int num_threads, bint take_log) noexcept nogil:
+    cdef Py_ssize_t rows = x.shape[0], n = x.shape[1], i
+    if rows == 0 or n == 0:
+        return
+    cdef int nthreads = threads_for(rows * n, num_threads)
+    if nthreads > 1 and rows < nthreads and n >= split_row_min:
+        for i in range(rows):
+            softmax_row_split(&x[i, 0], &out[i, 0], n, nthreads, take_log)
+    elif nthreads > 1:
+        for i in prange(rows, schedule="static", num_threads=nthreads):
+            softmax_row(&x[i, 0], &out[i, 0], n, take_log)
+    else:
+        for i in range(rows):
+            softmax_row(&x[i, 0], &out[i, 0], n, take_log)
+
+
+def softmax_rows(const floating[:, ::1] x, floating[:, ::1] out, int num_threads):
+    """out[i] = softmax(x[i]) for every row i (out may be x)."""
+    with nogil:
+        softmax_rows_impl(x, out, num_threads, False)
+
+
+def log_softmax_rows(const floating[:, ::1] x, floating[:, ::1] out, int num_threads):
+    """out[i] = log_softmax(x[i]) for every row i (out may be x)."""
+    with nogil:
+        softmax_rows_impl(x, out, num_threads, True)
+
+
+def set_thresholds(Py_ssize_t parallel_min=PARALLEL_MIN_ELEMENTS,
+                   Py_ssize_t split_min=SPLIT_ROW_MIN):
+    """Change the serial/parallel thresholds (tests use 0 to force threads)."""
+    global parallel_min_elements, split_row_min
+    parallel_min_elements = parallel_min
+    split_row_min = split_min
+
+
+# ---------------------------------------------------------------------------
+# Derivatives
+# ---------------------------------------------------------------------------
+# One fused pass per row: a reduction (dot or sum), then an element-wise
+# update; no Jacobian is formed.  `out` may be either input: element j is
+# read before it is written.
+
+cdef void jvp_rows_impl(const floating[:, ::1] s, const floating[:, ::1] v,
+                        floating[:, ::1] out, int num_threads) noexcept nogil:
+    cdef Py_ssize_t rows = s.shape[0], n = s.shape[1], i
+    if rows == 0 or n == 0:
+        return
+    cdef int nthreads = threads_for(rows * n, num_threads)
+    if nthreads > 1:
+        for i in prange(rows, schedule="static", num_threads=nthreads):
+            row_jvp(&s[i, 0], &v[i, 0], row_dot(&s[i, 0], &v[i, 0], n), &out[i, 0], n)
+    else:
+        for i in range(rows):
+            row_jvp(&s[i, 0], &v[i, 0], row_dot(&s[i, 0], &v[i, 0], n), &out[i, 0], n)
+
+
+def softmax_jvp_rows(const floating[:, ::1] s, const floating[:, ::1] v,
+                     floating[:, ::1] out, int num_threads):
+    """out[i] = s[i] * (v[i] - <s[i], v[i]>) for every row i."""
+    with nogil:
+        jvp_rows_impl(s, v, out, num_threads)
+
+
+cdef void log_vjp_rows_impl(const floating[:, ::1] logp, const floating[:, ::1] g,
+                            floating[:, ::1] out, int num_threads) noexcept nogil:
+    cdef Py_ssize_t rows = logp.shape[0], n = logp.shape[1], i
+    if rows == 0 or n == 0:
+        return
+    cdef int nthreads = threads_for(rows * n, num_threads)
+    if nthreads > 1:
+        for i in prange(rows, schedule="static", num_threads=nthreads):
+            row_log_vjp(&logp[i, 0], &g[i, 0], row_sum(&g[i, 0], n), &out[i, 0], n)
+    else:
+        for i in range(rows):
+            row_log_vjp(&logp[i, 0], &g[i, 0], row_sum(&g[i, 0], n), &out[i, 0], n)
+
+
+def log_softmax_vjp_rows(const floating[:, ::1] logp, const floating[:, ::1] g,
+                         floating[:, ::1] out, int num_threads):
+    """out[i] = g[i] - exp(logp[i]) * sum(g[i]) for every row i."""
+    with nogil:
+        log_vjp_rows_impl(logp, g, out, num_threads)
+
+
+def softmax_jacobian_rows(const floating[:, ::1] s, floating[:, :, ::1] out,
+                          int num_threads):
+    """out[r] = diag(s[r]) - outer(s[r], s[r]) for every row r.
+
+    The threads share the rows*n Jacobian rows, so one big Jacobian is
+    split across threads as well as many small ones.
+    """
+    cdef Py_ssize_t rows = s.shape[0], n = s.shape[1], k
+    if rows == 0 or n == 0:
+        return
+    cdef int nthreads = threads_for(rows * n * n, num_threads)
+    with nogil:
+        if nthreads > 1:
+            for k in prange(rows * n, schedule="static", num_threads=nthreads):
+                jacobian_row(&s[k // n, 0], k % n, &out[k // n, k % n, 0], n)
+        else:
+            for k in range(rows * n):
+                jacobian_row(&s[k // n, 0], k % n, &out[k // n, k % n, 0], n)
+
+
+# ---------------------------------------------------------------------------
+# Fused softmax cross-entropy
+# ---------------------------------------------------------------------------
+# Per row, one log-sum-exp: m = max, S = sum exp(x - m); the loss is
+# T log S - sum t (x - m) with T = sum t (for a class index c: log S - (x_c - m));
+# the gradient softmax * T - t reuses the exp(x - m) stored in `grad`.
+
+cdef inline double xent_row(const floating *x, const floating *t, Py_ssize_t c,
+                            floating *grad, double scale, Py_ssize_t n) noexcept nogil:
+    """Loss of one row; class index c if t is NULL.  grad may be NULL."""
+    cdef floating m = row_max(x, n)
+    cdef double total = row_exp_sum(x, m, grad, n)
+    cdef double tsum, loss
+    if t == NULL:
+        tsum = 1.0
+        loss = log(total) - (<double>x[c] - <double>m)
+    else:
+        tsum = row_sum(t, n)
+        loss = tsum * log(total) - row_weighted_shifted_sum(t, x, m, n)
+    if grad != NULL:
+        if t == NULL:
+            row_scale(grad, scale / total, n)
+            grad[c] = <floating>(<double>grad[c] - scale)
+        else:
+            row_xent_grad(grad, t, tsum * scale / total, scale, n)
+    return loss
+
+
+cdef inline double xent_row_i(const floating[:, ::1] x, const floating *t,
+                              Py_ssize_t t_stride, const int64_t *index,
+                              floating *grad, double scale, Py_ssize_t i) noexcept nogil:
+    """xent_row for row i, picking that row out of whichever target is given."""
+    cdef Py_ssize_t n = x.shape[1]
+    cdef const floating *t_row = NULL
+    cdef floating *grad_row = NULL
+    cdef Py_ssize_t c = 0
+    if t != NULL:
+        t_row = t + i * t_stride
+    if index != NULL:
+        c = index[i]
+    if grad != NULL:
+        grad_row = grad + i * n
+    return xent_row(&x[i, 0], t_row, c, grad_row, scale, n)
+
+
+cdef void xent_rows_impl(const floating[:, ::1] x, const floating *t, Py_ssize_t t_stride,
+                         const int64_t *index, double *loss, floating *grad,
+                         double scale, int num_threads) noexcept nogil:
+    cdef Py_ssize_t rows = x.shape[0], n = x.shape[1], i
+    cdef int nthreads = threads_for(rows * n, num_threads)
+    if nthreads > 1:
+        for i in prange(rows, schedule="static", num_threads=nthreads):
+            loss[i] = xent_row_i(x, t, t_stride, index, grad, scale, i)
+    else:
+        for i in range(rows):
+            loss[i] = xent_row_i(x, t, t_stride, index, grad, scale, i)
+
+
+def cross_entropy_rows(const floating[:, ::1] logits, const floating[:, ::1] target,
+                       const int64_t[::1] index, double[::1] loss,
+                       floating[:, ::1] grad, double grad_scale, int num_threads):
+    """loss[i] = -sum(target[i] * log_softmax(logits[i])) for every row i.
+
+    Exactly one of `target` (probabilities, rows x n) and `index` (class
+    indices, already checked to lie in [0, n)) is given, the other None.
+    `grad` (C-contiguous rows x n, or None) receives
+    (softmax * sum(target) - target) * grad_scale.
+    """
+    cdef Py_ssize_t rows = logits.shape[0], n = logits.shape[1]
+    if rows == 0 or n == 0:
+        return
+    cdef const floating *t = NULL
+    cdef Py_ssize_t t_stride = 0
+    cdef const int64_t *idx = NULL
+    cdef floating *g = NULL
+    if target is not None:
+        t = &target[0, 0]
+        t_stride = target.strides[0] // sizeof(floating)
+    if index is not None:
+        idx = &index[0]
+    if grad is not None:
+        g = &grad[0, 0]
+    with nogil:
+        xent_rows_impl(logits, t, t_stride, idx, &loss[0], g, grad_scale, num_threads)
