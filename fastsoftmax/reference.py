@@ -1,0 +1,500 @@
+"""Plain NumPy reference implementation of fastsoftmax's math functions.
+
+This module is the ground truth the tests compare the compiled kernels
+against. It follows the contract in API.md with the same signatures, and is
+written to be obviously right rather than fast: every function is a direct
+transcription of its formula, the Jacobian products even build the Jacobian
+matrix row by row.
+
+Dtype rules (API.md): float32 and float64 are computed natively, float16 is
+computed in float32 and returned as float16, integer and bool inputs become
+float64; complex, object, string (and any other) dtypes raise ``TypeError``.
+
+Reference-only extension: ``numpy.longdouble`` inputs are also accepted and
+computed natively in long double, so tests can use this module as a
+higher-precision oracle for float64 results.
+
+This module imports nothing but NumPy and the standard library.
+"""
+
+import operator
+
+import numpy as np
+
+try:
+    from numpy.exceptions import AxisError
+except ImportError:  # NumPy < 1.25
+    from numpy import AxisError
+
+__all__ = [
+    "softmax",
+    "log_softmax",
+    "softmax_jacobian",
+    "softmax_jvp",
+    "softmax_vjp",
+    "log_softmax_vjp",
+    "softmax_cross_entropy",
+]
+
+_REDUCTIONS = ("mean", "sum", "none")
+
+
+def _quiet():
+    """Silence float warnings where they are expected, not errors.
+
+    Overflow in ``x - max`` (e.g. -max - max) correctly rounds to -inf, and
+    the NaN rows are produced on purpose.
+    """
+    return np.errstate(invalid="ignore", divide="ignore", over="ignore")
+
+
+# --------------------------------------------------------------------------
+# helpers: dtypes, axes, out=
+# --------------------------------------------------------------------------
+
+def _result_dtype(dtype):
+    """The dtype of the result for an input of ``dtype`` (API.md's rules)."""
+    if dtype.kind == "f":  # float16, float32, float64, longdouble
+        return np.dtype(dtype.type)  # native byte order
+    if dtype.kind in "biu":
+        return np.dtype(np.float64)
+    raise TypeError(
+        f"unsupported dtype {dtype}: expected a real floating, integer or bool dtype"
+    )
+
+
+def _compute_dtype(result_dtype):
+    """float16 is computed in float32; every other dtype natively."""
+    return np.dtype(np.float32) if result_dtype == np.float16 else result_dtype
+
+
+def _as_rows(x):
+    """A 0-d input is a one-element row: view it as shape (1,)."""
+    return x.reshape(1) if x.ndim == 0 else x
+
+
+def _normalize_axes(axis, ndim):
+    """``axis`` (int, tuple of ints or None) as a tuple of axes in [0, ndim)."""
+    if axis is None:
+        return tuple(range(ndim))
+    axes = (axis,) if not isinstance(axis, tuple) else axis
+    result = []
+    for a in axes:
+        a = operator.index(a)
+        if not -ndim <= a < ndim:
+            raise AxisError(a, ndim)
+        a %= ndim
+        if a in result:
+            raise AxisError(f"repeated axis {a} in {axis!r}")
+        result.append(a)
+    return tuple(result)
+
+
+def _single_axis(axis, ndim):
+    """``axis`` as one int in [0, ndim); the derivatives take no tuples."""
+    try:
+        axis = operator.index(axis)
+    except TypeError:
+        raise TypeError(f"axis must be a single int here, got {axis!r}") from None
+    if not -ndim <= axis < ndim:
+        raise AxisError(axis, ndim)
+    return axis % ndim
+
+
+def _finish(result, out):
+    """Return ``result``, or check ``out`` fully, then copy it there."""
+    if out is None:
+        return result
+    if not isinstance(out, np.ndarray):
+        raise TypeError(f"out must be a numpy.ndarray, got {type(out).__name__}")
+    if out.shape != result.shape:
+        raise ValueError(f"out has shape {out.shape}, the result has shape {result.shape}")
+    if out.dtype != result.dtype:
+        raise TypeError(f"out has dtype {out.dtype}, the result has dtype {result.dtype}")
+    if not out.flags.writeable:
+        raise ValueError("out is read-only")
+    out[...] = result
+    return out
+
+
+def _prepare_pair(a, b, axis, names):
+    """Check and convert the two inputs of a Jacobian product.
+
+    Returns both as arrays (at least 1-d) in the computation dtype, the
+    normalized axis, the result dtype and the original shape.
+    """
+    a, b = np.asarray(a), np.asarray(b)
+    shape = a.shape
+    if a.shape != b.shape:
+        raise ValueError(
+            f"{names[0]} and {names[1]} must have the same shape, "
+            f"got {a.shape} and {b.shape}"
+        )
+    # Mixed float32/float64 computes in float64: promote the result dtypes.
+    rdt = np.result_type(_result_dtype(a.dtype), _result_dtype(b.dtype))
+    cdt = _compute_dtype(rdt)
+    a, b = _as_rows(a).astype(cdt), _as_rows(b).astype(cdt)
+    return a, b, _single_axis(axis, a.ndim), rdt, shape
+
+
+# --------------------------------------------------------------------------
+# forward
+# --------------------------------------------------------------------------
+
+def _shift_by_max(x, axes):
+    """Return ``x - max(x)`` over ``axes`` and the mask of the NaN rows.
+
+    A row is NaN in every entry when it holds a NaN or +inf, or when all its
+    entries are -inf (there is no finite maximum to shift by). Those rows are
+    shifted by 0 instead, and the caller overwrites them with NaN; -inf
+    entries in any other row give ``-inf - max = -inf``, so probability 0.
+    """
+    nan_row = np.any(np.isnan(x) | (x == np.inf), axis=axes, keepdims=True)
+    nan_row |= np.all(x == -np.inf, axis=axes, keepdims=True)
+    row_max = np.where(nan_row, 0, np.max(x, axis=axes, keepdims=True))
+    return x - row_max, nan_row
+
+
+def _forward(x, axis, out, log):
+    x = np.asarray(x)
+    shape, rdt = x.shape, _result_dtype(x.dtype)
+    x = _as_rows(x).astype(_compute_dtype(rdt))
+    axes = _normalize_axes(axis, x.ndim)
+    if x.size == 0:  # empty batch or empty axis: nothing to compute
+        return _finish(np.empty(shape, dtype=rdt), out)
+    with _quiet():
+        shifted, nan_row = _shift_by_max(x, axes)
+        exps = np.exp(shifted)
+        total = np.sum(exps, axis=axes, keepdims=True)
+        result = shifted - np.log(total) if log else exps / total
+        result = np.where(nan_row, np.nan, result)
+        result = result.astype(rdt).reshape(shape)
+    return _finish(result, out)
+
+
+def softmax(x, axis=-1, *, out=None):
+    """Softmax ``exp(x - max) / sum(exp(x - max))`` along ``axis``.
+
+    Parameters
+    ----------
+    x : array_like
+        Input values.
+    axis : int, tuple of ints or None, optional
+        Axis or axes the softmax is taken over (jointly); None means all.
+    out : ndarray, optional
+        Array of the result's shape and dtype to write the result into.
+
+    Returns
+    -------
+    ndarray
+        Probabilities, the shape of `x`.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from fastsoftmax import reference as ref
+    >>> np.round(ref.softmax([1.0, 2.0, 3.0]), 4)
+    array([0.09  , 0.2447, 0.6652])
+    >>> ref.softmax([0.0, -np.inf])
+    array([1., 0.])
+    """
+    return _forward(x, axis, out, log=False)
+
+
+def log_softmax(x, axis=-1, *, out=None):
+    """Log-softmax ``x - max - log(sum(exp(x - max)))`` along ``axis``.
+
+    Parameters
+    ----------
+    x : array_like
+        Input values.
+    axis : int, tuple of ints or None, optional
+        Axis or axes the softmax is taken over (jointly); None means all.
+    out : ndarray, optional
+        Array of the result's shape and dtype to write the result into.
+
+    Returns
+    -------
+    ndarray
+        Log-probabilities, the shape of `x`.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from fastsoftmax import reference as ref
+    >>> np.round(ref.log_softmax([1.0, 2.0, 3.0]), 4)
+    array([-2.4076, -1.4076, -0.4076])
+    >>> ref.log_softmax([[1000.0, 1000.0], [np.nan, 0.0]])
+    array([[-0.69314718, -0.69314718],
+           [        nan,         nan]])
+    """
+    return _forward(x, axis, out, log=True)
+
+
+# --------------------------------------------------------------------------
+# derivatives, from the softmax output s
+# --------------------------------------------------------------------------
+
+def _row_jacobian(s_row):
+    """The Jacobian of softmax for one row: ``diag(s) - s sᵀ``."""
+    return np.diag(s_row) - np.outer(s_row, s_row)
+
+
+def softmax_jacobian(s, axis=-1, *, out=None):
+    """Full Jacobian of softmax, ``J[..., i, j] = s_i (δ_ij - s_j)``.
+
+    Parameters
+    ----------
+    s : array_like
+        Softmax output along `axis`.
+    axis : int, optional
+        The axis `s` was normalized over.
+    out : ndarray, optional
+        Array of the result's shape and dtype to write the result into.
+
+    Returns
+    -------
+    ndarray
+        Shape ``batch + (n, n)``: `s` with `axis` moved last, plus one more
+        ``n = s.shape[axis]``.
+
+    Examples
+    --------
+    >>> from fastsoftmax import reference as ref
+    >>> ref.softmax_jacobian([0.5, 0.5])
+    array([[ 0.25, -0.25],
+           [-0.25,  0.25]])
+    """
+    s = np.asarray(s)
+    rdt = _result_dtype(s.dtype)
+    s = _as_rows(s).astype(_compute_dtype(rdt))
+    rows = np.moveaxis(s, _single_axis(axis, s.ndim), -1)
+    n = rows.shape[-1]
+    jac = np.empty(rows.shape + (n,), dtype=rows.dtype)
+    for idx in np.ndindex(rows.shape[:-1]):
+        jac[idx] = _row_jacobian(rows[idx])
+    with _quiet():
+        return _finish(jac.astype(rdt), out)
+
+
+def _jacobian_product(s, v, axis, out, names, vector_on_left):
+    """``J @ v`` (or ``v @ J``) per row, with J built explicitly."""
+    s, v, axis, rdt, shape = _prepare_pair(s, v, axis, names)
+    s_rows, v_rows = np.moveaxis(s, axis, -1), np.moveaxis(v, axis, -1)
+    result = np.empty_like(s_rows)
+    for idx in np.ndindex(s_rows.shape[:-1]):
+        jac = _row_jacobian(s_rows[idx])
+        result[idx] = v_rows[idx] @ jac if vector_on_left else jac @ v_rows[idx]
+    result = np.moveaxis(result, -1, axis).reshape(shape)
+    with _quiet():
+        return _finish(result.astype(rdt), out)
+
+
+def softmax_jvp(s, v, axis=-1, *, out=None):
+    """Jacobian-vector product ``J v`` of softmax, per row along `axis`.
+
+    Equal to ``s * (v - sum(s * v, axis, keepdims=True))``; here it is
+    computed the long way, by forming each row's Jacobian.
+
+    Parameters
+    ----------
+    s : array_like
+        Softmax output along `axis`.
+    v : array_like
+        Tangent vectors, the shape of `s`.
+    axis : int, optional
+        The axis `s` was normalized over.
+    out : ndarray, optional
+        Array of the result's shape and dtype to write the result into.
+
+    Returns
+    -------
+    ndarray
+        The shape of `s`.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from fastsoftmax import reference as ref
+    >>> s, v = ref.softmax([1.0, 2.0, 3.0]), np.array([1.0, 0.0, -1.0])
+    >>> np.allclose(ref.softmax_jvp(s, v), s * (v - (s * v).sum()))
+    True
+    """
+    return _jacobian_product(s, v, axis, out, ("s", "v"), vector_on_left=False)
+
+
+def softmax_vjp(s, g, axis=-1, *, out=None):
+    """Vector-Jacobian product ``g J`` of softmax, per row along `axis`.
+
+    J is symmetric, so this equals `softmax_jvp`; it is computed separately
+    (``g @ J`` per row) so that the two check each other.
+
+    Parameters
+    ----------
+    s : array_like
+        Softmax output along `axis`.
+    g : array_like
+        Upstream gradient, the shape of `s`.
+    axis : int, optional
+        The axis `s` was normalized over.
+    out : ndarray, optional
+        Array of the result's shape and dtype to write the result into.
+
+    Returns
+    -------
+    ndarray
+        Gradient with respect to the softmax input, the shape of `s`.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from fastsoftmax import reference as ref
+    >>> s, g = ref.softmax([1.0, 2.0, 3.0]), np.array([0.0, 0.0, 1.0])
+    >>> np.round(ref.softmax_vjp(s, g), 4)
+    array([-0.0599, -0.1628,  0.2227])
+    """
+    return _jacobian_product(s, g, axis, out, ("s", "g"), vector_on_left=True)
+
+
+def log_softmax_vjp(logp, g, axis=-1, *, out=None):
+    """Vector-Jacobian product of log-softmax, from its output `logp`.
+
+    Parameters
+    ----------
+    logp : array_like
+        Log-softmax output along `axis`.
+    g : array_like
+        Upstream gradient, the shape of `logp`.
+    axis : int, optional
+        The axis `logp` was normalized over.
+    out : ndarray, optional
+        Array of the result's shape and dtype to write the result into.
+
+    Returns
+    -------
+    ndarray
+        ``g - exp(logp) * sum(g, axis, keepdims=True)``, the shape of `logp`.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from fastsoftmax import reference as ref
+    >>> logp = ref.log_softmax([1.0, 2.0, 3.0])
+    >>> np.round(ref.log_softmax_vjp(logp, [0.0, 0.0, 1.0]), 4)
+    array([-0.09  , -0.2447,  0.3348])
+    """
+    # y_i = x_i - log(sum_k exp(x_k)), so dy_i/dx_j = δ_ij - s_j: the
+    # Jacobian (row i = output, column j = input) is J = I - 1 sᵀ, which is
+    # not symmetric. The VJP is gᵀJ: (gᵀJ)_j = g_j - s_j * sum_i g_i.
+    logp, g, axis, rdt, shape = _prepare_pair(logp, g, axis, ("logp", "g"))
+    with _quiet():
+        result = g - np.exp(logp) * np.sum(g, axis=axis, keepdims=True)
+        return _finish(result.reshape(shape).astype(rdt), out)
+
+
+# --------------------------------------------------------------------------
+# fused loss
+# --------------------------------------------------------------------------
+
+def softmax_cross_entropy(logits, target, axis=-1, *, reduction="mean",
+                          return_grad=False):
+    """Cross-entropy ``-sum(target * log_softmax(logits))`` per row.
+
+    Parameters
+    ----------
+    logits : array_like
+        Unnormalized scores; classes along `axis`.
+    target : array_like
+        Integer dtype: class indices, the shape of `logits` without `axis`.
+        Floating dtype: probabilities (rows need not sum to 1), the shape
+        of `logits`.
+    axis : int, optional
+        The class axis.
+    reduction : {"mean", "sum", "none"}, optional
+        Mean or sum over rows (a NumPy scalar; the mean of no rows is NaN),
+        or one loss per row (an array of the batch shape).
+    return_grad : bool, optional
+        Also return the gradient with respect to `logits`.
+
+    Returns
+    -------
+    loss : scalar or ndarray
+        In the computation dtype (float32 for float16/float32 inputs).
+    dlogits : ndarray
+        Only with ``return_grad=True``: ``softmax(logits) * sum(target) -
+        target`` per row, divided by the number of rows for "mean"; the shape
+        of `logits` and its forward result dtype.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from fastsoftmax import reference as ref
+    >>> logits = np.array([[2.0, 0.0, -1.0], [0.0, 0.0, 0.0]])
+    >>> loss, grad = ref.softmax_cross_entropy(logits, [0, 2], return_grad=True)
+    >>> round(float(loss), 4)
+    0.6342
+    >>> np.round(grad, 4)
+    array([[-0.0781,  0.0571,  0.021 ],
+           [ 0.1667,  0.1667, -0.3333]])
+    """
+    if reduction not in _REDUCTIONS:
+        raise ValueError(f"reduction must be one of {_REDUCTIONS}, got {reduction!r}")
+    logits, target = np.asarray(logits), np.asarray(target)
+    shape, rdt = logits.shape, _result_dtype(logits.dtype)
+    x = _as_rows(logits)
+    axis = _single_axis(axis, x.ndim)
+    x = np.moveaxis(x, axis, -1)  # one row per class vector
+    batch, n = x.shape[:-1], x.shape[-1]
+
+    if target.dtype.kind in "iu":  # class indices
+        if target.shape != batch:
+            raise ValueError(
+                f"class-index target has shape {target.shape}, logits have shape "
+                f"{shape}: expected {batch} (logits without axis {axis})"
+            )
+        bad = (target < 0) | (target >= n)
+        if np.any(bad):
+            row = tuple(int(i) for i in np.argwhere(bad)[0])
+            raise IndexError(
+                f"class index {target[row]} out of range [0, {n}) at row "
+                f"{row[0] if len(row) == 1 else row}"
+            )
+        cdt = _compute_dtype(rdt)
+        t = np.zeros(batch + (n,), dtype=cdt)  # one-hot
+        for row in np.ndindex(batch):
+            t[row + (target[row],)] = 1
+    elif target.dtype.kind == "f":  # probabilities
+        if target.shape != shape:
+            raise ValueError(
+                f"probability target has shape {target.shape}, logits have shape "
+                f"{shape}: expected the same shape"
+            )
+        rdt = np.result_type(rdt, _result_dtype(target.dtype))
+        cdt = _compute_dtype(rdt)
+        t = np.moveaxis(_as_rows(target), axis, -1).astype(cdt)
+    else:
+        raise TypeError(
+            f"target has dtype {target.dtype}: expected an integer dtype (class "
+            "indices) or a floating dtype (probabilities)"
+        )
+
+    x = x.astype(cdt)
+    logp = log_softmax(x, axis=-1)
+    with _quiet():
+        # 0 * log 0 is 0 in the limit: a zero weight on a -inf logit adds 0.
+        terms = np.where((t == 0) & (logp == -np.inf), 0, t * logp)
+        loss = np.asarray(-np.sum(terms, axis=-1), dtype=cdt)
+    rows = loss.size
+    if reduction == "mean":
+        loss = cdt.type(np.nan) if rows == 0 else cdt.type(np.sum(loss) / rows)
+    elif reduction == "sum":
+        loss = cdt.type(np.sum(loss))
+    if not return_grad:
+        return loss
+
+    with _quiet():
+        grad = softmax(x, axis=-1) * np.sum(t, axis=-1, keepdims=True) - t
+        if reduction == "mean" and rows > 0:
+            grad = grad / rows
+        grad = np.moveaxis(grad, -1, axis).reshape(shape).astype(rdt)
+    return loss, grad
