@@ -1,0 +1,38 @@
+"""fastsoftmax: fast, exact softmax, its derivatives and fused cross-entropy for NumPy.
+
+Forward: :func:`softmax`, :func:`log_softmax`.  Derivatives (from the
+softmax output, as backprop caches it): :func:`softmax_jacobian`,
+:func:`softmax_jvp`, :func:`softmax_vjp`, :func:`log_softmax_vjp`.  Fused
+loss: :func:`softmax_cross_entropy`.  Threads: :func:`get_num_threads`,
+:func:`set_num_threads`; build facts: :func:`show_config`.
+
+``fastsoftmax.reference`` has a plain NumPy version of every math function
+(the ground truth of the tests); ``fastsoftmax.testing`` has gradient
+checkers for hand-written derivatives.
+"""
+
+__version__ = "0.1.0"
+
+from ._api import (
+    log_softmax,
+    log_softmax_vjp,
+    softmax,
+    softmax_cross_entropy,
+    softmax_jacobian,
+    softmax_jvp,
+    softmax_vjp,
+)
+from ._backend import get_num_threads, set_num_threads, show_config
+
+__all__ = [
+    "softmax",
+    "log_softmax",
+    "softmax_jacobian",
+    "softmax_jvp",
+    "softmax_vjp",
+    "log_softmax_vjp",
+    "softmax_cross_entropy",
+    "get_num_threads",
+    "set_num_threads",
+    "show_config",
+]

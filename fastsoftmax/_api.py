@@ -1,0 +1,630 @@
+"""The public math functions: validate, normalise, dispatch.
+
+This is the one place that deals with Python objects.  Every function here
+checks all of its arguments before anything is written, brings the data to
+the layout the kernels take -- a (rows, n) array with contiguous rows and the
+reduced axes last, in float32 or float64 -- calls one kernel, and puts the
+result back in the caller's shape, dtype and ``out``.
+"""
+
+import operator
+from math import prod
+
+import numpy as np
+
+from . import _backend
+
+try:
+    from numpy.exceptions import AxisError
+except ImportError:  # NumPy < 1.25
+    from numpy import AxisError
+
+__all__ = [
+    "softmax",
+    "log_softmax",
+    "softmax_jacobian",
+    "softmax_jvp",
+    "softmax_vjp",
+    "log_softmax_vjp",
+    "softmax_cross_entropy",
+]
+
+_F16, _F32, _F64 = np.dtype(np.float16), np.dtype(np.float32), np.dtype(np.float64)
+_REDUCTIONS = ("mean", "sum", "none")
+
+
+# --------------------------------------------------------------------------
+# Validation helpers
+# --------------------------------------------------------------------------
+
+def _result_dtype(arr, name):
+    """The result dtype for an input array (API.md's dtype rules)."""
+    dt = arr.dtype
+    if dt.kind == "f" and dt.itemsize <= 8:
+        return np.dtype(dt.type)  # native byte order
+    if dt.kind in "biu":
+        return _F64
+    if dt.kind == "f":
+        raise TypeError(f"{name} has dtype {dt} (long double), which the kernels do not "
+                        f"compute in; convert it with .astype(numpy.float64)")
+    raise TypeError(f"{name} has dtype {dt}, which fastsoftmax does not support: "
+                    f"use a real floating-point array (float16/32/64; integer and "
+                    f"bool arrays are converted to float64)")
+
+
+def _compute_dtype(result_dtype):
+    """The dtype the kernels compute in: float16 goes through float32."""
+    return _F32 if result_dtype.itemsize <= 4 else _F64
+
+
+def _as_array(x, name):
+    if isinstance(x, np.ma.MaskedArray):
+        raise TypeError(f"{name} is a masked array; fastsoftmax ignores no mask: "
+                        f"write masked entries as -inf instead")
+    return np.asarray(x)
+
+
+def _axes(axis, ndim):
+    """axis (int, tuple of ints or None) as a sorted tuple of axes in [0, ndim)."""
+    items = tuple(range(ndim)) if axis is None else axis
+    if not isinstance(items, tuple):
+        items = (items,)
+    result = []
+    for a in items:
+        if isinstance(a, (bool, np.bool_)):
+            raise TypeError(f"axis must be an int, a tuple of ints or None, got {axis!r}")
+        try:
+            a = operator.index(a)
+        except TypeError:
+            raise TypeError(
+                f"axis must be an int, a tuple of ints or None, got {axis!r}") from None
+        if not -ndim <= a < ndim:
+            raise AxisError(a, ndim)
+        result.append(a % ndim)
+    if len(set(result)) != len(result):
+        raise AxisError(f"repeated axis in axis={axis!r}")
+    return tuple(sorted(result))
+
+
+def _single_axis(axis, ndim, func):
+    """The derivatives take one int axis."""
+    if axis is None or isinstance(axis, tuple):
+        raise TypeError(f"{func} takes a single int axis, got axis={axis!r}")
+    return _axes(axis, ndim)
+
+
+def _check_out(out, shape, dtype):
+    """Reject a wrong `out` before anything is computed or written."""
+    if out is None:
+        return
+    if not isinstance(out, np.ndarray):
+        raise TypeError(f"out must be a numpy.ndarray, got {type(out).__name__}")
+    if out.shape != shape:
+        raise ValueError(f"out has shape {out.shape}, but the result has shape {shape}")
+    if out.dtype != dtype:
+        raise TypeError(f"out has dtype {out.dtype.str} ({out.dtype}), but the result "
+                        f"has dtype {dtype} (native byte order)")
+    if not out.flags.writeable:
+        raise ValueError("out is read-only")
+
+
+# --------------------------------------------------------------------------
+# Layout: (rows, n) views for the kernels
+# --------------------------------------------------------------------------
+
+def _moved(arr, axes):
+    """arr with `axes` moved to the end, in order (a view)."""
+    k = len(axes)
+    return np.moveaxis(arr, axes, range(arr.ndim - k, arr.ndim))
+
+
+def _rows_view(moved, k):
+    """(rows, n) view of `moved` (its last k axes joined), or None if that
+    needs a copy or the rows are not contiguous."""
+    batch, n = prod(moved.shape[:moved.ndim - k]), prod(moved.shape[moved.ndim - k:])
+    try:
+        view = moved.reshape(batch, n, copy=False)
+    except TypeError:  # NumPy < 2.1 has no copy=
+        view = moved.reshape(batch, n)
+        if moved.size and not np.may_share_memory(view, moved):
+            return None
+    except ValueError:  # a copy would be needed
+        return None
+    if n > 1 and view.strides[1] != view.itemsize:
+        return None
+    if n <= 1 or batch <= 1:  # give the kernels canonical strides
+        view = np.lib.stride_tricks.as_strided(
+            view, view.shape, (n * view.itemsize, view.itemsize),
+            writeable=view.flags.writeable)
+    return view
+
+
+def _input_rows(arr, axes):
+    """(rows, n) array of `arr` for the kernels: a view when possible."""
+    view = _rows_view(_moved(arr, axes), len(axes))
+    if view is None:
+        moved = _moved(arr, axes)
+        k = len(axes)
+        view = np.ascontiguousarray(moved).reshape(
+            prod(moved.shape[:moved.ndim - k]), prod(moved.shape[moved.ndim - k:]))
+    return view
+
+
+class _Output:
+    """Where a kernel writes: `out` itself when its layout allows, else a
+    fresh buffer that is copied (and cast, for float16) into `out`."""
+
+    def __init__(self, shape, axes, result_dtype, compute_dtype, out, inputs):
+        self.out = out
+        self.result = None
+        if out is not None and result_dtype == compute_dtype:
+            rows = _rows_view(_moved(out, axes), len(axes))
+            # writing straight into out is safe unless it overlaps an input
+            # without being exactly that input (same memory, same layout)
+            if rows is not None and not any(_partial_overlap(rows, a) for a in inputs):
+                self.rows = rows
+                self.result = out
+                return
+        buffer = np.empty(shape, compute_dtype)
+        self.rows = _rows_view(_moved(buffer, axes), len(axes))
+        if self.rows is None:  # non-last axes: compute in the moved layout
+            moved_shape = _moved(buffer, axes).shape
+            buffer = np.empty(moved_shape, compute_dtype)
+            k = len(axes)
+            self.rows = buffer.reshape(prod(moved_shape[:buffer.ndim - k]),
+                                       prod(moved_shape[buffer.ndim - k:]))
+            n0 = buffer.ndim - k
+            buffer = np.moveaxis(buffer, range(n0, buffer.ndim), axes)
+        self.buffer = buffer
+        self.result_dtype = result_dtype
+
+    def finish(self):
+        if self.result is not None:
+            return self.result
+        if self.out is not None:
+            np.copyto(self.out, self.buffer, casting="same_kind")
+            return self.out
+        if self.buffer.dtype != self.result_dtype:
+            return self.buffer.astype(self.result_dtype)
+        return self.buffer
+
+
+def _partial_overlap(rows, other):
+    if not np.may_share_memory(rows, other):
+        return False
+    same = (rows.__array_interface__["data"][0] == other.__array_interface__["data"][0]
+            and rows.strides == other.strides and rows.shape == other.shape)
+    return not same
+
+
+# --------------------------------------------------------------------------
+# Forward
+# --------------------------------------------------------------------------
+
+def _forward(x, axis, out, kernel_name):
+    arr = _as_array(x, "x")
+    result_dtype = _result_dtype(arr, "x")
+    compute_dtype = _compute_dtype(result_dtype)
+    shape = arr.shape
+    if arr.ndim == 0:  # a 0-d input is a one-element softmax
+        arr = arr.reshape(1)
+    axes = _axes(axis, arr.ndim)
+    _check_out(out, shape, result_dtype)
+
+    arr = arr.astype(compute_dtype, copy=False)
+    x_rows = _input_rows(arr, axes)
+    out_nd = None if out is None else out.reshape(arr.shape)
+    target = _Output(arr.shape, axes, result_dtype, compute_dtype, out_nd, [x_rows])
+    getattr(_backend.kernels, kernel_name)(x_rows, target.rows, _backend.get_num_threads())
+    result = target.finish()
+    return out if out is not None else result.reshape(shape)
+
+
+def softmax(x, axis=-1, *, out=None):
+    """Softmax, ``exp(x - max) / sum(exp(x - max))``, along `axis`.
+
+    Parameters
+    ----------
+    x : array_like
+        Input values (logits).  float32 and float64 are computed natively;
+        float16 is computed in float32 and returned as float16; integer and
+        bool inputs are computed and returned as float64.
+    axis : int, tuple of ints or None, optional
+        The axis (default the last), axes (softmax over their joint
+        elements, as in `scipy.special.softmax`) or None (the whole array).
+    out : ndarray, optional
+        Array of the result's shape and dtype to write into (any strides,
+        ``out=x`` allowed).  It is returned.
+
+    Returns
+    -------
+    ndarray
+        Probabilities with the shape of `x`, summing to 1 along `axis`.
+
+    Raises
+    ------
+    TypeError
+        For complex, object, string or long double input, or an `out` of
+        the wrong dtype.
+    ValueError
+        For an `out` of the wrong shape, or a read-only `out`.
+    numpy.exceptions.AxisError
+        For an out-of-range or repeated axis.
+
+    Notes
+    -----
+    Stable for any finite input.  A ``-inf`` entry gets probability exactly
+    0 (this is how masks are written).  A row that is all ``-inf``, or holds
+    a NaN or ``+inf``, is NaN in every entry; other rows are unaffected.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> import fastsoftmax as fs
+    >>> fs.softmax(np.array([1.0, 2.0, 3.0]))
+    array([0.09003057, 0.24472847, 0.66524096])
+    >>> fs.softmax([[0.0, -np.inf], [1000.0, 0.0]])
+    array([[1., 0.],
+           [1., 0.]])
+    """
+    return _forward(x, axis, out, "softmax_rows")
+
+
+def log_softmax(x, axis=-1, *, out=None):
+    """Log of the softmax, ``x - max - log(sum(exp(x - max)))``, along `axis`.
+
+    More accurate than ``log(softmax(x))``: probabilities that underflow
+    to 0 still have a finite log.  Parameters, dtypes, errors and special
+    values as for :func:`softmax` (a ``-inf`` entry gives ``-inf``).
+
+    Parameters
+    ----------
+    x : array_like
+        Input values (logits).
+    axis : int, tuple of ints or None, optional
+        Axis or axes to normalise over; None for the whole array.
+    out : ndarray, optional
+        Array of the result's shape and dtype to write into.
+
+    Returns
+    -------
+    ndarray
+        Log-probabilities with the shape of `x`.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> import fastsoftmax as fs
+    >>> fs.log_softmax(np.array([0.0, 0.0]))
+    array([-0.69314718, -0.69314718])
+    >>> fs.log_softmax(np.array([1000.0, 0.0]))
+    array([    0., -1000.])
+    """
+    return _forward(x, axis, out, "log_softmax_rows")
+
+
+# --------------------------------------------------------------------------
+# Derivatives
+# --------------------------------------------------------------------------
+
+def _pair(a, b, axis, names, func):
+    """Validate two same-shape inputs; both as arrays in the common dtype."""
+    a_arr, b_arr = _as_array(a, names[0]), _as_array(b, names[1])
+    result_dtype = np.result_type(_result_dtype(a_arr, names[0]),
+                                  _result_dtype(b_arr, names[1]))
+    if a_arr.shape != b_arr.shape:
+        raise ValueError(f"{names[0]} and {names[1]} must have the same shape, got "
+                         f"{names[0]}.shape={a_arr.shape} and {names[1]}.shape={b_arr.shape}")
+    return a_arr, b_arr, result_dtype
+
+
+def _product(kernel_name, func, a, b, axis, out, names):
+    """Shared body of softmax_jvp, softmax_vjp and log_softmax_vjp."""
+    a_arr, b_arr, result_dtype = _pair(a, b, axis, names, func)
+    compute_dtype = _compute_dtype(result_dtype)
+    shape = a_arr.shape
+    if a_arr.ndim == 0:
+        a_arr, b_arr = a_arr.reshape(1), b_arr.reshape(1)
+    axes = _single_axis(axis, a_arr.ndim, func)
+    _check_out(out, shape, result_dtype)
+
+    a_rows = _input_rows(a_arr.astype(compute_dtype, copy=False), axes)
+    b_rows = _input_rows(b_arr.astype(compute_dtype, copy=False), axes)
+    out_nd = None if out is None else out.reshape(a_arr.shape)
+    target = _Output(a_arr.shape, axes, result_dtype, compute_dtype, out_nd,
+                     [a_rows, b_rows])
+    getattr(_backend.kernels, kernel_name)(a_rows, b_rows, target.rows,
+                                           _backend.get_num_threads())
+    result = target.finish()
+    return out if out is not None else result.reshape(shape)
+
+
+def softmax_jvp(s, v, axis=-1, *, out=None):
+    """Jacobian-vector product of softmax: ``s * (v - sum(s * v, axis))``.
+
+    For one row the softmax Jacobian is ``J = diag(s) - s sᵀ``; this
+    returns ``J @ v`` in O(n) per row without forming ``J``.
+
+    Parameters
+    ----------
+    s : array_like
+        Softmax output along `axis` (as returned by :func:`softmax`).
+    v : array_like
+        Tangent vectors, the same shape as `s`.
+    axis : int, optional
+        The softmax axis (default the last).
+    out : ndarray, optional
+        Array of the result's shape and dtype; may be `s` or `v`.
+
+    Returns
+    -------
+    ndarray
+        ``J v`` per row, with the shape of `s`.  Mixed float32/float64
+        inputs compute in float64; otherwise the dtype rules of
+        :func:`softmax` apply.
+
+    Raises
+    ------
+    ValueError
+        If `s` and `v` differ in shape (both shapes are named).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> import fastsoftmax as fs
+    >>> s = fs.softmax(np.array([1.0, 2.0, 3.0]))
+    >>> v = np.array([1.0, 0.0, 0.0])
+    >>> np.allclose(fs.softmax_jvp(s, v), (np.diag(s) - np.outer(s, s)) @ v)
+    True
+    """
+    return _product("softmax_jvp_rows", "softmax_jvp", s, v, axis, out, ("s", "v"))
+
+
+def softmax_vjp(s, g, axis=-1, *, out=None):
+    """Vector-Jacobian product of softmax, the backward pass: ``s * (g - sum(s * g, axis))``.
+
+    The softmax Jacobian is symmetric, so this equals :func:`softmax_jvp`;
+    it is the name backprop code looks for.  Given the upstream gradient
+    `g` = dL/ds, it returns dL/dx.
+
+    Parameters
+    ----------
+    s : array_like
+        Softmax output along `axis`.
+    g : array_like
+        Upstream gradient, the same shape as `s`.
+    axis : int, optional
+        The softmax axis (default the last).
+    out : ndarray, optional
+        Array of the result's shape and dtype; may be `s` or `g`.
+
+    Returns
+    -------
+    ndarray
+        ``gᵀ J`` per row, with the shape of `s`.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> import fastsoftmax as fs
+    >>> s = fs.softmax(np.array([[1.0, 2.0, 3.0]]))
+    >>> g = np.array([[0.5, -1.0, 2.0]])
+    >>> np.allclose(fs.softmax_vjp(s, g), s * (g - (s * g).sum(-1, keepdims=True)))
+    True
+    """
+    return _product("softmax_jvp_rows", "softmax_vjp", s, g, axis, out, ("s", "g"))
+
+
+def log_softmax_vjp(logp, g, axis=-1, *, out=None):
+    """Vector-Jacobian product of log_softmax: ``g - exp(logp) * sum(g, axis)``.
+
+    Parameters
+    ----------
+    logp : array_like
+        log_softmax output along `axis`.
+    g : array_like
+        Upstream gradient, the same shape as `logp`.
+    axis : int, optional
+        The softmax axis (default the last).
+    out : ndarray, optional
+        Array of the result's shape and dtype; may be `logp` or `g`.
+
+    Returns
+    -------
+    ndarray
+        dL/dx with the shape of `logp`.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> import fastsoftmax as fs
+    >>> logp = fs.log_softmax(np.array([1.0, 2.0, 3.0]))
+    >>> g = np.array([-1.0, 0.0, 0.0])    # d(-logp[0]) / d logp
+    >>> fs.log_softmax_vjp(logp, g)        # softmax minus one-hot
+    array([-0.90996943,  0.24472847,  0.66524096])
+    """
+    return _product("log_softmax_vjp_rows", "log_softmax_vjp", logp, g, axis, out,
+                    ("logp", "g"))
+
+
+def softmax_jacobian(s, axis=-1, *, out=None):
+    """The full softmax Jacobian ``J[..., i, j] = s_i (δ_ij - s_j)`` per row.
+
+    Needed only when the matrix itself is wanted; backprop needs
+    :func:`softmax_vjp`, which is O(n) per row instead of O(n²).
+
+    Parameters
+    ----------
+    s : array_like
+        Softmax output along `axis`.
+    axis : int, optional
+        The softmax axis (default the last).
+    out : ndarray, optional
+        Array of the result's shape and dtype to write into.
+
+    Returns
+    -------
+    ndarray
+        Shape ``batch + (n, n)``: `s` with `axis` moved last, plus one more
+        axis of length n.  Each matrix is symmetric with rows summing to 0.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> import fastsoftmax as fs
+    >>> fs.softmax_jacobian(np.array([0.5, 0.5]))
+    array([[ 0.25, -0.25],
+           [-0.25,  0.25]])
+    """
+    arr = _as_array(s, "s")
+    result_dtype = _result_dtype(arr, "s")
+    compute_dtype = _compute_dtype(result_dtype)
+    if arr.ndim == 0:
+        arr = arr.reshape(1)
+    (axis_,) = _single_axis(axis, arr.ndim, "softmax_jacobian")
+    moved = np.moveaxis(arr, axis_, -1)
+    n = moved.shape[-1]
+    shape = moved.shape + (n,)
+    _check_out(out, shape, result_dtype)
+
+    s_rows = _input_rows(moved.astype(compute_dtype, copy=False), (moved.ndim - 1,))
+    rows = s_rows.shape[0]
+    if (out is not None and result_dtype == compute_dtype and out.flags.c_contiguous
+            and not np.may_share_memory(out, s_rows)):
+        _backend.kernels.softmax_jacobian_rows(s_rows, out.reshape(rows, n, n),
+                                               _backend.get_num_threads())
+        return out
+    buffer = np.empty((rows, n, n), compute_dtype)
+    _backend.kernels.softmax_jacobian_rows(s_rows, buffer, _backend.get_num_threads())
+    buffer = buffer.reshape(shape)
+    if out is not None:
+        np.copyto(out, buffer, casting="same_kind")
+        return out
+    return buffer.astype(result_dtype, copy=False)
+
+
+# --------------------------------------------------------------------------
+# Fused loss
+# --------------------------------------------------------------------------
+
+def softmax_cross_entropy(logits, target, axis=-1, *, reduction="mean", return_grad=False):
+    """Cross-entropy of softmax(logits) against `target`, with its gradient in one pass.
+
+    Parameters
+    ----------
+    logits : array_like
+        Unnormalised log-probabilities.
+    target : array_like
+        Either class indices (an integer dtype, the shape of `logits`
+        without `axis`) or probabilities (a floating dtype, the shape of
+        `logits`; rows need not sum to 1).
+    axis : int, optional
+        The class axis (default the last).
+    reduction : {"mean", "sum", "none"}, optional
+        Mean over rows (default), sum, or one loss per row.
+    return_grad : bool, optional
+        Also return ``dlogits``, the gradient of the (reduced) loss.
+
+    Returns
+    -------
+    loss : numpy scalar or ndarray
+        ``-sum(target * log_softmax(logits))`` per row, reduced.  A NumPy
+        scalar of the computation dtype (float32 for float16/float32
+        logits, float64 otherwise) for "mean"/"sum"; an array of the batch
+        shape for "none".  "mean" over an empty batch is NaN, "sum" is 0.
+    dlogits : ndarray
+        Only with ``return_grad=True``: ``softmax(logits) * sum(target) -
+        target`` per row (``s - y`` for one-hot or index targets), divided
+        by the number of rows for "mean"; the shape of `logits`, in the
+        result dtype of :func:`softmax`.
+
+    Raises
+    ------
+    ValueError
+        For a target of the wrong shape (both shapes are named) or an
+        unknown `reduction`.
+    IndexError
+        For a class index outside ``[0, n)``, naming the value and the row.
+    TypeError
+        For unsupported dtypes (including a bool target).
+
+    Notes
+    -----
+    A zero target weight on a ``-inf`` logit contributes 0 (the limit of
+    ``0 log 0``), not NaN.  Negative class indices are out of range.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> import fastsoftmax as fs
+    >>> logits = np.array([[2.0, 1.0, 0.1], [0.5, 2.5, 0.3]])
+    >>> loss, grad = fs.softmax_cross_entropy(logits, np.array([0, 1]), return_grad=True)
+    >>> float(np.round(loss, 6))
+    0.345952
+    >>> np.allclose(grad, (fs.softmax(logits) - np.eye(3)[[0, 1]]) / 2)
+    True
+    """
+    if reduction not in _REDUCTIONS:
+        raise ValueError(f"reduction must be one of {', '.join(map(repr, _REDUCTIONS))}; "
+                         f"got {reduction!r}")
+    x = _as_array(logits, "logits")
+    t = _as_array(target, "target")
+    x_result = _result_dtype(x, "logits")
+    logits_shape = x.shape
+    if x.ndim == 0:
+        x = x.reshape(1)
+    (axis_,) = _single_axis(axis, x.ndim, "softmax_cross_entropy")
+    moved = np.moveaxis(x, axis_, -1)
+    batch_shape, n = moved.shape[:-1], moved.shape[-1]
+    is_index = t.dtype.kind in "iu"
+    if is_index:
+        if t.shape != batch_shape:
+            raise ValueError(
+                f"class-index target must have the shape of logits without axis "
+                f"{axis_}: logits.shape={x.shape}, so target.shape should be "
+                f"{batch_shape}, got {t.shape}")
+        grad_dtype = x_result
+    elif t.dtype.kind == "f":
+        if t.shape != x.shape:
+            hint = (" (for class indices use an integer dtype)"
+                    if t.shape == batch_shape else "")
+            raise ValueError(f"probability target must have the shape of logits: "
+                             f"logits.shape={x.shape}, target.shape={t.shape}{hint}")
+        grad_dtype = np.result_type(x_result, _result_dtype(t, "target"))
+    else:
+        raise TypeError(f"target has dtype {t.dtype}: use an integer dtype for class "
+                        f"indices or a floating dtype for probabilities")
+    compute_dtype = _compute_dtype(grad_dtype)
+    rows = prod(batch_shape)
+
+    x_rows = _input_rows(moved.astype(compute_dtype, copy=False), (moved.ndim - 1,))
+    probs = index = None
+    if is_index:
+        flat = t.reshape(-1)
+        bad = (flat < 0) | (flat >= n)
+        if bad.any():
+            row = int(np.argmax(bad))
+            where = np.unravel_index(row, batch_shape) if len(batch_shape) > 1 else row
+            raise IndexError(f"target index {flat[row]} is out of range for {n} classes "
+                             f"(at row {where}); indices must lie in [0, {n})")
+        index = np.ascontiguousarray(flat, dtype=np.int64)
+    else:
+        probs = _input_rows(np.moveaxis(t, axis_, -1).astype(compute_dtype, copy=False),
+                            (moved.ndim - 1,))
+
+    losses = np.empty(rows, np.float64)
+    grad = np.empty((rows, n), compute_dtype) if return_grad else None
+    scale = 1.0 / rows if (reduction == "mean" and rows) else 1.0
+    _backend.kernels.cross_entropy_rows(x_rows, probs, index, losses, grad, scale,
+                                        _backend.get_num_threads())
+
+    if reduction == "none":
+        loss = losses.reshape(batch_shape).astype(compute_dtype)
+    elif reduction == "sum":
+        loss = compute_dtype.type(losses.sum())
+    else:
+        loss = compute_dtype.type(losses.mean() if rows else np.nan)
+    if not return_grad:
+        return loss
+    dlogits = np.moveaxis(grad.reshape(batch_shape + (n,)), -1, axis_)
+    return loss, dlogits.astype(grad_dtype, copy=False).reshape(logits_shape)
