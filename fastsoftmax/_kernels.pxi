@@ -243,6 +243,12 @@ cdef inline void softmax_row(const floating *x, floating *y, Py_ssize_t n,
         row_scale(y, 1.0 / total, n)
 
 
+cdef inline Py_ssize_t chunk_length(Py_ssize_t n, Py_ssize_t nchunks) noexcept nogil:
+    """Length of each of `nchunks` chunks covering n elements, rounded up to
+    a multiple of 64 elements so that threads never share a cache line."""
+    return ((n + nchunks - 1) // nchunks + 63) // 64 * 64
+
+
 cdef void softmax_row_split(const floating *x, floating *y, Py_ssize_t n,
                             int num_threads, bint take_log) noexcept nogil:
     """One long row shared by `num_threads` threads.
@@ -255,8 +261,7 @@ cdef void softmax_row_split(const floating *x, floating *y, Py_ssize_t n,
     cdef floating chunk_max[MAX_CHUNKS]
     cdef double chunk_sum[MAX_CHUNKS]
     cdef Py_ssize_t nchunks = min(<Py_ssize_t>num_threads, <Py_ssize_t>MAX_CHUNKS)
-    # chunk length rounded up to a multiple of 64 elements (whole cache lines)
-    cdef Py_ssize_t chunk = ((n + nchunks - 1) // nchunks + 63) // 64 * 64
+    cdef Py_ssize_t chunk = chunk_length(n, nchunks)
     cdef Py_ssize_t c, start, stop
     cdef floating m_c, m = -INFINITY
     cdef double total = 0.0
@@ -334,46 +339,70 @@ def set_thresholds(Py_ssize_t parallel_min=PARALLEL_MIN_ELEMENTS,
 # update; no Jacobian is formed.  `out` may be either input: element j is
 # read before it is written.
 
-cdef void jvp_rows_impl(const floating[:, ::1] s, const floating[:, ::1] v,
-                        floating[:, ::1] out, int num_threads) noexcept nogil:
-    cdef Py_ssize_t rows = s.shape[0], n = s.shape[1], i
+cdef inline void product_row(const floating *a, const floating *b, floating *y,
+                             Py_ssize_t n, bint log_vjp) noexcept nogil:
+    if log_vjp:
+        row_log_vjp(a, b, row_sum(b, n), y, n)
+    else:
+        row_jvp(a, b, row_dot(a, b, n), y, n)
+
+
+cdef void product_row_split(const floating *a, const floating *b, floating *y,
+                            Py_ssize_t n, int num_threads, bint log_vjp) noexcept nogil:
+    """One long row shared by the threads: partial dots (sums) per chunk,
+    added in chunk order, then each thread updates its chunk."""
+    cdef double partial[MAX_CHUNKS]
+    cdef Py_ssize_t nchunks = min(<Py_ssize_t>num_threads, <Py_ssize_t>MAX_CHUNKS)
+    cdef Py_ssize_t chunk = chunk_length(n, nchunks)
+    cdef Py_ssize_t c, start, stop
+    cdef double total = 0.0
+    for c in prange(nchunks, schedule="static", num_threads=num_threads):
+        start = min(c * chunk, n)
+        stop = min(start + chunk, n)
+        if log_vjp:
+            partial[c] = row_sum(b + start, stop - start)
+        else:
+            partial[c] = row_dot(a + start, b + start, stop - start)
+    for c in range(nchunks):
+        total += partial[c]
+    for c in prange(nchunks, schedule="static", num_threads=num_threads):
+        start = min(c * chunk, n)
+        stop = min(start + chunk, n)
+        if log_vjp:
+            row_log_vjp(a + start, b + start, total, y + start, stop - start)
+        else:
+            row_jvp(a + start, b + start, total, y + start, stop - start)
+
+
+cdef void product_rows_impl(const floating[:, ::1] a, const floating[:, ::1] b,
+                            floating[:, ::1] out, int num_threads, bint log_vjp) noexcept nogil:
+    cdef Py_ssize_t rows = a.shape[0], n = a.shape[1], i
     if rows == 0 or n == 0:
         return
     cdef int nthreads = threads_for(rows * n, num_threads)
-    if nthreads > 1:
+    if nthreads > 1 and rows < nthreads and n >= split_row_min:
+        for i in range(rows):
+            product_row_split(&a[i, 0], &b[i, 0], &out[i, 0], n, nthreads, log_vjp)
+    elif nthreads > 1:
         for i in prange(rows, schedule="static", num_threads=nthreads):
-            row_jvp(&s[i, 0], &v[i, 0], row_dot(&s[i, 0], &v[i, 0], n), &out[i, 0], n)
+            product_row(&a[i, 0], &b[i, 0], &out[i, 0], n, log_vjp)
     else:
         for i in range(rows):
-            row_jvp(&s[i, 0], &v[i, 0], row_dot(&s[i, 0], &v[i, 0], n), &out[i, 0], n)
+            product_row(&a[i, 0], &b[i, 0], &out[i, 0], n, log_vjp)
 
 
 def softmax_jvp_rows(const floating[:, ::1] s, const floating[:, ::1] v,
                      floating[:, ::1] out, int num_threads):
     """out[i] = s[i] * (v[i] - <s[i], v[i]>) for every row i."""
     with nogil:
-        jvp_rows_impl(s, v, out, num_threads)
-
-
-cdef void log_vjp_rows_impl(const floating[:, ::1] logp, const floating[:, ::1] g,
-                            floating[:, ::1] out, int num_threads) noexcept nogil:
-    cdef Py_ssize_t rows = logp.shape[0], n = logp.shape[1], i
-    if rows == 0 or n == 0:
-        return
-    cdef int nthreads = threads_for(rows * n, num_threads)
-    if nthreads > 1:
-        for i in prange(rows, schedule="static", num_threads=nthreads):
-            row_log_vjp(&logp[i, 0], &g[i, 0], row_sum(&g[i, 0], n), &out[i, 0], n)
-    else:
-        for i in range(rows):
-            row_log_vjp(&logp[i, 0], &g[i, 0], row_sum(&g[i, 0], n), &out[i, 0], n)
+        product_rows_impl(s, v, out, num_threads, False)
 
 
 def log_softmax_vjp_rows(const floating[:, ::1] logp, const floating[:, ::1] g,
                          floating[:, ::1] out, int num_threads):
     """out[i] = g[i] - exp(logp[i]) * sum(g[i]) for every row i."""
     with nogil:
-        log_vjp_rows_impl(logp, g, out, num_threads)
+        product_rows_impl(logp, g, out, num_threads, True)
 
 
 def softmax_jacobian_rows(const floating[:, ::1] s, floating[:, :, ::1] out,
