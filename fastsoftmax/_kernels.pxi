@@ -40,6 +40,8 @@ cdef extern from "_vmath.h" nogil:
     void fs_row_exp_scale_f64(const double *x, double shift, double factor, double *y, Py_ssize_t n)
     void fs_row_shift_f32(const float *x, float shift, double offset, float *y, Py_ssize_t n)
     void fs_row_shift_f64(const double *x, double shift, double offset, double *y, Py_ssize_t n)
+    double fs_row_log_sum_exp_f32(const float *x, float m, const float *e, Py_ssize_t n)
+    double fs_row_log_sum_exp_f64(const double *x, double m, const double *e, Py_ssize_t n)
     double fs_row_sum_f32(const float *x, Py_ssize_t n)
     double fs_row_sum_f64(const double *x, Py_ssize_t n)
     double fs_row_dot_f32(const float *a, const float *b, Py_ssize_t n)
@@ -154,6 +156,14 @@ cdef inline void row_exp_scale(const floating *x, floating shift, double factor,
         fs_row_exp_scale_f64(x, shift, factor, y, n)
 
 
+cdef inline double row_log_sum_exp(const floating *x, floating m, const floating *e,
+                                   Py_ssize_t n) noexcept nogil:
+    if floating is float:
+        return fs_row_log_sum_exp_f32(x, m, e, n)
+    else:
+        return fs_row_log_sum_exp_f64(x, m, e, n)
+
+
 cdef inline double row_sum(const floating *x, Py_ssize_t n) noexcept nogil:
     if floating is float:
         return fs_row_sum_f32(x, n)
@@ -236,8 +246,7 @@ cdef inline void softmax_row(const floating *x, floating *y, Py_ssize_t n,
     cdef floating m = row_max(x, n)
     cdef double total
     if take_log:
-        total = row_exp_sum(x, m, <floating *>NULL, n)
-        row_shift(x, m, log(total), y, n)
+        row_shift(x, m, row_log_sum_exp(x, m, <floating *>NULL, n), y, n)
     else:
         total = row_exp_sum(x, m, y, n)
         row_scale(y, 1.0 / total, n)
@@ -430,20 +439,23 @@ def softmax_jacobian_rows(const floating[:, ::1] s, floating[:, :, ::1] out,
 # ---------------------------------------------------------------------------
 # Per row, one log-sum-exp: m = max, S = sum exp(x - m); the loss is
 # T log S - sum t (x - m) with T = sum t (for a class index c: log S - (x_c - m));
-# the gradient softmax * T - t reuses the exp(x - m) stored in `grad`.
+# the gradient softmax * T - t reuses the exp(x - m) stored in `grad`, and so
+# does log S.
 
 cdef inline double xent_row(const floating *x, const floating *t, Py_ssize_t c,
                             floating *grad, double scale, Py_ssize_t n) noexcept nogil:
     """Loss of one row; class index c if t is NULL.  grad may be NULL."""
     cdef floating m = row_max(x, n)
-    cdef double total = row_exp_sum(x, m, grad, n)
-    cdef double tsum, loss
+    cdef double total = 0.0, log_total, tsum, loss
+    if grad != NULL:
+        total = row_exp_sum(x, m, grad, n)
+    log_total = row_log_sum_exp(x, m, grad, n)
     if t == NULL:
         tsum = 1.0
-        loss = log(total) - (<double>x[c] - <double>m)
+        loss = log_total - (<double>x[c] - <double>m)
     else:
         tsum = row_sum(t, n)
-        loss = tsum * log(total) - row_weighted_shifted_sum(t, x, m, n)
+        loss = tsum * log_total - row_weighted_shifted_sum(t, x, m, n)
     if grad != NULL:
         if t == NULL:
             row_scale(grad, scale / total, n)

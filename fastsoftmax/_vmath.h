@@ -111,8 +111,8 @@ static inline int fs_cpu_supports(const char *feature)
  * a short-mantissa high part (k * LN2_HI is exact) and a low part, so that
  * |r| <= ln2 / 2; exp(r) by its Taylor polynomial (degree 7 for float,
  * 13 for double: truncation error below 0.1 ulp on that interval); then the
- * result is scaled by 2^k, as two factors 2^k1 * 2^k2 so that subnormal
- * results are still rounded only once.  Rounding to an integer uses the
+ * result is scaled by 2^k so that subnormal results are still rounded only
+ * once.  Rounding to an integer uses the
  * "add 1.5 * 2^(mantissa bits)" trick, which also leaves the integer in the
  * low mantissa bits: pure float arithmetic and bit shifts, no float-to-int
  * conversion (undefined for NaN), no 64-bit arithmetic shift (SSE2 has
@@ -127,20 +127,37 @@ static inline uint32_t fs_bits_of_f32(float f) { uint32_t u; memcpy(&u, &f, size
 static inline double fs_f64_from_bits(uint64_t u) { double f; memcpy(&f, &u, sizeof f); return f; }
 static inline uint64_t fs_bits_of_f64(double f) { uint64_t u; memcpy(&u, &f, sizeof u); return u; }
 
-static inline float fs_exp2w_f32(float hi, float lo)
+#define FS_F32_LOWEST (-104.0f)     /* exp(-104) < 2^-150: rounds to 0 */
+#define FS_F32_HIGHEST 89.0f        /* exp(89) > FLT_MAX: overflows */
+#define FS_F32_MAGIC 12582912.0f    /* 1.5 * 2^23 */
+#define FS_F64_LOWEST (-746.0)      /* exp(-746) < 2^-1075: rounds to 0 */
+#define FS_F64_HIGHEST 710.0        /* exp(710) > DBL_MAX: overflows */
+#define FS_F64_MAGIC 6755399441055744.0  /* 1.5 * 2^52 */
+
+/* Cody-Waite: k = round(x / ln2) (as a float) and r = hi + lo - k ln2. */
+static inline float fs_exp_reduce_f32(float xc, float lo, float *r)
 {
-    const float lowest = -104.0f;   /* exp(-104) < 2^-150: rounds to 0 */
-    const float highest = 89.0f;    /* exp(89) > FLT_MAX: overflows */
     const float log2e = 1.44269504088896341f;
     const float ln2_hi = 0.693359375f;       /* 9 significant bits */
     const float ln2_lo = -2.12194440e-4f;    /* ln2 - ln2_hi */
-    const float round_magic = 12582912.0f;   /* 1.5 * 2^23 */
+    float kf = (xc * log2e + FS_F32_MAGIC) - FS_F32_MAGIC;
+    *r = (xc - kf * ln2_hi) + (lo - kf * ln2_lo);
+    return kf;
+}
 
-    float xc = hi < lowest ? lowest : hi;    /* NaN passes through */
-    xc = xc > highest ? highest : xc;
-    float kf = (xc * log2e + round_magic) - round_magic;
-    float r = (xc - kf * ln2_hi) + (lo - kf * ln2_lo);
+static inline double fs_exp_reduce_f64(double xc, double lo, double *r)
+{
+    const double log2e = 1.4426950408889634074;
+    const double ln2_hi = 6.93145751953125e-1;            /* 22 significant bits */
+    const double ln2_lo = 1.42860682030941723212e-6;      /* ln2 - ln2_hi */
+    double kf = (xc * log2e + FS_F64_MAGIC) - FS_F64_MAGIC;
+    *r = (xc - kf * ln2_hi) + (lo - kf * ln2_lo);
+    return kf;
+}
 
+/* exp(r) for |r| <= ln2 / 2: Taylor polynomials, Horner form. */
+static inline float fs_exp_poly_f32(float r)
+{
     float p = 1.0f / 5040.0f;
     p = p * r + 1.0f / 720.0f;
     p = p * r + 1.0f / 120.0f;
@@ -148,31 +165,11 @@ static inline float fs_exp2w_f32(float hi, float lo)
     p = p * r + 1.0f / 6.0f;
     p = p * r + 0.5f;
     p = p * r + 1.0f;
-    p = p * r + 1.0f;
-
-    /* k = k1 + k2 with each 2^ki a normal number; the biased exponent
-     * ki + 127 is read off the mantissa bits of (ki + 127 + round_magic) */
-    float k1 = (kf * 0.5f + round_magic) - round_magic, k2 = kf - k1;
-    float scale1 = fs_f32_from_bits(fs_bits_of_f32(k1 + (127.0f + round_magic)) << 23);
-    float scale2 = fs_f32_from_bits(fs_bits_of_f32(k2 + (127.0f + round_magic)) << 23);
-    float y = (p * scale1) * scale2;
-    return hi < lowest ? 0.0f : y;
+    return p * r + 1.0f;
 }
 
-static inline double fs_exp2w_f64(double hi, double lo)
+static inline double fs_exp_poly_f64(double r)
 {
-    const double lowest = -746.0;   /* exp(-746) < 2^-1075: rounds to 0 */
-    const double highest = 710.0;   /* exp(710) > DBL_MAX: overflows */
-    const double log2e = 1.4426950408889634074;
-    const double ln2_hi = 6.93145751953125e-1;            /* 22 significant bits */
-    const double ln2_lo = 1.42860682030941723212e-6;      /* ln2 - ln2_hi */
-    const double round_magic = 6755399441055744.0;        /* 1.5 * 2^52 */
-
-    double xc = hi < lowest ? lowest : hi;
-    xc = xc > highest ? highest : xc;
-    double kf = (xc * log2e + round_magic) - round_magic;
-    double r = (xc - kf * ln2_hi) + (lo - kf * ln2_lo);
-
     double p = 1.0 / 6227020800.0;   /* 1/13! */
     p = p * r + 1.0 / 479001600.0;
     p = p * r + 1.0 / 39916800.0;
@@ -186,13 +183,60 @@ static inline double fs_exp2w_f64(double hi, double lo)
     p = p * r + 1.0 / 6.0;
     p = p * r + 0.5;
     p = p * r + 1.0;
-    p = p * r + 1.0;
+    return p * r + 1.0;
+}
 
-    double k1 = (kf * 0.5 + round_magic) - round_magic, k2 = kf - k1;
-    double scale1 = fs_f64_from_bits(fs_bits_of_f64(k1 + (1023.0 + round_magic)) << 52);
-    double scale2 = fs_f64_from_bits(fs_bits_of_f64(k2 + (1023.0 + round_magic)) << 52);
+/* exp(hi + lo) for any hi.  2^k = 2^k1 * 2^k2 with each factor normal;
+ * the biased exponent ki + 127 is read off the mantissa bits of
+ * (ki + 127 + magic). */
+static inline float fs_exp2w_f32(float hi, float lo)
+{
+    float xc = hi < FS_F32_LOWEST ? FS_F32_LOWEST : hi;    /* NaN passes through */
+    xc = xc > FS_F32_HIGHEST ? FS_F32_HIGHEST : xc;
+    float r, kf = fs_exp_reduce_f32(xc, lo, &r);
+    float p = fs_exp_poly_f32(r);
+    float k1 = (kf * 0.5f + FS_F32_MAGIC) - FS_F32_MAGIC, k2 = kf - k1;
+    float scale1 = fs_f32_from_bits(fs_bits_of_f32(k1 + (127.0f + FS_F32_MAGIC)) << 23);
+    float scale2 = fs_f32_from_bits(fs_bits_of_f32(k2 + (127.0f + FS_F32_MAGIC)) << 23);
+    float y = (p * scale1) * scale2;
+    return hi < FS_F32_LOWEST ? 0.0f : y;
+}
+
+static inline double fs_exp2w_f64(double hi, double lo)
+{
+    double xc = hi < FS_F64_LOWEST ? FS_F64_LOWEST : hi;
+    xc = xc > FS_F64_HIGHEST ? FS_F64_HIGHEST : xc;
+    double r, kf = fs_exp_reduce_f64(xc, lo, &r);
+    double p = fs_exp_poly_f64(r);
+    double k1 = (kf * 0.5 + FS_F64_MAGIC) - FS_F64_MAGIC, k2 = kf - k1;
+    double scale1 = fs_f64_from_bits(fs_bits_of_f64(k1 + (1023.0 + FS_F64_MAGIC)) << 52);
+    double scale2 = fs_f64_from_bits(fs_bits_of_f64(k2 + (1023.0 + FS_F64_MAGIC)) << 52);
     double y = (p * scale1) * scale2;
-    return hi < lowest ? 0.0 : y;
+    return hi < FS_F64_LOWEST ? 0.0 : y;
+}
+
+/* exp(hi + lo) for hi <= 0, the softmax case exp(x - max): cheaper scaling.
+ * p * 2^k = (p * 2^(k+126)) * 2^-126: for k in [-150, 1] the first product
+ * is a normal number, made by adding k + 126 to p's exponent bits (exact),
+ * and the second rounds once, into the subnormal range if need be. */
+static inline float fs_expneg2w_f32(float hi, float lo)
+{
+    float xc = hi < FS_F32_LOWEST ? FS_F32_LOWEST : hi;
+    float r, kf = fs_exp_reduce_f32(xc, lo, &r);
+    float p = fs_exp_poly_f32(r);
+    uint32_t shift = fs_bits_of_f32(kf + (126.0f + FS_F32_MAGIC)) << 23;
+    float y = fs_f32_from_bits(fs_bits_of_f32(p) + shift) * 0x1p-126f;
+    return hi < FS_F32_LOWEST ? 0.0f : y;
+}
+
+static inline double fs_expneg2w_f64(double hi, double lo)
+{
+    double xc = hi < FS_F64_LOWEST ? FS_F64_LOWEST : hi;
+    double r, kf = fs_exp_reduce_f64(xc, lo, &r);
+    double p = fs_exp_poly_f64(r);
+    uint64_t shift = fs_bits_of_f64(kf + (1022.0 + FS_F64_MAGIC)) << 52;
+    double y = fs_f64_from_bits(fs_bits_of_f64(p) + shift) * 0x1p-1022;
+    return hi < FS_F64_LOWEST ? 0.0 : y;
 }
 
 static inline float fs_exp_f32(float x) { return fs_exp2w_f32(x, 0.0f); }
@@ -240,13 +284,13 @@ static inline void fs_ksum_add(fs_ksum *acc, double value)
 
 #define FS_DEFINE_ROW_OPS(T, SUF)                                              \
                                                                                \
-/* exp(a - b) with the difference taken exactly (TwoSum) */                    \
+/* exp(a - b) for a <= b, the difference taken exactly (TwoSum) */            \
 static inline T fs_exp_diff_##SUF(T a, T b)                                    \
 {                                                                              \
     T hi = a - b;                                                              \
     T bv = hi - a;                                                             \
     T lo = (a - (hi - bv)) + (-b - bv);                                        \
-    return fs_exp2w_##SUF(hi, lo);                                             \
+    return fs_expneg2w_##SUF(hi, lo);                                          \
 }                                                                              \
                                                                                \
 /* max of x[0:n] (-inf for n == 0).  It may or may not see a NaN: callers   */ \
@@ -269,6 +313,24 @@ static inline double fs_row_exp_sum_##SUF(const T *x, T shift, T *y,          \
     else                                                                       \
         FS_BLOCKED_SUM(total, n, fs_exp_diff_##SUF(x[j], shift));              \
     return total;                                                              \
+}                                                                              \
+                                                                               \
+/* log(S), S = sum of exp(x[j] - m) for m = max x, accurate also when S is   */ \
+/* close to 1 (log-probabilities close to 0): the terms with x[j] == m are    */ \
+/* exactly 1 and are counted, not added, so S - 1 keeps its relative          */ \
+/* accuracy and log S = log1p(S - 1).  The terms are exp(x - m), or taken     */ \
+/* from e[] if the caller has them already.                                  */ \
+static inline double fs_row_log_sum_exp_##SUF(const T *x, T m, const T *e,    \
+                                              ptrdiff_t n)                     \
+{                                                                              \
+    double tail, ones;                                                         \
+    if (!(m < INFINITY)) return NAN;     /* +inf in the row (or NaN max) */    \
+    if (e)                                                                     \
+        FS_BLOCKED_SUM(tail, n, x[j] == m ? 0.0 : (double)e[j]);               \
+    else                                                                       \
+        FS_BLOCKED_SUM(tail, n, x[j] == m ? 0.0 : (double)fs_exp_diff_##SUF(x[j], m)); \
+    FS_BLOCKED_SUM(ones, n, x[j] == m ? 1.0 : 0.0);                            \
+    return log1p(tail + (ones - 1.0));                                         \
 }                                                                              \
                                                                                \
 static inline double fs_row_sum_##SUF(const T *x, ptrdiff_t n)                 \
