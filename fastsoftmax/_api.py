@@ -30,6 +30,7 @@ __all__ = [
 ]
 
 _F16, _F32, _F64 = np.dtype(np.float16), np.dtype(np.float32), np.dtype(np.float64)
+_KERNEL_DTYPES = (_F32, _F64)  # native byte order: '>f8' != '<f8'
 _REDUCTIONS = ("mean", "sum", "none")
 
 
@@ -120,7 +121,7 @@ def _moved(arr, axes):
 
 def _rows_view(moved, k):
     """(rows, n) view of `moved` (its last k axes joined), or None if that
-    needs a copy or the rows are not contiguous."""
+    needs a copy or the rows are not contiguous.  The row stride is free."""
     batch, n = prod(moved.shape[:moved.ndim - k]), prod(moved.shape[moved.ndim - k:])
     try:
         view = moved.reshape(batch, n, copy=False)
@@ -132,12 +133,6 @@ def _rows_view(moved, k):
         return None
     if n > 1 and view.strides[1] != view.itemsize:
         return None
-    if batch > 1 and view.strides[0] < 0:  # the kernels step forward through rows
-        return None
-    if n <= 1 or batch <= 1:  # give the kernels canonical strides
-        view = np.lib.stride_tricks.as_strided(
-            view, view.shape, (n * view.itemsize, view.itemsize),
-            writeable=view.flags.writeable)
     return view
 
 
@@ -203,7 +198,23 @@ def _partial_overlap(rows, other):
 # Forward
 # --------------------------------------------------------------------------
 
+def _is_plain_rows(x, axis):
+    """True for the common case the kernels take as is: a C-contiguous,
+    non-empty float32/float64 ndarray, reduced along its last axis."""
+    return (type(x) is np.ndarray and type(axis) is int and x.ndim >= 1
+            and (axis == -1 or axis == x.ndim - 1) and x.dtype in _KERNEL_DTYPES
+            and x.flags.c_contiguous and x.size > 0)
+
+
 def _forward(x, axis, out, kernel_name):
+    if out is None and _is_plain_rows(x, axis):
+        # Fast path: skips the general normalisation below (~15 us of
+        # Python), which would find nothing to do.
+        y = np.empty_like(x)
+        n = x.shape[-1]
+        getattr(_backend.kernels, kernel_name)(
+            x.reshape(-1, n), y.reshape(-1, n), _backend.get_num_threads())
+        return y
     arr = _as_array(x, "x")
     result_dtype = _result_dtype(arr, "x")
     compute_dtype = _compute_dtype(result_dtype)
@@ -322,6 +333,13 @@ def _pair(a, b, axis, names, func):
 
 def _product(kernel_name, func, a, b, axis, out, names):
     """Shared body of softmax_jvp, softmax_vjp and log_softmax_vjp."""
+    if (out is None and _is_plain_rows(a, axis) and type(b) is np.ndarray
+            and b.dtype == a.dtype and b.shape == a.shape and b.flags.c_contiguous):
+        y = np.empty_like(a)
+        n = a.shape[-1]
+        getattr(_backend.kernels, kernel_name)(
+            a.reshape(-1, n), b.reshape(-1, n), y.reshape(-1, n), _backend.get_num_threads())
+        return y
     a_arr, b_arr, result_dtype = _pair(a, b, axis, names, func)
     compute_dtype = _compute_dtype(result_dtype)
     shape = a_arr.shape
@@ -583,15 +601,15 @@ def softmax_cross_entropy(logits, target, axis=-1, *, reduction="mean", return_g
         if t.shape != batch_shape:
             raise ValueError(
                 f"class-index target must have the shape of logits without axis "
-                f"{axis_}: logits.shape={x.shape}, so target.shape should be "
+                f"{axis_}: logits.shape={logits_shape}, so target.shape should be "
                 f"{batch_shape}, got {t.shape}")
         grad_dtype = x_result
     elif t.dtype.kind == "f":
-        if t.shape != x.shape:
+        if t.shape != logits_shape:
             hint = (" (for class indices use an integer dtype)"
                     if t.shape == batch_shape else "")
             raise ValueError(f"probability target must have the shape of logits: "
-                             f"logits.shape={x.shape}, target.shape={t.shape}{hint}")
+                             f"logits.shape={logits_shape}, target.shape={t.shape}{hint}")
         grad_dtype = np.result_type(x_result, _result_dtype(t, "target"))
     else:
         raise TypeError(f"target has dtype {t.dtype}: use an integer dtype for class "
@@ -612,7 +630,7 @@ def softmax_cross_entropy(logits, target, axis=-1, *, reduction="mean", return_g
                              f"(at row {where}); indices must lie in [0, {n})")
         index = np.ascontiguousarray(flat, dtype=np.int64)
     else:
-        probs = _input_rows(np.moveaxis(t, axis_, -1).astype(compute_dtype, copy=False),
+        probs = _input_rows(np.moveaxis(t.reshape(x.shape), axis_, -1).astype(compute_dtype, copy=False),
                             (moved.ndim - 1,))
 
     losses = np.empty(rows, np.float64)

@@ -3,10 +3,11 @@
 # source compiled with different -m flags; fastsoftmax._backend picks one.
 #
 # Conventions:
-# - every kernel works on a (rows, n) view whose rows are contiguous
-#   (memoryviews [:, ::1]; the row stride is free); the Python layer has
-#   already validated and reshaped everything, so kernels know nothing of
-#   axes, dtypes or Python objects;
+# - every kernel works on (rows, n) arrays whose rows are contiguous; the
+#   row stride is free (any, even negative or zero for inputs), which is why
+#   the memoryviews are [:, :] with the element stride checked on entry; the
+#   Python layer has already validated and reshaped everything, so kernels
+#   know nothing of axes, dtypes or Python objects;
 # - fused type `floating` gives one kernel per operation for float32 and
 #   float64;
 # - the per-element work lives in _vmath.h (vectorised exp and reductions);
@@ -114,6 +115,15 @@ def parallel_team_size(int num_threads):
         if i == 0:
             team[0] = fs_omp_team_size()
     return team[0]
+
+
+cdef int require_contiguous_rows(Py_ssize_t n, Py_ssize_t stride, Py_ssize_t itemsize,
+                                 str name) except -1:
+    """The C row primitives step through a row one element at a time."""
+    if n > 1 and stride != itemsize:
+        raise ValueError(f"{name}: the kernels need contiguous rows (element stride "
+                         f"{stride}, item size {itemsize})")
+    return 0
 
 
 cdef inline int threads_for(Py_ssize_t elements, int requested) noexcept nogil:
@@ -304,7 +314,7 @@ cdef void softmax_row_split(const floating *x, floating *y, Py_ssize_t n,
             row_exp_scale(x + start, m, 1.0 / total, y + start, stop - start)
 
 
-cdef void softmax_rows_impl(const floating[:, ::1] x, floating[:, ::1] out,
+cdef void softmax_rows_impl(const floating[:, :] x, floating[:, :] out,
                             int num_threads, bint take_log) noexcept nogil:
     cdef Py_ssize_t rows = x.shape[0], n = x.shape[1], i
     if rows == 0 or n == 0:
@@ -321,14 +331,18 @@ cdef void softmax_rows_impl(const floating[:, ::1] x, floating[:, ::1] out,
             softmax_row(&x[i, 0], &out[i, 0], n, take_log)
 
 
-def softmax_rows(const floating[:, ::1] x, floating[:, ::1] out, int num_threads):
+def softmax_rows(const floating[:, :] x, floating[:, :] out, int num_threads):
     """out[i] = softmax(x[i]) for every row i (out may be x)."""
+    require_contiguous_rows(x.shape[1], x.strides[1], sizeof(floating), "x")
+    require_contiguous_rows(out.shape[1], out.strides[1], sizeof(floating), "out")
     with nogil:
         softmax_rows_impl(x, out, num_threads, False)
 
 
-def log_softmax_rows(const floating[:, ::1] x, floating[:, ::1] out, int num_threads):
+def log_softmax_rows(const floating[:, :] x, floating[:, :] out, int num_threads):
     """out[i] = log_softmax(x[i]) for every row i (out may be x)."""
+    require_contiguous_rows(x.shape[1], x.strides[1], sizeof(floating), "x")
+    require_contiguous_rows(out.shape[1], out.strides[1], sizeof(floating), "out")
     with nogil:
         softmax_rows_impl(x, out, num_threads, True)
 
@@ -383,8 +397,8 @@ cdef void product_row_split(const floating *a, const floating *b, floating *y,
             row_jvp(a + start, b + start, total, y + start, stop - start)
 
 
-cdef void product_rows_impl(const floating[:, ::1] a, const floating[:, ::1] b,
-                            floating[:, ::1] out, int num_threads, bint log_vjp) noexcept nogil:
+cdef void product_rows_impl(const floating[:, :] a, const floating[:, :] b,
+                            floating[:, :] out, int num_threads, bint log_vjp) noexcept nogil:
     cdef Py_ssize_t rows = a.shape[0], n = a.shape[1], i
     if rows == 0 or n == 0:
         return
@@ -400,21 +414,27 @@ cdef void product_rows_impl(const floating[:, ::1] a, const floating[:, ::1] b,
             product_row(&a[i, 0], &b[i, 0], &out[i, 0], n, log_vjp)
 
 
-def softmax_jvp_rows(const floating[:, ::1] s, const floating[:, ::1] v,
-                     floating[:, ::1] out, int num_threads):
+def softmax_jvp_rows(const floating[:, :] s, const floating[:, :] v,
+                     floating[:, :] out, int num_threads):
     """out[i] = s[i] * (v[i] - <s[i], v[i]>) for every row i."""
+    require_contiguous_rows(s.shape[1], s.strides[1], sizeof(floating), "s")
+    require_contiguous_rows(v.shape[1], v.strides[1], sizeof(floating), "v")
+    require_contiguous_rows(out.shape[1], out.strides[1], sizeof(floating), "out")
     with nogil:
         product_rows_impl(s, v, out, num_threads, False)
 
 
-def log_softmax_vjp_rows(const floating[:, ::1] logp, const floating[:, ::1] g,
-                         floating[:, ::1] out, int num_threads):
+def log_softmax_vjp_rows(const floating[:, :] logp, const floating[:, :] g,
+                         floating[:, :] out, int num_threads):
     """out[i] = g[i] - exp(logp[i]) * sum(g[i]) for every row i."""
+    require_contiguous_rows(logp.shape[1], logp.strides[1], sizeof(floating), "logp")
+    require_contiguous_rows(g.shape[1], g.strides[1], sizeof(floating), "g")
+    require_contiguous_rows(out.shape[1], out.strides[1], sizeof(floating), "out")
     with nogil:
         product_rows_impl(logp, g, out, num_threads, True)
 
 
-def softmax_jacobian_rows(const floating[:, ::1] s, floating[:, :, ::1] out,
+def softmax_jacobian_rows(const floating[:, :] s, floating[:, :, ::1] out,
                           int num_threads):
     """out[r] = diag(s[r]) - outer(s[r], s[r]) for every row r.
 
@@ -422,6 +442,7 @@ def softmax_jacobian_rows(const floating[:, ::1] s, floating[:, :, ::1] out,
     split across threads as well as many small ones.
     """
     cdef Py_ssize_t rows = s.shape[0], n = s.shape[1], k
+    require_contiguous_rows(n, s.strides[1], sizeof(floating), "s")
     if rows == 0 or n == 0:
         return
     cdef int nthreads = threads_for(rows * n * n, num_threads)
@@ -465,7 +486,7 @@ cdef inline double xent_row(const floating *x, const floating *t, Py_ssize_t c,
     return loss
 
 
-cdef inline double xent_row_i(const floating[:, ::1] x, const floating *t,
+cdef inline double xent_row_i(const floating[:, :] x, const floating *t,
                               Py_ssize_t t_stride, const int64_t *index,
                               floating *grad, double scale, Py_ssize_t i) noexcept nogil:
     """xent_row for row i, picking that row out of whichever target is given."""
@@ -482,7 +503,7 @@ cdef inline double xent_row_i(const floating[:, ::1] x, const floating *t,
     return xent_row(&x[i, 0], t_row, c, grad_row, scale, n)
 
 
-cdef void xent_rows_impl(const floating[:, ::1] x, const floating *t, Py_ssize_t t_stride,
+cdef void xent_rows_impl(const floating[:, :] x, const floating *t, Py_ssize_t t_stride,
                          const int64_t *index, double *loss, floating *grad,
                          double scale, int num_threads) noexcept nogil:
     cdef Py_ssize_t rows = x.shape[0], n = x.shape[1], i
@@ -495,17 +516,20 @@ cdef void xent_rows_impl(const floating[:, ::1] x, const floating *t, Py_ssize_t
             loss[i] = xent_row_i(x, t, t_stride, index, grad, scale, i)
 
 
-def cross_entropy_rows(const floating[:, ::1] logits, const floating[:, ::1] target,
+def cross_entropy_rows(const floating[:, :] logits, const floating[:, :] target,
                        const int64_t[::1] index, double[::1] loss,
                        floating[:, ::1] grad, double grad_scale, int num_threads):
     """loss[i] = -sum(target[i] * log_softmax(logits[i])) for every row i.
 
     Exactly one of `target` (probabilities, rows x n) and `index` (class
     indices, already checked to lie in [0, n)) is given, the other None.
-    `grad` (C-contiguous rows x n, or None) receives
+    `grad` (a C-contiguous rows x n array, or None) receives
     (softmax * sum(target) - target) * grad_scale.
     """
     cdef Py_ssize_t rows = logits.shape[0], n = logits.shape[1]
+    require_contiguous_rows(n, logits.strides[1], sizeof(floating), "logits")
+    if target is not None:
+        require_contiguous_rows(n, target.strides[1], sizeof(floating), "target")
     if rows == 0 or n == 0:
         return
     cdef const floating *t = NULL

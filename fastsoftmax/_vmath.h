@@ -6,7 +6,7 @@
  * (sum, max) if it is allowed to reorder it, which needs -ffast-math, and
  * -ffast-math would break the -inf masking and NaN rules the library
  * promises.  An "omp simd reduction" pragma grants exactly that reordering
- * for one loop (with an error bound we control, see FS_BLOCKED_SUM), and
+ * for one loop (with an error bound we control, see FS_KAHAN_SUM), and
  * Cython cannot emit pragmas.  libm's exp is a scalar call that blocks
  * vectorisation, so exp is a branch-free polynomial here.
  *
@@ -248,11 +248,17 @@ static inline double fs_exp_f64(double x) { return fs_exp2w_f64(x, 0.0); }
 /*
  * "omp simd reduction" lets the compiler keep one partial result per
  * vector lane (-fopenmp-simd enables the pragma without the OpenMP runtime;
- * a compiler without it just ignores the pragma).  Sums are accumulated in
- * double, per block of FS_BLOCK elements, and the block sums are added with
- * Kahan compensation: the rounding error is then bounded by about
- * (FS_BLOCK / vector lanes) eps whatever the row length n, where a plain
- * running sum would grow like n eps.
+ * a compiler without it just ignores the pragma).  All sums are accumulated
+ * in double, in one of two ways:
+ *
+ * FS_BLOCKED_SUM (float data): plain lanes over blocks of FS_BLOCK
+ *   elements, the block sums added with Kahan compensation.  Each term is a
+ *   float, so the lanes' double rounding is ~1e-16 relative, far below a
+ *   float ulp, and the blocks keep even that from growing with n.
+ * FS_KAHAN_SUM (double data): Kahan compensation in every lane.  A double
+ *   lane summing, say, one large and many small terms would otherwise round
+ *   the same way at every step and lose several ulp; compensated lanes keep
+ *   the error at about 2 eps whatever n is.
  */
 #define FS_BLOCK 128
 
@@ -268,7 +274,7 @@ static inline void fs_ksum_add(fs_ksum *acc, double value)
 }
 
 /* RESULT = sum over j in [0, N) of TERM (an expression in j, which may also
- * store something), accumulated as described above. */
+ * store something). */
 #define FS_BLOCKED_SUM(RESULT, N, TERM)                                        \
     do {                                                                       \
         fs_ksum total_ = {0.0, 0.0};                                           \
@@ -281,6 +287,23 @@ static inline void fs_ksum_add(fs_ksum *acc, double value)
         }                                                                      \
         (RESULT) = total_.sum;                                                 \
     } while (0)
+
+#define FS_KAHAN_SUM(RESULT, N, TERM)                                          \
+    do {                                                                       \
+        double sum_ = 0.0, carry_ = 0.0;                                       \
+        _Pragma("omp simd reduction(+:sum_, carry_)")                          \
+        for (ptrdiff_t j = 0; j < (N); j++) {                                  \
+            double y_ = (double)(TERM) - carry_;                               \
+            double t_ = sum_ + y_;                                             \
+            carry_ = (t_ - sum_) - y_;                                         \
+            carry_ = carry_ == carry_ ? carry_ : 0.0; /* inf terms: no NaN */   \
+            sum_ = t_;                                                         \
+        }                                                                      \
+        (RESULT) = sum_ - carry_;                                              \
+    } while (0)
+
+#define FS_SUM_f32 FS_BLOCKED_SUM
+#define FS_SUM_f64 FS_KAHAN_SUM
 
 #define FS_DEFINE_ROW_OPS(T, SUF)                                              \
                                                                                \
@@ -309,9 +332,9 @@ static inline double fs_row_exp_sum_##SUF(const T *x, T shift, T *y,          \
 {                                                                              \
     double total;                                                              \
     if (y)                                                                     \
-        FS_BLOCKED_SUM(total, n, y[j] = fs_exp_diff_##SUF(x[j], shift));       \
+        FS_SUM_##SUF(total, n, y[j] = fs_exp_diff_##SUF(x[j], shift));       \
     else                                                                       \
-        FS_BLOCKED_SUM(total, n, fs_exp_diff_##SUF(x[j], shift));              \
+        FS_SUM_##SUF(total, n, fs_exp_diff_##SUF(x[j], shift));              \
     return total;                                                              \
 }                                                                              \
                                                                                \
@@ -326,24 +349,24 @@ static inline double fs_row_log_sum_exp_##SUF(const T *x, T m, const T *e,    \
     double tail, ones;                                                         \
     if (!(m < INFINITY)) return NAN;     /* +inf in the row (or NaN max) */    \
     if (e)                                                                     \
-        FS_BLOCKED_SUM(tail, n, x[j] == m ? 0.0 : (double)e[j]);               \
+        FS_SUM_##SUF(tail, n, x[j] == m ? 0.0 : (double)e[j]);               \
     else                                                                       \
-        FS_BLOCKED_SUM(tail, n, x[j] == m ? 0.0 : (double)fs_exp_diff_##SUF(x[j], m)); \
-    FS_BLOCKED_SUM(ones, n, x[j] == m ? 1.0 : 0.0);                            \
+        FS_SUM_##SUF(tail, n, x[j] == m ? 0.0 : (double)fs_exp_diff_##SUF(x[j], m)); \
+    FS_SUM_##SUF(ones, n, x[j] == m ? 1.0 : 0.0);                            \
     return log1p(tail + (ones - 1.0));                                         \
 }                                                                              \
                                                                                \
 static inline double fs_row_sum_##SUF(const T *x, ptrdiff_t n)                 \
 {                                                                              \
     double total;                                                              \
-    FS_BLOCKED_SUM(total, n, (double)x[j]);                                    \
+    FS_SUM_##SUF(total, n, (double)x[j]);                                    \
     return total;                                                              \
 }                                                                              \
                                                                                \
 static inline double fs_row_dot_##SUF(const T *a, const T *b, ptrdiff_t n)     \
 {                                                                              \
     double total;                                                              \
-    FS_BLOCKED_SUM(total, n, (double)a[j] * (double)b[j]);                     \
+    FS_SUM_##SUF(total, n, (double)a[j] * (double)b[j]);                     \
     return total;                                                              \
 }                                                                              \
                                                                                \
@@ -353,7 +376,7 @@ static inline double fs_row_weighted_shifted_sum_##SUF(const T *w, const T *x, \
                                                        T shift, ptrdiff_t n)   \
 {                                                                              \
     double total;                                                              \
-    FS_BLOCKED_SUM(total, n, w[j] != 0 ? (double)w[j] * ((double)x[j] - (double)shift) : 0.0); \
+    FS_SUM_##SUF(total, n, w[j] != 0 ? (double)w[j] * ((double)x[j] - (double)shift) : 0.0); \
     return total;                                                              \
 }                                                                              \
                                                                                \
