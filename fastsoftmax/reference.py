@@ -155,6 +155,20 @@ def _shift_by_max(x, axes):
     return x - row_max, nan_row
 
 
+def _log_total(shifted, exps, axes):
+    """log(sum(exps)), accurate also when the sum is close to 1.
+
+    The entries at the max (``shifted == 0``) contribute exactly 1 each, so
+    ``sum - 1`` is the sum of the others plus (their count - 1), computed
+    without cancellation, and ``log(sum) = log1p(sum - 1)``.  A plain
+    ``log(sum)`` would have an absolute error of about eps, which is huge
+    relative to log-probabilities close to 0.
+    """
+    at_max = shifted == 0
+    others = np.sum(np.where(at_max, 0, exps), axis=axes, keepdims=True)
+    return np.log1p(others + (np.sum(at_max, axis=axes, keepdims=True) - 1))
+
+
 def _forward(x, axis, out, log):
     x = np.asarray(x)
     shape, rdt = x.shape, _result_dtype(x.dtype)
@@ -166,7 +180,7 @@ def _forward(x, axis, out, log):
         shifted, nan_row = _shift_by_max(x, axes)
         exps = np.exp(shifted)
         total = np.sum(exps, axis=axes, keepdims=True)
-        result = shifted - np.log(total) if log else exps / total
+        result = shifted - _log_total(shifted, exps, axes) if log else exps / total
         result = np.where(nan_row, np.nan, result)
         result = result.astype(rdt).reshape(shape)
     return _finish(result, out)
