@@ -1,0 +1,354 @@
+"""The build (compiled kernels, OpenMP, SIMD paths, show_config) and threads
+(API.md, Threads and Build)."""
+
+import concurrent.futures
+import importlib.machinery
+import io
+import os
+import re
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+import fastsoftmax as fs
+from fastsoftmax import _backend, _build_config
+from fastsoftmax import reference as ref
+
+from _helpers import FLOAT_DTYPES, assert_ulp_close, oracle
+
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+FORWARD = [(fs.softmax, ref.softmax), (fs.log_softmax, ref.log_softmax)]
+FORWARD_IDS = ["softmax", "log_softmax"]
+DTYPE_IDS = ["float32", "float64"]
+# The error budget derived in test_forward.py (ulps, floor): exp within 1.2
+# ulp, T's error, the final rounding(s); see the comment there.
+BOUNDS = {
+    ("softmax", np.float32): (3, np.finfo(np.float32).tiny),
+    ("softmax", np.float64): (4.5, np.finfo(np.float64).tiny),
+    ("log_softmax", np.float32): (2, 1.0),
+    ("log_softmax", np.float64): (4, 1.0),
+}
+SIMD_WIDTH_BITS = {"avx512": 512, "avx2": 256, "baseline": 128}
+
+
+def check(actual, expected, func, dtype, factor=1):
+    ulps, floor = BOUNDS[(func.__name__, dtype)]
+    assert_ulp_close(actual, expected, dtype, factor * ulps, floor=floor)
+
+
+def openmp():
+    return _backend.kernels.openmp_enabled()
+
+
+def all_kernel_modules():
+    return [_backend.load(path) for path in _backend.supported_paths()]
+
+
+def run_python(code, tmp_path, **env_changes):
+    """Run `code` in a fresh interpreter outside the repository (so that
+    `python -c` cannot pick up the source folder), with this process's
+    environment (PYTHONPATH made absolute) changed by `env_changes` (None
+    removes a variable)."""
+    env = dict(os.environ)
+    if env.get("PYTHONPATH"):
+        env["PYTHONPATH"] = os.pathsep.join(
+            os.path.abspath(p) for p in env["PYTHONPATH"].split(os.pathsep) if p)
+    for key, value in env_changes.items():
+        if value is None:
+            env.pop(key, None)
+        else:
+            env[key] = value
+    return subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env=env,
+                          capture_output=True, text=True, timeout=120)
+
+
+def run_ok(code, tmp_path, **env_changes):
+    """run_python that must succeed and import this same fastsoftmax; returns
+    the printed lines (without the final line, the module path)."""
+    code = code + "\nimport fastsoftmax; print(fastsoftmax.__file__)"
+    proc = run_python(code, tmp_path, **env_changes)
+    assert proc.returncode == 0, proc.stderr
+    lines = proc.stdout.splitlines()
+    assert os.path.realpath(lines[-1]) == os.path.realpath(fs.__file__)
+    return lines[:-1]
+
+
+@pytest.fixture
+def restore_threads():
+    yield
+    for kernels in all_kernel_modules():
+        kernels.set_thresholds()
+    fs.set_num_threads(None)
+
+
+# --------------------------------------------------------------------------
+# what is imported
+# --------------------------------------------------------------------------
+
+# API.md: "The compiled core is Cython"
+def test_kernels_are_the_compiled_extension():
+    package_dir = os.path.dirname(os.path.realpath(fs.__file__))
+    suffixes = tuple(importlib.machinery.EXTENSION_SUFFIXES)
+    for kernels in [_backend.kernels] + all_kernel_modules():
+        assert kernels.__file__.endswith(suffixes), kernels.__file__
+        assert os.path.dirname(os.path.realpath(kernels.__file__)) == package_dir
+    assert _backend.SIMD_PATH in _backend.supported_paths()
+
+
+@pytest.mark.skipif(os.environ.get("FASTSOFTMAX_EXPECT_INSTALLED") != "1",
+                    reason="FASTSOFTMAX_EXPECT_INSTALLED=1 is set where the tests must "
+                           "run against an installed package (CI)")
+def test_installed_package_is_imported():
+    package_dir = os.path.dirname(os.path.realpath(fs.__file__))
+    parts = package_dir.split(os.sep)
+    assert "site-packages" in parts or "dist-packages" in parts, package_dir
+    # not the source folder of this checkout (a virtual environment inside
+    # the checkout is fine: its site-packages is not the source)
+    relative = os.path.relpath(package_dir, os.path.realpath(REPO_ROOT))
+    outside = relative == os.pardir or relative.startswith(os.pardir + os.sep)
+    assert outside or "site-packages" in relative.split(os.sep), package_dir
+    assert package_dir != os.path.join(os.path.realpath(REPO_ROOT), "fastsoftmax")
+
+
+# --------------------------------------------------------------------------
+# OpenMP
+# --------------------------------------------------------------------------
+
+# API.md: "It builds with OpenMP where the compiler has it and without it
+# (serially) where it does not"
+def test_openmp_build_decision_is_what_was_compiled(restore_threads):
+    compiled = _backend.kernels.openmp_enabled()
+    assert _build_config.OPENMP == compiled
+    for kernels in all_kernel_modules():  # every SIMD variant alike
+        assert kernels.openmp_enabled() == compiled
+
+    expect = os.environ.get("FASTSOFTMAX_EXPECT_OPENMP")
+    assert expect in (None, "", "0", "1"), f"FASTSOFTMAX_EXPECT_OPENMP={expect!r}"
+    if expect == "1":
+        assert compiled, f"OpenMP expected but off: {_build_config.OPENMP_REASON}"
+    elif expect == "0":
+        assert not compiled, "a serial build was expected"
+
+    for kernels in all_kernel_modules():
+        if compiled:
+            # threads really start: a parallel region asked for 2 gets 2
+            assert kernels.parallel_team_size(2) == 2
+            assert kernels.parallel_team_size(1) == 1
+        else:
+            assert kernels.parallel_team_size(2) == 1
+    if not compiled:
+        # API.md: "A build without OpenMP reports 1."
+        assert fs.get_num_threads() == 1
+        fs.set_num_threads(4)
+        assert fs.get_num_threads() == 1
+
+
+# --------------------------------------------------------------------------
+# show_config
+# --------------------------------------------------------------------------
+
+def _config_value(text, key):
+    match = re.search(rf"^\s*{key}\s*:\s*(.*)$", text, re.MULTILINE)
+    assert match, f"show_config does not print {key}:\n{text}"
+    return match.group(1).strip()
+
+
+# API.md: "`fs.show_config()` prints the version, the compiler flags, whether
+# OpenMP is on, the thread count and the SIMD width the kernels were built for."
+def test_show_config(capsys, restore_threads):
+    fs.show_config()
+    text = capsys.readouterr().out
+    assert text.splitlines()[0] == f"fastsoftmax {fs.__version__}"
+    assert _config_value(text, "compiler") == _build_config.COMPILER
+    flags = _config_value(text, "compile_flags").split()
+    assert flags == list(_build_config.VARIANT_FLAGS[_backend.SIMD_PATH])
+    assert ("-fopenmp" in flags) == openmp()
+    assert _config_value(text, "openmp") == str(openmp())
+    assert int(_config_value(text, "num_threads")) == fs.get_num_threads()
+    assert _config_value(text, "simd_path") == _backend.SIMD_PATH
+    width = int(_config_value(text, "simd_width_bits"))
+    assert width == 8 * _backend.kernels.simd_width_bytes()
+    if _backend.SIMD_PATH in SIMD_WIDTH_BITS:
+        assert width == SIMD_WIDTH_BITS[_backend.SIMD_PATH]
+
+    # file= and the live thread count
+    fs.set_num_threads(1)
+    buffer = io.StringIO()
+    assert fs.show_config(file=buffer) is None
+    assert capsys.readouterr().out == ""
+    assert int(_config_value(buffer.getvalue(), "num_threads")) == 1
+
+
+# --------------------------------------------------------------------------
+# SIMD paths
+# --------------------------------------------------------------------------
+
+@pytest.mark.parametrize("dtype", FLOAT_DTYPES, ids=DTYPE_IDS)
+@pytest.mark.parametrize("func, reference", FORWARD, ids=FORWARD_IDS)
+def test_every_simd_path_matches_reference(func, reference, dtype, simd_path, rng):
+    assert _backend.kernels.__name__ == f"fastsoftmax._kernels_{simd_path}"
+    if simd_path in SIMD_WIDTH_BITS:
+        assert 8 * _backend.kernels.simd_width_bytes() == SIMD_WIDTH_BITS[simd_path]
+    for shape in [(5, 1), (7, 15), (3, 33), (4, 1000), (70_001,)]:
+        x = (3 * rng.standard_normal(shape)).astype(dtype)
+        check(func(x), oracle(reference, x), func, dtype)
+
+
+def test_default_path_is_the_best_supported():
+    if os.environ.get(_backend.SIMD_ENV):
+        pytest.skip(f"{_backend.SIMD_ENV} is set")
+    assert _backend.SIMD_PATH == _backend.supported_paths()[0]
+    assert "baseline" in _backend.supported_paths()
+
+
+@pytest.mark.parametrize("path", _backend.supported_paths())
+def test_simd_environment_variable_selects_the_path(path, tmp_path):
+    lines = run_ok("import fastsoftmax as fs\nfs.show_config()", tmp_path,
+                   FASTSOFTMAX_SIMD=path)
+    text = "\n".join(lines)
+    assert _config_value(text, "simd_path") == path
+    assert _config_value(text, "kernel_module").endswith(
+        tuple(f"_kernels_{path}{suffix}" for suffix in importlib.machinery.EXTENSION_SUFFIXES))
+    if path in SIMD_WIDTH_BITS:
+        assert int(_config_value(text, "simd_width_bits")) == SIMD_WIDTH_BITS[path]
+
+
+UNAVAILABLE_PATHS = ["nonsense", "sse9"] + [
+    p for p in _backend.PATH_PREFERENCE if p not in _backend.supported_paths()]
+
+
+@pytest.mark.parametrize("path", UNAVAILABLE_PATHS)
+def test_unknown_simd_path_is_an_import_error(path, tmp_path):
+    proc = run_python("import fastsoftmax", tmp_path, FASTSOFTMAX_SIMD=path)
+    assert proc.returncode != 0
+    assert "ImportError" in proc.stderr and repr(path) in proc.stderr, proc.stderr
+
+
+# --------------------------------------------------------------------------
+# threads
+# --------------------------------------------------------------------------
+
+def default_threads(env):
+    """What OpenMP uses by default: OMP_NUM_THREADS or the usable cores."""
+    if not openmp():
+        return 1
+    if env.get("OMP_NUM_THREADS"):
+        return int(env["OMP_NUM_THREADS"].split(",")[0])
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count()
+
+
+# API.md: "`fs.get_num_threads()` and `fs.set_num_threads(n)`; `n=None`
+# restores the default"
+def test_get_and_set_num_threads(restore_threads):
+    default = fs.get_num_threads()
+    assert default == default_threads(os.environ)
+    fs.set_num_threads(1)
+    assert fs.get_num_threads() == 1
+    fs.set_num_threads(2)
+    assert fs.get_num_threads() == (2 if openmp() else 1)
+    fs.set_num_threads(np.int64(3))
+    assert fs.get_num_threads() == (3 if openmp() else 1)
+    fs.set_num_threads(None)
+    assert fs.get_num_threads() == default
+
+
+# API.md: "the default (what OpenMP would use: `OMP_NUM_THREADS` or the cores
+# this process may run on)"
+@pytest.mark.parametrize("omp_num_threads", ["1", "2", None])
+def test_default_threads_in_a_fresh_process(omp_num_threads, tmp_path):
+    code = ("import fastsoftmax as fs\n"
+            "print(fs.get_num_threads())\n"
+            "fs.set_num_threads(2)\n"
+            "print(fs.get_num_threads())\n"
+            "fs.set_num_threads(None)\n"
+            "print(fs.get_num_threads())")
+    lines = run_ok(code, tmp_path, OMP_NUM_THREADS=omp_num_threads)
+    env = {} if omp_num_threads is None else {"OMP_NUM_THREADS": omp_num_threads}
+    default = default_threads(env)
+    assert [int(v) for v in lines] == [default, 2 if openmp() else 1, default]
+
+
+def _split_row_threshold_inputs(rng, dtype):
+    return [rng.standard_normal((257, 300)).astype(dtype),   # many rows
+            rng.standard_normal((1, 300)).astype(dtype),     # one short row
+            rng.standard_normal((3, 5, 40)).astype(dtype)]
+
+
+# API.md: "Results are identical whatever the thread count when rows are split
+# among threads"
+@pytest.mark.parametrize("dtype", FLOAT_DTYPES, ids=DTYPE_IDS)
+@pytest.mark.parametrize("func", [fs.softmax, fs.log_softmax], ids=FORWARD_IDS)
+def test_rows_split_among_threads_are_bit_identical(func, dtype, restore_threads, rng):
+    for kernels in all_kernel_modules():  # even small inputs take the parallel path
+        kernels.set_thresholds(parallel_min=0)
+    for x in _split_row_threshold_inputs(rng, dtype):
+        results = []
+        for n in (1, 2, 3, 4):
+            fs.set_num_threads(n)
+            results.append(func(x))
+        for result in results[1:]:
+            np.testing.assert_array_equal(result, results[0])
+
+
+# API.md: "a single row split across threads may differ by rounding only"
+@pytest.mark.parametrize("dtype", FLOAT_DTYPES, ids=DTYPE_IDS)
+@pytest.mark.parametrize("func, reference", FORWARD, ids=FORWARD_IDS)
+def test_one_row_split_across_threads(func, reference, dtype, restore_threads, rng):
+    # 200_003 >= SPLIT_ROW_MIN and 1 row < 2 threads: split with the defaults
+    x = (3 * rng.standard_normal(200_003)).astype(dtype)
+    expected = oracle(reference, x)
+    results = {}
+    for n in (1, 2, 3):
+        fs.set_num_threads(n)
+        results[n] = func(x)
+        check(results[n], expected, func, dtype)
+    # two results within the budget of the same exact value
+    check(results[2], results[1], func, dtype, factor=2)
+    check(results[3], results[1], func, dtype, factor=2)
+
+
+# API.md: "Inside `threadpoolctl.threadpool_limits(k)`, `get_num_threads()`
+# reports the limit." and "`threadpoolctl.threadpool_limits(k)` limits the
+# kernels as it limits NumPy's BLAS."
+def test_threadpoolctl(restore_threads, rng):
+    threadpoolctl = pytest.importorskip("threadpoolctl")
+    before = fs.get_num_threads()
+    x = rng.standard_normal((300, 200))
+    expected = fs.softmax(x)
+    with threadpoolctl.threadpool_limits(1):
+        assert fs.get_num_threads() == 1
+        np.testing.assert_array_equal(fs.softmax(x), expected)
+    assert fs.get_num_threads() == before
+    if openmp():
+        # the kernels' OpenMP runtime is one threadpoolctl sees and limits
+        apis = {info["user_api"] for info in threadpoolctl.threadpool_info()}
+        assert "openmp" in apis
+        with threadpoolctl.threadpool_limits(limits=1, user_api="openmp"):
+            assert fs.get_num_threads() == 1
+        assert fs.get_num_threads() == before
+        # a limit above a set_num_threads value does not raise it
+        fs.set_num_threads(1)
+        with threadpoolctl.threadpool_limits(2):
+            assert fs.get_num_threads() == 1
+
+
+# API.md: "Every kernel releases the GIL: Python threads may call it concurrently."
+@pytest.mark.parametrize("func", [fs.softmax, fs.log_softmax], ids=FORWARD_IDS)
+def test_concurrent_python_threads(func, rng):
+    inputs = []
+    for i in range(8):
+        dtype = FLOAT_DTYPES[i % 2]
+        inputs.append((rng.standard_normal((64, 517)) * (i + 1)).astype(dtype))  # parallel rows
+        inputs.append(rng.standard_normal(70_000 + i).astype(dtype))  # one split row
+        inputs.append(rng.standard_normal((3, 33)).astype(dtype))  # serial
+    serial = [func(x) for x in inputs]
+    with concurrent.futures.ThreadPoolExecutor(max_workers=8) as pool:
+        for _ in range(3):
+            concurrent_results = list(pool.map(func, inputs))
+            for got, want in zip(concurrent_results, serial):
+                assert got.dtype == want.dtype
+                np.testing.assert_array_equal(got, want)

@@ -1,0 +1,712 @@
+"""softmax and log_softmax against the plain NumPy reference (API.md, Forward).
+
+One generic equivalence test runs every (fast, reference) pair of `FORWARD`
+over dtypes x shapes x axes x memory layouts x thread counts; a smaller grid
+runs on every SIMD path the CPU supports.  The remaining tests pin down the
+invariants and, one by one, the lines of API.md's Forward section.
+"""
+
+import math
+
+import numpy as np
+import pytest
+
+import fastsoftmax as fs
+from fastsoftmax import reference as ref
+
+from _helpers import FLOAT_DTYPES, assert_ulp_close, oracle
+
+try:
+    from numpy.exceptions import AxisError
+except ImportError:  # NumPy < 1.25
+    from numpy import AxisError
+
+FORWARD = [(fs.softmax, ref.softmax), (fs.log_softmax, ref.log_softmax)]
+FORWARD_IDS = ["softmax", "log_softmax"]
+DTYPE_IDS = ["float32", "float64"]
+
+
+# --------------------------------------------------------------------------
+# Error budget
+# --------------------------------------------------------------------------
+# Units: eps * max(|exact|, floor), eps the dtype's machine epsilon.  The
+# kernels compute, per row, m = max, y_j = exp(x_j - m) with the difference
+# x_j - m taken exactly (TwoSum) and the polynomial exp within 1.2 ulp,
+# T = sum(y_j) in double (blocked + Kahan: its own rounding does not grow
+# with n), then
+#   softmax:      s_j = y_j * (1/T), the product rounded once to the dtype;
+#   log_softmax:  l_j = (x_j - m) - log(T), in double, rounded once.
+#
+# softmax, float32: own exp 1.2 + T's error (T is a positively weighted sum
+#   of the y_j, so its relative error is at most the largest of theirs, 1.2;
+#   the double accumulation adds ~2**-29 ulp of float32, i.e. nothing) + the
+#   final rounding 0.5 = 2.9 -> 3.  floor = tiny: a subnormal result is
+#   rounded to the subnormal grid (spacing eps * tiny) by the exp and again
+#   by the scaling, at most 1 eps * tiny in all.
+# softmax, float64: the same terms, but T is accumulated in the dtype itself:
+#   own exp 1.2 + T (1.2 from the terms + 1 for a compensated sum, Kahan's
+#   2u) + 1/T rounded 0.5 + final rounding 0.5 = 4.4 -> 4.5.
+# log_softmax, float32 (floor = 1: near 0 the error is absolute, eps-sized,
+#   ~ eps * |log T|'s error, not relative to a tiny |l_j|): log(T) inherits
+#   T's relative error as an absolute one, <= 1.2 eps; x_j - m and the
+#   subtraction are exact or negligible in double; final rounding 0.5 ->
+#   1.7 -> 2.
+# log_softmax, float64 (floor = 1): x_j - m rounded 0.5 (|x_j - m| <= |l_j|)
+#   + log T's error 2.2 (T as above) + log rounded 0.5 (log T <= |l_j|) +
+#   the subtraction rounded 0.5 = 3.7 -> 4.
+BOUNDS = {
+    ("softmax", np.float32): (3, np.finfo(np.float32).tiny),
+    ("softmax", np.float64): (4.5, np.finfo(np.float64).tiny),
+    ("log_softmax", np.float32): (2, 1.0),
+    ("log_softmax", np.float64): (4, 1.0),
+}
+
+
+def check(actual, expected, func, dtype):
+    """assert_ulp_close with the budget above for `func` on `dtype` data."""
+    ulps, floor = BOUNDS[(func.__name__, np.dtype(dtype).type)]
+    assert_ulp_close(actual, expected, np.dtype(dtype).type, ulps, floor=floor)
+
+
+def representable(expected, dtype):
+    """The oracle with values beyond the dtype's range replaced by the
+    infinity they round to (e.g. log_softmax([max, -max])[1] = -2 max)."""
+    expected = np.asarray(expected)
+    with np.errstate(over="ignore"):
+        overflow = np.isinf(expected.astype(dtype)) & np.isfinite(expected)
+    return np.where(overflow, np.copysign(np.inf, expected), expected)
+
+
+# --------------------------------------------------------------------------
+# Inputs: shapes x axes, and memory layouts
+# --------------------------------------------------------------------------
+
+def _case(shape, axis):
+    sid = "x".join(map(str, shape)) or "0d"
+    aid = "None" if axis is None else str(axis).replace(" ", "")
+    return pytest.param(shape, axis, id=f"{sid}-axis{aid}")
+
+
+def _cases(*spec):
+    return [_case(shape, axis) for shape, axes in spec for axis in axes]
+
+
+CASES = _cases(
+    ((), [-1, 0, None]),                                   # 0-d: one-element softmax
+    ((7,), [0, -1, None, (0,)]),
+    ((5, 9), [0, 1, -1, -2, None, (0, 1), (1, 0)]),
+    ((3, 4, 6), [0, 1, 2, -1, -2, -3, None, (0, 2), (2, 0), (1, 2), (0, 1, 2)]),
+    ((2, 3, 4, 5), [0, 1, 2, 3, -1, -2, -3, -4, None, (0, 2), (3, 1), (1, 2, 3)]),
+    ((0, 5), [0, -1, None, (0, 1)]),                       # empty batch
+    ((4, 0), [0, -1, None, (1, 0)]),                       # empty axis
+    ((6, 1), [-1, 0]),                                     # n = 1
+    ((2, 1000), [-1, 0, None]),
+    ((2, 4097), [-1, None]),
+)
+# every row length around the SIMD widths (vector tails), as a (3, n) batch
+ROW_LENGTH_CASES = _cases(*[((3, n), [-1]) for n in range(1, 34)])
+
+# the SIMD-sensitive subset for every path: all the short row lengths (vector
+# tails), a long row, multi-axis and empty cases
+PATH_CASES = _cases(
+    ((), [None]),
+    *[((3, n), [-1]) for n in range(1, 34)],
+    ((5, 9), [0, (0, 1)]),
+    ((3, 4, 6), [1, None]),
+    ((2, 4097), [-1]),
+    ((0, 5), [-1]),
+    ((4, 0), [-1]),
+)
+
+LAYOUTS = ["C", "F", "transposed", "strided", "row-strided", "padded", "reversed",
+           "rows-reversed", "readonly", "broadcast", "byteswapped"]
+
+
+def make_input(shape, dtype, layout, rng):
+    """Standard normal logits of `shape` in the given memory layout."""
+    ndim = len(shape)
+
+    def data(s):
+        return rng.standard_normal(s).astype(dtype)
+
+    if layout == "C":
+        return data(shape)
+    if layout == "F":
+        return np.asfortranarray(data(shape))
+    if layout == "transposed":
+        return data(shape[::-1]).T
+    if layout == "strided":  # big[1::2, 1::3, ...]: a view with steps
+        steps = [(2, 3)[i % 2] for i in range(ndim)]
+        big = data(tuple(s * st + 1 for s, st in zip(shape, steps)))
+        return big[tuple(slice(1, 1 + s * st, st) for s, st in zip(shape, steps))]
+    if layout == "row-strided":  # big[::2]: a step on the first axis only
+        if ndim == 0:
+            return data(shape)
+        return data((2 * shape[0],) + shape[1:])[::2]
+    if layout == "padded":  # big[..., :n]: contiguous rows spaced apart
+        if ndim == 0:
+            return data(shape)
+        return data(shape[:-1] + (shape[-1] + 3,))[..., : shape[-1]]
+    if layout == "reversed":  # negative strides on every axis
+        return data(shape)[(slice(None, None, -1),) * ndim]
+    if layout == "rows-reversed":  # x[::-1]: negative stride on the first axis
+        return data(shape)[::-1] if ndim else data(shape)
+    if layout == "readonly":
+        x = data(shape)
+        x.flags.writeable = False
+        return x
+    if layout == "broadcast":  # zero stride along the first axis
+        base = data(shape if ndim == 0 else (1,) + shape[1:])
+        return np.broadcast_to(base, shape)
+    if layout == "byteswapped":
+        x = data(shape)
+        return x.byteswap().view(x.dtype.newbyteorder())
+    raise ValueError(layout)
+
+
+# the row-length sweep runs on layouts that reach the kernels differently: as
+# they are (C), copied (F), as a view with a negative row stride (rows-reversed)
+ROW_LENGTH_LAYOUTS = ["C", "F", "rows-reversed"]
+
+
+def _check_layout(x, layout):
+    """Make sure the layout is really what it claims (guards make_input)."""
+    if x.size <= 1 or x.ndim < 1:
+        return
+    if layout == "broadcast" and x.shape[0] > 1:
+        assert x.strides[0] == 0
+    if layout == "reversed":
+        assert all(s < 0 for s, n in zip(x.strides, x.shape) if n > 1)
+    if layout == "byteswapped":
+        assert not x.dtype.isnative
+    if layout == "readonly":
+        assert not x.flags.writeable
+
+
+def _run_and_compare(func, reference, dtype, shape, axis, layout, rng):
+    x = make_input(shape, dtype, layout, rng)
+    _check_layout(x, layout)
+    before = x.copy()
+    result = func(x, axis=axis)
+    assert type(result) is np.ndarray
+    assert result.shape == x.shape
+    assert result.dtype == np.dtype(dtype) and result.dtype.isnative
+    check(result, oracle(reference, x, axis=axis), func, dtype)
+    assert np.array_equal(x, before), "the input was modified"
+
+
+GRID = ([pytest.param(*c.values, layout, id=f"{c.id}-{layout}")
+         for c in CASES for layout in LAYOUTS]
+        + [pytest.param(*c.values, layout, id=f"{c.id}-{layout}")
+           for c in ROW_LENGTH_CASES for layout in ROW_LENGTH_LAYOUTS])
+
+
+# API.md: "`exp(x - max) / sum(exp(x - max))` along `axis`" and
+# "`x - max - log(sum(exp(x - max)))` along `axis`"; "`axis`: an int (negative
+# allowed), a tuple of ints ..., or `None`"; "read-only, broadcast
+# (zero-stride) and byte-swapped arrays are accepted"
+@pytest.mark.parametrize("shape, axis, layout", GRID)
+@pytest.mark.parametrize("dtype", FLOAT_DTYPES, ids=DTYPE_IDS)
+@pytest.mark.parametrize("func, reference", FORWARD, ids=FORWARD_IDS)
+def test_matches_reference(func, reference, dtype, shape, axis, layout, threads, rng):
+    _run_and_compare(func, reference, dtype, shape, axis, layout, rng)
+
+
+# Layouts and threads are handled the same way on every path (the Python layer
+# and the Cython row loops); what differs per path is the vectorised C, so
+# the per-path grid sweeps row lengths and reductions, C order, one thread.
+@pytest.mark.parametrize("shape, axis", PATH_CASES)
+@pytest.mark.parametrize("dtype", FLOAT_DTYPES, ids=DTYPE_IDS)
+@pytest.mark.parametrize("func, reference", FORWARD, ids=FORWARD_IDS)
+def test_every_simd_path_matches_reference(func, reference, dtype, shape, axis, simd_path,
+                                           rng):
+    _run_and_compare(func, reference, dtype, shape, axis, "C", rng)
+
+
+# --------------------------------------------------------------------------
+# Accuracy
+# --------------------------------------------------------------------------
+
+@pytest.fixture(params=[1, 2], ids=lambda n: f"threads{n}")
+def num_threads_default_thresholds(request):
+    """1 or 2 threads with the library's own serial/split thresholds."""
+    fs.set_num_threads(request.param)
+    yield request.param
+    fs.set_num_threads(None)
+
+
+# API.md: "one row of 10⁶ float32 values still sums to 1 within 1e-6"
+@pytest.mark.parametrize("dtype", FLOAT_DTYPES, ids=DTYPE_IDS)
+@pytest.mark.parametrize("func, reference", FORWARD, ids=FORWARD_IDS)
+def test_one_huge_row(func, reference, dtype, num_threads_default_thresholds, rng):
+    # with 2 threads one row of 10**6 (>= SPLIT_ROW_MIN, fewer rows than
+    # threads) is split across the threads; with 1 it is not
+    x = (3 * rng.standard_normal(1_000_003)).astype(dtype)
+    result = func(x)
+    check(result, oracle(reference, x), func, dtype)
+    if func is fs.softmax:
+        assert abs(result.sum(dtype=np.float64) - 1) <= 1e-6
+        # the tighter bound the per-entry budget implies, whatever n
+        ulps, _ = BOUNDS[("softmax", dtype)]
+        assert abs(math.fsum(result.tolist()) - 1) <= (ulps + 0.5) * np.finfo(dtype).eps
+
+
+# API.md: "float64 likewise against long double; sums are accumulated so that
+# the error does not grow linearly with n"
+@pytest.mark.parametrize("dtype", FLOAT_DTYPES, ids=DTYPE_IDS)
+@pytest.mark.parametrize("func, reference", FORWARD, ids=FORWARD_IDS)
+def test_accuracy_when_one_logit_dominates(func, reference, dtype, simd_path):
+    # One logit at 0 and many whose exp is just above half an ulp of 1.0: a
+    # sum in the working precision that is not compensated rounds up by
+    # almost half an ulp at each of these additions (the float64 case; float32
+    # terms are summed in double, where this costs nothing).  The per-entry
+    # budget above holds for any input, so it must hold here too.
+    eps = np.finfo(dtype).eps
+    x = np.full(1000, np.log(0.6 * eps), dtype=dtype)
+    x[0] = 0
+    check(func(x), oracle(reference, x), func, dtype)
+
+
+# API.md: "float32 results within a few ulp of the exact value (computed in
+# float64), float64 likewise against long double"
+@pytest.mark.parametrize("dtype", FLOAT_DTYPES, ids=DTYPE_IDS)
+@pytest.mark.parametrize("func, reference", FORWARD, ids=FORWARD_IDS)
+def test_accuracy_wide_logits(func, reference, dtype, simd_path):
+    # ordinary logits with a wide spread, N(0, 10**2): a few terms dominate
+    # each row's sum
+    rng = np.random.default_rng(7)
+    x = (10 * rng.standard_normal((64, 1000))).astype(dtype)
+    check(func(x), oracle(reference, x), func, dtype)
+
+
+@pytest.mark.parametrize("n", [1, 2, 7, 64, 1000, 4097, 70_000])
+@pytest.mark.parametrize("dtype", FLOAT_DTYPES, ids=DTYPE_IDS)
+def test_rows_sum_to_one(dtype, n, threads, rng):
+    # Every s_j is within B ulp (relative) of the exact p_j, so the row sum is
+    # within B eps of sum(p_j) = 1 whatever n; fsum adds no error of its own
+    # beyond its final rounding (0.5 eps of float64).
+    x = (3 * rng.standard_normal((5, n))).astype(dtype)
+    s = fs.softmax(x)
+    ulps, _ = BOUNDS[("softmax", dtype)]
+    tol = (ulps + 0.5) * np.finfo(dtype).eps
+    for row in s:
+        assert abs(math.fsum(row.astype(np.float64).tolist()) - 1) <= tol
+
+
+@pytest.mark.parametrize("dtype", FLOAT_DTYPES, ids=DTYPE_IDS)
+@pytest.mark.parametrize("func, reference", FORWARD, ids=FORWARD_IDS)
+@pytest.mark.parametrize("c", [1e3, -1e3, 2.0 ** 16, -(2.0 ** 16)])
+def test_shift_invariance(func, reference, dtype, c, threads, rng):
+    # x on the grid k/64 with |k| < 2**10 (|x| < 16), c an integer with
+    # |c| <= 2**16: |x + c| < 2**17 on the grid 2**-6 needs at most 23 bits,
+    # so x + c is exact in float32 and float64, and softmax(x + c) has exactly
+    # the values of softmax(x).
+    x = (rng.integers(-1023, 1024, size=(4, 300)) / 64).astype(dtype)
+    shifted = x + dtype(c)
+    assert np.array_equal(shifted - dtype(c), x)  # the shift was exact
+    expected = oracle(reference, x)
+    check(func(shifted), expected, func, dtype)
+    check(func(x), expected, func, dtype)
+
+
+@pytest.mark.parametrize("dtype", FLOAT_DTYPES, ids=DTYPE_IDS)
+def test_shift_invariance_of_rounded_shift(dtype, threads, rng):
+    # an arbitrary shift rounds x + c; the result is then that of the rounded
+    # array, and still the softmax of x up to the rounding of x + c
+    x = rng.standard_normal((4, 100)).astype(dtype)
+    shifted = x + dtype(1e3)
+    check(fs.softmax(shifted), oracle(ref.softmax, shifted), fs.softmax, dtype)
+    # each x_j + c is off by h <= 0.5 ulp(1e3); log p_j = x_j - logsumexp(x)
+    # then moves by <= 2h (the logsumexp by a weighted mean of the moves), p_j
+    # by a factor <= exp(2h); plus each result's own budget
+    h = 0.5 * float(np.spacing(dtype(1e3)))
+    rtol = 2 * h + 2 * BOUNDS[("softmax", dtype)][0] * float(np.finfo(dtype).eps)
+    np.testing.assert_allclose(fs.softmax(shifted), fs.softmax(x), rtol=rtol, atol=0)
+
+
+# --------------------------------------------------------------------------
+# Special values (API.md Numerics)
+# --------------------------------------------------------------------------
+
+# API.md: "Numerics: stable for any finite input"
+@pytest.mark.parametrize("dtype", FLOAT_DTYPES, ids=DTYPE_IDS)
+def test_large_gap_is_exact(dtype, threads):
+    # exp(-1000) underflows to 0 in both dtypes and 1 + 0 = 1 exactly
+    np.testing.assert_array_equal(fs.softmax(np.array([1000, 0], dtype)), [1, 0])
+    np.testing.assert_array_equal(fs.softmax(np.array([0, 1000], dtype)), [0, 1])
+    np.testing.assert_array_equal(fs.log_softmax(np.array([1000, 0], dtype)), [0, -1000])
+
+
+# API.md: "`-inf` entries get probability exactly 0 (log-prob `-inf`): this is
+# how masks are written"
+@pytest.mark.parametrize("n", [2, 5, 33, 1000])
+@pytest.mark.parametrize("dtype", FLOAT_DTYPES, ids=DTYPE_IDS)
+def test_minus_inf_mask(dtype, n, threads, rng):
+    x = rng.standard_normal((8, n)).astype(dtype)
+    mask = rng.random((8, n)) < 0.5
+    mask[:, 0] = False  # every row keeps a finite entry
+    x[mask] = -np.inf
+    s, logp = fs.softmax(x), fs.log_softmax(x)
+    assert (s[mask] == 0).all() and not np.signbit(s[mask]).any()
+    assert (logp[mask] == -np.inf).all()
+    # the rest is the softmax of the unmasked entries
+    check(s, oracle(ref.softmax, x), fs.softmax, dtype)
+    check(logp, oracle(ref.log_softmax, x), fs.log_softmax, dtype)
+    for i in range(8):
+        check(s[i][~mask[i]], oracle(ref.softmax, x[i][~mask[i]]), fs.softmax, dtype)
+
+
+# API.md: "A row whose entries are all `-inf`, or that holds a NaN or `+inf`,
+# yields NaN in every entry of that row only; other rows are unaffected."
+@pytest.mark.parametrize("n", [3, 40, 1000])
+@pytest.mark.parametrize("dtype", FLOAT_DTYPES, ids=DTYPE_IDS)
+@pytest.mark.parametrize("func, reference", FORWARD, ids=FORWARD_IDS)
+def test_nan_rows(func, reference, dtype, n, threads, rng):
+    x = rng.standard_normal((10, n)).astype(dtype)  # more rows than threads
+    x[1] = -np.inf
+    x[3, n // 2] = np.nan
+    x[5, -1] = np.inf
+    x[6, 0], x[6, -1] = np.inf, -np.inf
+    x[7, :] = np.inf
+    x[8, 0] = np.nan
+    x[8, 1:] = -np.inf
+    bad = [1, 3, 5, 6, 7, 8]
+    good = [i for i in range(10) if i not in bad]
+    result = func(x)
+    assert np.isnan(result[bad]).all()
+    assert not np.isnan(result[good]).any()
+    # the good rows are exactly what they are on their own
+    np.testing.assert_array_equal(result[good], func(x[good]))
+    check(result[good], oracle(reference, x[good]), func, dtype)
+
+
+@pytest.mark.parametrize("dtype", FLOAT_DTYPES, ids=DTYPE_IDS)
+@pytest.mark.parametrize("func", [fs.softmax, fs.log_softmax], ids=FORWARD_IDS)
+@pytest.mark.parametrize("where", ["first", "middle", "last"])
+@pytest.mark.parametrize("bad", ["nan", "+inf", "all -inf", "nan among -inf"])
+def test_nan_row_split_across_threads(func, dtype, where, bad, threads, rng):
+    # one long row: with 2 threads (the fixture lowers the split threshold)
+    # it is split, and the bad value may sit in either thread's chunk
+    n = 1000
+    x = rng.standard_normal(n).astype(dtype)
+    pos = {"first": 0, "middle": n // 2 + 1, "last": n - 1}[where]
+    if bad == "nan":
+        x[pos] = np.nan
+    elif bad == "+inf":
+        x[pos] = np.inf
+    elif bad == "all -inf":
+        x[:] = -np.inf
+    else:  # a chunk that holds only -inf and one NaN
+        x[: n // 2 + 64] = -np.inf
+        x[min(pos, n // 2)] = np.nan
+    assert np.isnan(func(x)).all()
+
+
+@pytest.mark.parametrize("dtype", FLOAT_DTYPES, ids=DTYPE_IDS)
+@pytest.mark.parametrize("func, reference", FORWARD, ids=FORWARD_IDS)
+@pytest.mark.parametrize("masked", ["first half", "second half", "all but one"])
+def test_masked_chunk_of_split_row(func, reference, dtype, masked, threads, rng):
+    # a whole thread chunk of -inf (its partial max is -inf) must add 0, not NaN
+    n = 1000
+    x = rng.standard_normal(n).astype(dtype)
+    if masked == "first half":
+        x[: n // 2 + 100] = -np.inf
+    elif masked == "second half":
+        x[n // 2 - 100:] = -np.inf
+    else:
+        x[:] = -np.inf
+        x[n - 3] = 2.5
+    result = func(x)
+    check(result, oracle(reference, x), func, dtype)
+    if func is fs.softmax:
+        assert (result[np.isneginf(x)] == 0).all()
+
+
+HUGE = {
+    # rows whose exact softmax and log_softmax are representable
+    np.float32: [[1e30, -1e30, 0.0, 1e30], [3e38, 2e38, 1e38, 3e38],
+                 [-3e38, -2e38, -3e38, -1e38], [3.4028235e38, 1e38, 0.0, 1e30]],
+    np.float64: [[1e300, -1e300, 0.0, 1e300], [1.7e308, 1e308, 0.0, 1.7e308],
+                 [-1.7e308, -1e308, -1.7e308, -0.5e308],
+                 [1.7976931348623157e308, 1e308, 0.0, 1e300]],
+}
+
+
+# API.md: "Numerics: stable for any finite input (|x| up to the dtype's max)."
+@pytest.mark.parametrize("dtype", FLOAT_DTYPES, ids=DTYPE_IDS)
+@pytest.mark.parametrize("func, reference", FORWARD, ids=FORWARD_IDS)
+def test_huge_logits(func, reference, dtype, threads):
+    x = np.array(HUGE[dtype], dtype)
+    result = func(x)
+    assert np.isfinite(result).all()
+    check(result, oracle(reference, x), func, dtype)
+
+
+@pytest.mark.parametrize("dtype", FLOAT_DTYPES, ids=DTYPE_IDS)
+def test_extreme_logits(dtype, threads):
+    # +-max in one row: x - max = -2 max overflows; softmax is still [1, 0]
+    # and log_softmax [0, -2 max], which rounds to -inf in the dtype
+    big = np.finfo(dtype).max
+    x = np.array([[big, -big], [-big, big], [-big, -big]], dtype)
+    s = fs.softmax(x)
+    assert np.isfinite(s).all()
+    np.testing.assert_array_equal(s, [[1, 0], [0, 1], [0.5, 0.5]])
+    logp = fs.log_softmax(x)
+    expected = representable(oracle(ref.log_softmax, x), dtype)
+    check(logp, expected, fs.log_softmax, dtype)
+    assert logp[0, 0] == 0 and logp[0, 1] == -np.inf
+
+
+# --------------------------------------------------------------------------
+# out=
+# --------------------------------------------------------------------------
+
+# API.md: "With `out=` the function returns `out` itself."
+@pytest.mark.parametrize("dtype", FLOAT_DTYPES + [np.float16], ids=DTYPE_IDS + ["float16"])
+@pytest.mark.parametrize("func", [fs.softmax, fs.log_softmax], ids=FORWARD_IDS)
+def test_out_is_returned(func, dtype, rng):
+    x = rng.standard_normal((3, 5)).astype(dtype)
+    out = np.full_like(x, 7)
+    assert func(x, out=out) is out
+    np.testing.assert_array_equal(out, func(x))
+    x0 = np.array(2.0, dtype)  # 0-d
+    out0 = np.full((), 7, dtype)
+    assert func(x0, out=out0) is out0 and out0 == func(x0)
+
+
+# API.md: "`out`: an ndarray of the result's shape and dtype; any strides."
+@pytest.mark.parametrize("axis", [0, 1, -1, None, (0, 1)])
+@pytest.mark.parametrize("dtype", FLOAT_DTYPES, ids=DTYPE_IDS)
+@pytest.mark.parametrize("func", [fs.softmax, fs.log_softmax], ids=FORWARD_IDS)
+def test_out_any_strides(func, dtype, axis, threads, rng):
+    x = rng.standard_normal((6, 9)).astype(dtype)
+    expected = func(x, axis=axis)
+    sentinel = dtype(-123.5)
+
+    fortran = np.full(x.shape, sentinel, dtype, order="F")
+    assert func(x, axis=axis, out=fortran) is fortran
+    np.testing.assert_array_equal(fortran, expected)
+
+    # views of a bigger array: steps (one negative), and contiguous rows
+    # spaced apart; the rest of the bigger array must stay untouched
+    for index in [np.s_[2:14:2, 27:0:-3], np.s_[3:9, 4:13]]:
+        big = np.full((20, 30), sentinel, dtype)
+        view = big[index]
+        assert view.shape == x.shape
+        assert func(x, axis=axis, out=view) is view
+        np.testing.assert_array_equal(view, expected)
+        untouched = np.ones(big.shape, bool)
+        untouched[index] = False
+        assert (big[untouched] == sentinel).all(), "out= wrote outside the view"
+
+
+# API.md: "`out=x` (in place) is allowed."
+@pytest.mark.parametrize("layout", ["C", "F", "strided", "reversed", "rows-reversed",
+                                    "padded", "row-strided"])
+@pytest.mark.parametrize("axis", [0, -1, None, (1, 0)])
+@pytest.mark.parametrize("dtype", FLOAT_DTYPES, ids=DTYPE_IDS)
+@pytest.mark.parametrize("func", [fs.softmax, fs.log_softmax], ids=FORWARD_IDS)
+def test_out_in_place(func, dtype, axis, layout, threads, rng):
+    x = make_input((5, 70), dtype, layout, rng)
+    expected = func(x.copy(), axis=axis)
+    assert func(x, axis=axis, out=x) is x
+    np.testing.assert_array_equal(x, expected)
+
+
+@pytest.mark.parametrize("dtype", FLOAT_DTYPES, ids=DTYPE_IDS)
+@pytest.mark.parametrize("func", [fs.softmax, fs.log_softmax], ids=FORWARD_IDS)
+def test_out_in_place_one_long_row(func, dtype, threads, rng):
+    # the split-row path, in place
+    x = rng.standard_normal(5000).astype(dtype)
+    expected = func(x.copy())
+    func(x, out=x)
+    np.testing.assert_array_equal(x, expected)
+
+
+@pytest.mark.parametrize("overlap", ["reversed", "shifted+1", "shifted-1", "rows shifted",
+                                     "transposed"])
+@pytest.mark.parametrize("dtype", FLOAT_DTYPES, ids=DTYPE_IDS)
+@pytest.mark.parametrize("func", [fs.softmax, fs.log_softmax], ids=FORWARD_IDS)
+def test_out_partially_overlapping_input(func, dtype, overlap, threads, rng):
+    # out shares memory with x in another layout: the result must be that of
+    # the original x, as if computed into fresh memory and then copied
+    buf = rng.standard_normal(200).astype(dtype)
+    if overlap == "reversed":
+        x, out, axis = buf[:100], buf[:100][::-1], -1
+    elif overlap == "shifted+1":
+        x, out, axis = buf[1:101], buf[:100], -1
+    elif overlap == "shifted-1":
+        x, out, axis = buf[:100], buf[1:101], -1
+    elif overlap == "rows shifted":
+        x, out, axis = buf[:190].reshape(19, 10)[:-1], buf[10:190].reshape(18, 10), -1
+    else:
+        square = buf[:196].reshape(14, 14)
+        x, out, axis = square, square.T, 0
+    assert np.shares_memory(x, out)
+    expected = func(x.copy(), axis=axis)
+    assert func(x, axis=axis, out=out) is out
+    np.testing.assert_array_equal(out, expected)
+
+
+# --------------------------------------------------------------------------
+# dtypes (API.md)
+# --------------------------------------------------------------------------
+
+# API.md: "float32 and float64 are computed natively and keep their dtype."
+@pytest.mark.parametrize("dtype", FLOAT_DTYPES, ids=DTYPE_IDS)
+@pytest.mark.parametrize("func, reference", FORWARD, ids=FORWARD_IDS)
+def test_float_dtypes_are_kept(func, reference, dtype, rng):
+    x = rng.standard_normal((4, 50)).astype(dtype)
+    result = func(x)
+    assert result.dtype == dtype
+    # with the accuracy of its own dtype: float64 is not a float32 round trip
+    check(result, oracle(reference, x), func, dtype)
+
+
+# API.md: "float16 is computed in float32 and returned as float16."
+@pytest.mark.parametrize("func", [fs.softmax, fs.log_softmax], ids=FORWARD_IDS)
+def test_float16(func, rng):
+    x = rng.standard_normal((4, 50)).astype(np.float16)
+    result = func(x)
+    assert result.dtype == np.float16
+    np.testing.assert_array_equal(result, func(x.astype(np.float32)).astype(np.float16))
+    out = np.full(x.shape, 7, np.float16)
+    assert func(x, out=out) is out
+    np.testing.assert_array_equal(out, result)
+    # byte-swapped float16 too, native result
+    swapped = x.byteswap().view(x.dtype.newbyteorder())
+    result_swapped = func(swapped)
+    assert result_swapped.dtype == np.float16 and result_swapped.dtype.isnative
+    np.testing.assert_array_equal(result_swapped, result)
+
+
+# API.md: "Integer and bool inputs are computed and returned as float64."
+@pytest.mark.parametrize("dtype", [np.int8, np.uint8, np.int16, np.int32, np.int64,
+                                   np.uint64, np.bool_])
+@pytest.mark.parametrize("func", [fs.softmax, fs.log_softmax], ids=FORWARD_IDS)
+def test_integer_and_bool_inputs(func, dtype, rng):
+    x = rng.integers(0, 2 if dtype is np.bool_ else 100, size=(3, 17)).astype(dtype)
+    result = func(x)
+    assert result.dtype == np.float64
+    np.testing.assert_array_equal(result, func(x.astype(np.float64)))
+    out = np.full(x.shape, 7.0)
+    assert func(x, out=out) is out
+    np.testing.assert_array_equal(out, result)
+
+
+# API.md: "byte-swapped arrays are accepted; the result is always native byte order."
+@pytest.mark.parametrize("dtype", FLOAT_DTYPES, ids=DTYPE_IDS)
+@pytest.mark.parametrize("func", [fs.softmax, fs.log_softmax], ids=FORWARD_IDS)
+def test_byteswapped_input(func, dtype, rng):
+    x = rng.standard_normal((3, 40)).astype(dtype)
+    swapped = x.byteswap().view(x.dtype.newbyteorder())
+    assert not swapped.dtype.isnative and np.array_equal(swapped, x)
+    result = func(swapped, axis=0)
+    assert result.dtype == np.dtype(dtype) and result.dtype.isnative
+    np.testing.assert_array_equal(result, func(x, axis=0))
+
+
+# --------------------------------------------------------------------------
+# array-likes, shapes (API.md)
+# --------------------------------------------------------------------------
+
+class _HasArray:
+    def __init__(self, a):
+        self.a = a
+
+    def __array__(self, dtype=None, copy=None):
+        return np.asarray(self.a, dtype=dtype)
+
+
+# API.md: "Array-likes (lists, scalars, 0-d arrays, anything `np.asarray`
+# takes) ... are accepted"
+@pytest.mark.parametrize("func", [fs.softmax, fs.log_softmax], ids=FORWARD_IDS)
+@pytest.mark.parametrize("like", ["nested list", "tuple", "__array__", "mixed int/float list"])
+def test_array_likes(func, like):
+    data = [[1.0, 2.0, 3.0], [0.5, -1.0, 4.0]]
+    obj = {"nested list": data,
+           "tuple": tuple(map(tuple, data)),
+           "__array__": _HasArray(np.array(data)),
+           "mixed int/float list": [[1, 2.0, 3], [0.5, -1, 4]]}[like]
+    result = func(obj)
+    assert isinstance(result, np.ndarray) and result.dtype == np.float64
+    np.testing.assert_array_equal(result, func(np.array(data)))
+
+
+# API.md: "A 0-d input is a one-element softmax (result 1.0, log 0.0)."
+@pytest.mark.parametrize("value", [3.5, -1e300, 0, True, np.float32(2.5), np.array(7.0),
+                                   np.array(-2, np.int16), np.float16(1.0)])
+def test_zero_dim(value):
+    dtype = np.asarray(value).dtype
+    expected_dtype = dtype if dtype.kind == "f" else np.dtype(np.float64)
+    s, logp = fs.softmax(value), fs.log_softmax(value)
+    for result, want in ((s, 1.0), (logp, 0.0)):
+        assert isinstance(result, np.ndarray) and result.shape == ()
+        assert result.dtype == expected_dtype
+        assert result == want
+    # over None and the one (virtual) axis likewise
+    assert fs.softmax(value, axis=None) == 1.0 and fs.log_softmax(value, axis=0) == 0.0
+
+
+# API.md: "The result has the shape of `x`."  /  "An empty axis gives an empty result."
+@pytest.mark.parametrize("shape, axis", [((0,), -1), ((0, 5), -1), ((0, 5), 0), ((4, 0), -1),
+                                         ((4, 0), 0), ((4, 0), None), ((2, 0, 3), (0, 1)),
+                                         ((2, 0, 3), 2)])
+@pytest.mark.parametrize("dtype", FLOAT_DTYPES + [np.float16, np.int32],
+                         ids=DTYPE_IDS + ["float16", "int32"])
+@pytest.mark.parametrize("func", [fs.softmax, fs.log_softmax], ids=FORWARD_IDS)
+def test_empty(func, dtype, shape, axis):
+    x = np.zeros(shape, dtype)
+    result = func(x, axis=axis)
+    assert result.shape == shape and result.size == 0
+    assert result.dtype == (np.float64 if dtype is np.int32 else dtype)
+    out = np.empty(shape, result.dtype)
+    assert func(x, axis=axis, out=out) is out
+
+
+# API.md: "a tuple of ints (softmax over the joint elements of those axes, as
+# `scipy.special.softmax` does), or `None` (over the whole array)"
+@pytest.mark.parametrize("axis", [(0,), (0, 2), (2, 0), (1, 2), (0, 1, 2), None, -2, 1])
+@pytest.mark.parametrize("dtype", FLOAT_DTYPES, ids=DTYPE_IDS)
+def test_axis_tuple_and_none_as_scipy(dtype, axis, threads, rng):
+    special = pytest.importorskip("scipy.special")
+    x = rng.standard_normal((3, 4, 5)).astype(dtype)
+    high = np.float64 if dtype == np.float32 else np.longdouble
+    s = fs.softmax(x, axis=axis)
+    assert s.shape == x.shape
+    # scipy evaluated in higher precision is an oracle like ours
+    check(s, special.softmax(x.astype(high), axis=axis), fs.softmax, dtype)
+    # and log_softmax is log(softmax) over the same joint elements
+    check(fs.log_softmax(x, axis=axis), special.log_softmax(x.astype(high), axis=axis),
+          fs.log_softmax, dtype)
+
+
+@pytest.mark.parametrize("func", [fs.softmax, fs.log_softmax], ids=FORWARD_IDS)
+def test_axis_none_is_softmax_of_the_flattened_array(func, rng):
+    x = rng.standard_normal((3, 4, 5))
+    np.testing.assert_array_equal(func(x, axis=None), func(x.ravel()).reshape(x.shape))
+    # the order of a tuple's axes does not matter; all axes is the same as None
+    np.testing.assert_array_equal(func(x, axis=(2, 0, 1)), func(x, axis=None))
+    np.testing.assert_array_equal(func(x, axis=(2, 0)), func(x, axis=(0, -1)))
+
+
+# API.md: "`fs.softmax(x, axis=-1, *, out=None)`"
+@pytest.mark.parametrize("func", [fs.softmax, fs.log_softmax], ids=FORWARD_IDS)
+def test_signature(func, rng):
+    x = rng.standard_normal((4, 6))
+    # axis defaults to -1 and may be given by position or by name
+    np.testing.assert_array_equal(func(x), func(x, -1))
+    np.testing.assert_array_equal(func(x), func(x, axis=1))
+    np.testing.assert_array_equal(func(x, 0), func(x.T).T)
+    np.testing.assert_array_equal(func(x=x, axis=0), func(x, 0))
+    # out is keyword-only
+    with pytest.raises(TypeError):
+        func(x, -1, np.empty_like(x))
+
+
+# API.md: "An out-of-range or repeated axis raises `numpy.exceptions.AxisError`"
+@pytest.mark.parametrize("axis", [2, -3, (0, 0), (1, -1), (0, 2)])
+@pytest.mark.parametrize("func", [fs.softmax, fs.log_softmax], ids=FORWARD_IDS)
+def test_bad_axis_is_axis_error(func, axis):
+    with pytest.raises(AxisError):
+        func(np.zeros((2, 3)), axis=axis)
