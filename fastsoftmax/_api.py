@@ -116,7 +116,8 @@ def _check_out(out, shape, dtype):
 def _moved(arr, axes):
     """arr with `axes` moved to the end, in order (a view)."""
     k = len(axes)
-    return np.moveaxis(arr, axes, range(arr.ndim - k, arr.ndim))
+    last = tuple(range(arr.ndim - k, arr.ndim))
+    return arr if axes == last else np.moveaxis(arr, axes, last)
 
 
 def _rows_view(moved, k):
@@ -527,6 +528,23 @@ def softmax_jacobian(s, axis=-1, *, out=None):
 # Fused loss
 # --------------------------------------------------------------------------
 
+def _class_indices(target, n, batch_shape):
+    """Class indices as a contiguous int64 array; IndexError naming the
+    first one (in C order) outside [0, n), before anything is computed."""
+    flat = target.reshape(-1)
+    if flat.dtype == np.uint64 and flat.size and flat.max() > np.iinfo(np.int64).max:
+        index = np.where(flat < n, flat, -1).astype(np.int64)  # keep huge ones out of range
+    else:
+        index = np.ascontiguousarray(flat, dtype=np.int64)
+    row = _backend.kernels.first_out_of_range(index, n)
+    if row >= 0:
+        where = (tuple(int(i) for i in np.unravel_index(row, batch_shape))
+                 if len(batch_shape) > 1 else row)
+        raise IndexError(f"target index {flat[row]} is out of range for {n} classes "
+                         f"(at row {where}); indices must lie in [0, {n})")
+    return index
+
+
 def softmax_cross_entropy(logits, target, axis=-1, *, reduction="mean", return_grad=False):
     """Cross-entropy of softmax(logits) against `target`, with its gradient in one pass.
 
@@ -620,15 +638,7 @@ def softmax_cross_entropy(logits, target, axis=-1, *, reduction="mean", return_g
     x_rows = _input_rows(moved.astype(compute_dtype, copy=False), (moved.ndim - 1,))
     probs = index = None
     if is_index:
-        flat = t.reshape(-1)
-        bad = (flat < 0) | (flat >= n)
-        if bad.any():
-            row = int(np.argmax(bad))
-            where = (tuple(int(i) for i in np.unravel_index(row, batch_shape))
-                     if len(batch_shape) > 1 else row)
-            raise IndexError(f"target index {flat[row]} is out of range for {n} classes "
-                             f"(at row {where}); indices must lie in [0, {n})")
-        index = np.ascontiguousarray(flat, dtype=np.int64)
+        index = _class_indices(t, n, batch_shape)
     else:
         probs = _input_rows(np.moveaxis(t.reshape(x.shape), axis_, -1).astype(compute_dtype, copy=False),
                             (moved.ndim - 1,))
@@ -636,15 +646,13 @@ def softmax_cross_entropy(logits, target, axis=-1, *, reduction="mean", return_g
     losses = np.empty(rows, np.float64)
     grad = np.empty((rows, n), compute_dtype) if return_grad else None
     scale = 1.0 / rows if (reduction == "mean" and rows) else 1.0
-    _backend.kernels.cross_entropy_rows(x_rows, probs, index, losses, grad, scale,
-                                        _backend.get_num_threads())
-
+    total = _backend.kernels.cross_entropy_rows(x_rows, probs, index, losses, grad, scale,
+                                                _backend.get_num_threads())
     if reduction == "none":
         loss = losses.reshape(batch_shape).astype(compute_dtype)
-    elif reduction == "sum":
-        loss = compute_dtype.type(losses.sum())
     else:
-        loss = compute_dtype.type(losses.mean() if rows else np.nan)
+        loss = compute_dtype.type(total * scale if rows else
+                                  (np.nan if reduction == "mean" else 0.0))
     if not return_grad:
         return loss
     dlogits = np.moveaxis(grad.reshape(batch_shape + (n,)), -1, axis_)

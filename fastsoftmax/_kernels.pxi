@@ -519,7 +519,8 @@ cdef void xent_rows_impl(const floating[:, :] x, const floating *t, Py_ssize_t t
 def cross_entropy_rows(const floating[:, :] logits, const floating[:, :] target,
                        const int64_t[::1] index, double[::1] loss,
                        floating[:, ::1] grad, double grad_scale, int num_threads):
-    """loss[i] = -sum(target[i] * log_softmax(logits[i])) for every row i.
+    """loss[i] = -sum(target[i] * log_softmax(logits[i])) for every row i;
+    returns the sum of the losses.
 
     Exactly one of `target` (probabilities, rows x n) and `index` (class
     indices, already checked to lie in [0, n)) is given, the other None.
@@ -531,7 +532,7 @@ def cross_entropy_rows(const floating[:, :] logits, const floating[:, :] target,
     if target is not None:
         require_contiguous_rows(n, target.strides[1], sizeof(floating), "target")
     if rows == 0 or n == 0:
-        return
+        return 0.0
     cdef const floating *t = NULL
     cdef Py_ssize_t t_stride = 0
     cdef const int64_t *idx = NULL
@@ -543,5 +544,17 @@ def cross_entropy_rows(const floating[:, :] logits, const floating[:, :] target,
         idx = &index[0]
     if grad is not None:
         g = &grad[0, 0]
+    cdef double total
     with nogil:
         xent_rows_impl(logits, t, t_stride, idx, &loss[0], g, grad_scale, num_threads)
+        total = fs_row_sum_f64(&loss[0], rows)  # compensated; same for any thread count
+    return total
+
+
+def first_out_of_range(const int64_t[::1] index, Py_ssize_t n):
+    """Position of the first index outside [0, n), or -1 if there is none."""
+    cdef Py_ssize_t i
+    for i in range(index.shape[0]):
+        if index[i] < 0 or index[i] >= n:
+            return i
+    return -1
