@@ -37,12 +37,10 @@ cdef extern from "_vmath.h" nogil:
     double fs_row_exp_sum_f64(const double *x, double shift, double *y, Py_ssize_t n)
     void fs_row_scale_f32(float *y, double factor, Py_ssize_t n)
     void fs_row_scale_f64(double *y, double factor, Py_ssize_t n)
-    void fs_row_exp_scale_f32(const float *x, float shift, double factor, float *y, Py_ssize_t n)
-    void fs_row_exp_scale_f64(const double *x, double shift, double factor, double *y, Py_ssize_t n)
     void fs_row_shift_f32(const float *x, float shift, double offset, float *y, Py_ssize_t n)
     void fs_row_shift_f64(const double *x, double shift, double offset, double *y, Py_ssize_t n)
-    double fs_row_log_sum_exp_f32(const float *x, float m, const float *e, Py_ssize_t n)
-    double fs_row_log_sum_exp_f64(const double *x, double m, const double *e, Py_ssize_t n)
+    double fs_row_log_sum_f32(const float *x, float m, const float *e, double S, Py_ssize_t n)
+    double fs_row_log_sum_f64(const double *x, double m, const double *e, double S, Py_ssize_t n)
     double fs_row_sum_f32(const float *x, Py_ssize_t n)
     double fs_row_sum_f64(const double *x, Py_ssize_t n)
     double fs_row_dot_f32(const float *a, const float *b, Py_ssize_t n)
@@ -158,20 +156,12 @@ cdef inline void row_scale(floating *y, double factor, Py_ssize_t n) noexcept no
         fs_row_scale_f64(y, factor, n)
 
 
-cdef inline void row_exp_scale(const floating *x, floating shift, double factor,
-                               floating *y, Py_ssize_t n) noexcept nogil:
+cdef inline double row_log_sum(const floating *x, floating m, const floating *e,
+                               double total, Py_ssize_t n) noexcept nogil:
     if floating is float:
-        fs_row_exp_scale_f32(x, shift, factor, y, n)
+        return fs_row_log_sum_f32(x, m, e, total, n)
     else:
-        fs_row_exp_scale_f64(x, shift, factor, y, n)
-
-
-cdef inline double row_log_sum_exp(const floating *x, floating m, const floating *e,
-                                   Py_ssize_t n) noexcept nogil:
-    if floating is float:
-        return fs_row_log_sum_exp_f32(x, m, e, n)
-    else:
-        return fs_row_log_sum_exp_f64(x, m, e, n)
+        return fs_row_log_sum_f64(x, m, e, total, n)
 
 
 cdef inline double row_sum(const floating *x, Py_ssize_t n) noexcept nogil:
@@ -256,7 +246,8 @@ cdef inline void softmax_row(const floating *x, floating *y, Py_ssize_t n,
     cdef floating m = row_max(x, n)
     cdef double total
     if take_log:
-        row_shift(x, m, row_log_sum_exp(x, m, <floating *>NULL, n), y, n)
+        total = row_exp_sum(x, m, <floating *>NULL, n)
+        row_shift(x, m, row_log_sum(x, m, <floating *>NULL, total, n), y, n)
     else:
         total = row_exp_sum(x, m, y, n)
         row_scale(y, 1.0 / total, n)
@@ -275,7 +266,8 @@ cdef void softmax_row_split(const floating *x, floating *y, Py_ssize_t n,
     Each thread reduces its chunk to (max, sum of exp(x - chunk max)); the
     partial sums are rescaled to the global max and added in chunk order
     (so the result does not depend on scheduling), then each thread writes
-    its chunk of the output.
+    its chunk of the output.  For softmax the first pass already stores
+    exp(x - chunk max), so the second only rescales it: one exp per element.
     """
     cdef floating chunk_max[MAX_CHUNKS]
     cdef double chunk_sum[MAX_CHUNKS]
@@ -294,7 +286,8 @@ cdef void softmax_row_split(const floating *x, floating *y, Py_ssize_t n,
         # shifting by 0 gives a sum of 0, or NaN, where exp(x - m_c) would
         # give NaN for the mask.
         chunk_sum[c] = row_exp_sum(x + start, m_c if m_c != -INFINITY else 0,
-                                   <floating *>NULL, stop - start)
+                                   <floating *>NULL if take_log else y + start,
+                                   stop - start)
 
     for c in range(nchunks):
         if chunk_max[c] > m:
@@ -305,13 +298,16 @@ cdef void softmax_row_split(const floating *x, floating *y, Py_ssize_t n,
         else:
             total += chunk_sum[c] * exp_(chunk_max[c] - m)
 
+    cdef double log_total = row_log_sum(x, m, <floating *>NULL, total, n) if take_log else 0.0
     for c in prange(nchunks, schedule="static", num_threads=num_threads):
         start = min(c * chunk, n)
         stop = min(start + chunk, n)
         if take_log:
-            row_shift(x + start, m, log(total), y + start, stop - start)
+            row_shift(x + start, m, log_total, y + start, stop - start)
+        elif chunk_max[c] == -INFINITY:  # its stored terms are 0 (or NaN)
+            row_scale(y + start, 1.0 / total, stop - start)
         else:
-            row_exp_scale(x + start, m, 1.0 / total, y + start, stop - start)
+            row_scale(y + start, exp_(chunk_max[c] - m) / total, stop - start)
 
 
 cdef void softmax_rows_impl(const floating[:, :] x, floating[:, :] out,
@@ -467,10 +463,9 @@ cdef inline double xent_row(const floating *x, const floating *t, Py_ssize_t c,
                             floating *grad, double scale, Py_ssize_t n) noexcept nogil:
     """Loss of one row; class index c if t is NULL.  grad may be NULL."""
     cdef floating m = row_max(x, n)
-    cdef double total = 0.0, log_total, tsum, loss
-    if grad != NULL:
-        total = row_exp_sum(x, m, grad, n)
-    log_total = row_log_sum_exp(x, m, grad, n)
+    cdef double total = row_exp_sum(x, m, grad, n)
+    cdef double log_total = row_log_sum(x, m, grad, total, n)
+    cdef double tsum, loss
     if t == NULL:
         tsum = 1.0
         loss = log_total - (<double>x[c] - <double>m)

@@ -338,21 +338,23 @@ static inline double fs_row_exp_sum_##SUF(const T *x, T shift, T *y,          \
     return total;                                                              \
 }                                                                              \
                                                                                \
-/* log(S), S = sum of exp(x[j] - m) for m = max x, accurate also when S is   */ \
-/* close to 1 (log-probabilities close to 0): the terms with x[j] == m are    */ \
-/* exactly 1 and are counted, not added, so S - 1 keeps its relative          */ \
-/* accuracy and log S = log1p(S - 1).  The terms are exp(x - m), or taken     */ \
-/* from e[] if the caller has them already.                                  */ \
-static inline double fs_row_log_sum_exp_##SUF(const T *x, T m, const T *e,    \
-                                              ptrdiff_t n)                     \
+/* log(S) for S = sum of exp(x[j] - m), m = max x, given S: accurate also   */ \
+/* when S is close to 1 (log-probabilities close to 0), where log(S) would    */ \
+/* carry an absolute error of about eps.  Only then (S < 2) the terms are     */ \
+/* summed again without those equal to m, which are exactly 1 and are        */ \
+/* counted instead, so that S - 1 keeps its relative accuracy and            */ \
+/* log S = log1p(S - 1).  The terms are taken from e[] unless it is NULL.    */ \
+/* A NaN S (NaN or +inf in the row, or all -inf) gives NaN.                  */ \
+static inline double fs_row_log_sum_##SUF(const T *x, T m, const T *e,        \
+                                          double S, ptrdiff_t n)               \
 {                                                                              \
     double tail, ones;                                                         \
-    if (!(m < INFINITY)) return NAN;     /* +inf in the row (or NaN max) */    \
+    if (!(S < 2.0)) return log(S);                                             \
     if (e)                                                                     \
-        FS_SUM_##SUF(tail, n, x[j] == m ? 0.0 : (double)e[j]);               \
+        FS_SUM_##SUF(tail, n, x[j] == m ? 0.0 : (double)e[j]);                 \
     else                                                                       \
         FS_SUM_##SUF(tail, n, x[j] == m ? 0.0 : (double)fs_exp_diff_##SUF(x[j], m)); \
-    FS_SUM_##SUF(ones, n, x[j] == m ? 1.0 : 0.0);                            \
+    FS_SUM_##SUF(ones, n, x[j] == m ? 1.0 : 0.0);                              \
     return log1p(tail + (ones - 1.0));                                         \
 }                                                                              \
                                                                                \
@@ -384,15 +386,6 @@ static inline double fs_row_weighted_shifted_sum_##SUF(const T *w, const T *x, \
 static inline void fs_row_scale_##SUF(T *y, double factor, ptrdiff_t n)        \
 {                                                                              \
     for (ptrdiff_t j = 0; j < n; j++) y[j] = (T)((double)y[j] * factor);       \
-}                                                                              \
-                                                                               \
-/* y[j] = exp(x[j] - shift) * factor in one pass (for rows too long to    */   \
-/* stay in cache between an exp pass and a scale pass)                    */   \
-static inline void fs_row_exp_scale_##SUF(const T *x, T shift, double factor, \
-                                          T *y, ptrdiff_t n)                   \
-{                                                                              \
-    for (ptrdiff_t j = 0; j < n; j++)                                          \
-        y[j] = (T)((double)fs_exp_diff_##SUF(x[j], shift) * factor);           \
 }                                                                              \
                                                                                \
 /* y[j] = (x[j] - shift) - offset: log_softmax with offset = log(sum) */       \
