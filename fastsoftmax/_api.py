@@ -497,6 +497,12 @@ def softmax_jacobian(s, axis=-1, *, out=None):
     array([[ 0.25, -0.25],
            [-0.25,  0.25]])
     """
+    if out is None and _is_plain_rows(s, axis):  # fast path, as in _forward
+        n = s.shape[-1]
+        jac = np.empty(s.shape + (n,), s.dtype)
+        _backend.kernels.softmax_jacobian_rows(s.reshape(-1, n), jac.reshape(-1, n, n),
+                                               _backend.get_num_threads())
+        return jac
     arr = _as_array(s, "s")
     result_dtype = _result_dtype(arr, "s")
     compute_dtype = _compute_dtype(result_dtype)
@@ -543,6 +549,23 @@ def _class_indices(target, n, batch_shape):
         raise IndexError(f"target index {flat[row]} is out of range for {n} classes "
                          f"(at row {where}); indices must lie in [0, {n})")
     return index
+
+
+def _cross_entropy_rows(x_rows, probs, index, batch_shape, reduction, return_grad,
+                        compute_dtype):
+    """Run the loss kernel on (rows, n) logits; (loss reduced, grad rows or None)."""
+    rows, n = x_rows.shape
+    losses = np.empty(rows, np.float64)
+    grad = np.empty((rows, n), compute_dtype) if return_grad else None
+    scale = 1.0 / rows if (reduction == "mean" and rows) else 1.0
+    total = _backend.kernels.cross_entropy_rows(x_rows, probs, index, losses, grad, scale,
+                                                _backend.get_num_threads())
+    if reduction == "none":
+        loss = losses.reshape(batch_shape).astype(compute_dtype)
+    else:
+        loss = compute_dtype.type(total * scale if rows else
+                                  (np.nan if reduction == "mean" else 0.0))
+    return loss, grad
 
 
 def softmax_cross_entropy(logits, target, axis=-1, *, reduction="mean", return_grad=False):
@@ -605,6 +628,15 @@ def softmax_cross_entropy(logits, target, axis=-1, *, reduction="mean", return_g
     if reduction not in _REDUCTIONS:
         raise ValueError(f"reduction must be one of {', '.join(map(repr, _REDUCTIONS))}; "
                          f"got {reduction!r}")
+    if (_is_plain_rows(logits, axis) and type(target) is np.ndarray
+            and target.dtype.kind in "iu" and target.shape == logits.shape[:-1]):
+        # Fast path (C-contiguous float logits, class indices, last axis):
+        # the general normalisation below would find nothing to do.
+        n = logits.shape[-1]
+        index = _class_indices(target, n, target.shape)
+        loss, grad = _cross_entropy_rows(logits.reshape(-1, n), None, index, target.shape,
+                                         reduction, return_grad, logits.dtype)
+        return (loss, grad.reshape(logits.shape)) if return_grad else loss
     x = _as_array(logits, "logits")
     t = _as_array(target, "target")
     x_result = _result_dtype(x, "logits")
@@ -612,7 +644,7 @@ def softmax_cross_entropy(logits, target, axis=-1, *, reduction="mean", return_g
     if x.ndim == 0:
         x = x.reshape(1)
     (axis_,) = _single_axis(axis, x.ndim, "softmax_cross_entropy")
-    moved = np.moveaxis(x, axis_, -1)
+    moved = _moved(x, (axis_,))
     batch_shape, n = moved.shape[:-1], moved.shape[-1]
     is_index = t.dtype.kind in "iu"
     if is_index:
@@ -628,31 +660,22 @@ def softmax_cross_entropy(logits, target, axis=-1, *, reduction="mean", return_g
                     if t.shape == batch_shape else "")
             raise ValueError(f"probability target must have the shape of logits: "
                              f"logits.shape={logits_shape}, target.shape={t.shape}{hint}")
-        grad_dtype = np.result_type(x_result, _result_dtype(t, "target"))
+        t_result = _result_dtype(t, "target")
+        grad_dtype = x_result if t_result == x_result else np.result_type(x_result, t_result)
     else:
         raise TypeError(f"target has dtype {t.dtype}: use an integer dtype for class "
                         f"indices or a floating dtype for probabilities")
     compute_dtype = _compute_dtype(grad_dtype)
-    rows = prod(batch_shape)
 
     x_rows = _input_rows(moved.astype(compute_dtype, copy=False), (moved.ndim - 1,))
     probs = index = None
     if is_index:
         index = _class_indices(t, n, batch_shape)
     else:
-        probs = _input_rows(np.moveaxis(t.reshape(x.shape), axis_, -1).astype(compute_dtype, copy=False),
-                            (moved.ndim - 1,))
+        probs = _input_rows(t.reshape(x.shape).astype(compute_dtype, copy=False), (axis_,))
 
-    losses = np.empty(rows, np.float64)
-    grad = np.empty((rows, n), compute_dtype) if return_grad else None
-    scale = 1.0 / rows if (reduction == "mean" and rows) else 1.0
-    total = _backend.kernels.cross_entropy_rows(x_rows, probs, index, losses, grad, scale,
-                                                _backend.get_num_threads())
-    if reduction == "none":
-        loss = losses.reshape(batch_shape).astype(compute_dtype)
-    else:
-        loss = compute_dtype.type(total * scale if rows else
-                                  (np.nan if reduction == "mean" else 0.0))
+    loss, grad = _cross_entropy_rows(x_rows, probs, index, batch_shape, reduction,
+                                     return_grad, compute_dtype)
     if not return_grad:
         return loss
     dlogits = np.moveaxis(grad.reshape(batch_shape + (n,)), -1, axis_)
