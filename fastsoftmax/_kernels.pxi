@@ -246,7 +246,10 @@ cdef inline void softmax_row(const floating *x, floating *y, Py_ssize_t n,
     cdef floating m = row_max(x, n)
     cdef double total
     if take_log:
-        total = row_exp_sum(x, m, <floating *>NULL, n)
+        # The terms are not needed, but storing them (unless in place) pulls
+        # y's cache lines in while the exp keeps the core busy, instead of
+        # in the quick shift pass, which would then wait for memory.
+        total = row_exp_sum(x, m, <floating *>NULL if y == x else y, n)
         row_shift(x, m, row_log_sum(x, m, <floating *>NULL, total, n), y, n)
     else:
         total = row_exp_sum(x, m, y, n)

@@ -259,22 +259,25 @@ static inline double fs_exp_f64(double x) { return fs_exp2w_f64(x, 0.0); }
  *   lane summing, say, one large and many small terms would otherwise round
  *   the same way at every step and lose several ulp; compensated lanes keep
  *   the error at about 2 eps whatever n is.
+ *
+ * In both, TERM is an expression in j (it may also store something).
  */
 #define FS_BLOCK 128
+#define FS_EXP_BLOCK 512   /* exps computed per block before they are summed */
 
-/* Kahan-compensated running sum. */
+/* Kahan-compensated running sum.  An infinite term would make the carry
+ * inf - inf = NaN and poison the sum; the carry is then dropped instead. */
 typedef struct { double sum, carry; } fs_ksum;
 
 static inline void fs_ksum_add(fs_ksum *acc, double value)
 {
     double y = value - acc->carry;
     double t = acc->sum + y;
-    acc->carry = (t - acc->sum) - y;
+    double carry = (t - acc->sum) - y;
+    acc->carry = carry == carry ? carry : 0.0;
     acc->sum = t;
 }
 
-/* RESULT = sum over j in [0, N) of TERM (an expression in j, which may also
- * store something). */
 #define FS_BLOCKED_SUM(RESULT, N, TERM)                                        \
     do {                                                                       \
         fs_ksum total_ = {0.0, 0.0};                                           \
@@ -295,8 +298,8 @@ static inline void fs_ksum_add(fs_ksum *acc, double value)
         for (ptrdiff_t j = 0; j < (N); j++) {                                  \
             double y_ = (double)(TERM) - carry_;                               \
             double t_ = sum_ + y_;                                             \
-            carry_ = (t_ - sum_) - y_;                                         \
-            carry_ = carry_ == carry_ ? carry_ : 0.0; /* inf terms: no NaN */   \
+            double c_ = (t_ - sum_) - y_;                                      \
+            carry_ = c_ == c_ ? c_ : 0.0; /* inf terms: no NaN */              \
             sum_ = t_;                                                         \
         }                                                                      \
         (RESULT) = sum_ - carry_;                                              \
@@ -304,6 +307,18 @@ static inline void fs_ksum_add(fs_ksum *acc, double value)
 
 #define FS_SUM_f32 FS_BLOCKED_SUM
 #define FS_SUM_f64 FS_KAHAN_SUM
+
+/* Sum of exp(x - shift), storing the terms in y unless y is NULL.  float:
+ * per block, the exps are computed by a plain map loop (into y or a buffer)
+ * and then summed: one loop doing both would run the float exp at the
+ * double vector width, half the lanes.  double: one loop, where the Kahan
+ * lanes overlap with the exp's arithmetic. */
+static inline double fs_exp_sum_split_f32(const float *x, float shift, float *y,
+                                          ptrdiff_t n);
+static inline double fs_exp_sum_fused_f64(const double *x, double shift, double *y,
+                                          ptrdiff_t n);
+#define FS_EXP_SUM_f32 fs_exp_sum_split_f32
+#define FS_EXP_SUM_f64 fs_exp_sum_fused_f64
 
 #define FS_DEFINE_ROW_OPS(T, SUF)                                              \
                                                                                \
@@ -326,16 +341,12 @@ static inline T fs_row_max_##SUF(const T *x, ptrdiff_t n)                      \
     return m;                                                                  \
 }                                                                              \
                                                                                \
-/* sum of exp(x[j] - shift); also stores each term in y unless y is NULL */    \
+/* sum of exp(x[j] - shift); also stores each term in y unless y is NULL    */ \
+/* (y may be x).                                                             */ \
 static inline double fs_row_exp_sum_##SUF(const T *x, T shift, T *y,          \
                                            ptrdiff_t n)                        \
 {                                                                              \
-    double total;                                                              \
-    if (y)                                                                     \
-        FS_SUM_##SUF(total, n, y[j] = fs_exp_diff_##SUF(x[j], shift));       \
-    else                                                                       \
-        FS_SUM_##SUF(total, n, fs_exp_diff_##SUF(x[j], shift));              \
-    return total;                                                              \
+    return FS_EXP_SUM_##SUF(x, shift, y, n);                                   \
 }                                                                              \
                                                                                \
 /* log(S) for S = sum of exp(x[j] - m), m = max x, given S: accurate also   */ \
@@ -434,5 +445,34 @@ static inline void fs_jacobian_row_##SUF(const T *s, ptrdiff_t i, T *y,       \
 
 FS_DEFINE_ROW_OPS(float, f32)
 FS_DEFINE_ROW_OPS(double, f64)
+
+static inline double fs_exp_sum_split_f32(const float *x, float shift, float *y,
+                                          ptrdiff_t n)
+{
+    float buffer[FS_EXP_BLOCK];
+    fs_ksum total = {0.0, 0.0};
+    for (ptrdiff_t start = 0; start < n; start += FS_EXP_BLOCK) {
+        ptrdiff_t len = n - start < FS_EXP_BLOCK ? n - start : FS_EXP_BLOCK;
+        const float *xs = x + start;
+        float *e = y ? y + start : buffer;
+        double block;
+        _Pragma("omp simd")
+        for (ptrdiff_t j = 0; j < len; j++) e[j] = fs_exp_diff_f32(xs[j], shift);
+        FS_BLOCKED_SUM(block, len, (double)e[j]);
+        fs_ksum_add(&total, block);
+    }
+    return total.sum;
+}
+
+static inline double fs_exp_sum_fused_f64(const double *x, double shift, double *y,
+                                          ptrdiff_t n)
+{
+    double total;
+    if (y)
+        FS_KAHAN_SUM(total, n, y[j] = fs_exp_diff_f64(x[j], shift));
+    else
+        FS_KAHAN_SUM(total, n, fs_exp_diff_f64(x[j], shift));
+    return total;
+}
 
 #endif /* FASTSOFTMAX_VMATH_H */
