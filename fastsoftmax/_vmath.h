@@ -218,11 +218,12 @@ static inline double fs_exp2w_f64(double hi, double lo)
 /* exp(hi + lo) for hi <= 0, the softmax case exp(x - max): cheaper scaling.
  * p * 2^k = (p * 2^(k+126)) * 2^-126: for k in [-150, 1] the first product
  * is a normal number, made by adding k + 126 to p's exponent bits (exact),
- * and the second rounds once, into the subnormal range if need be. */
+ * and the second rounds once, into the subnormal range if need be.  No
+ * clamp: below the lowest argument (-inf included) the garbage computed
+ * from an out-of-range k is replaced by 0 at the end; NaN stays NaN. */
 static inline float fs_expneg2w_f32(float hi, float lo)
 {
-    float xc = hi < FS_F32_LOWEST ? FS_F32_LOWEST : hi;
-    float r, kf = fs_exp_reduce_f32(xc, lo, &r);
+    float r, kf = fs_exp_reduce_f32(hi, lo, &r);
     float p = fs_exp_poly_f32(r);
     uint32_t shift = fs_bits_of_f32(kf + (126.0f + FS_F32_MAGIC)) << 23;
     float y = fs_f32_from_bits(fs_bits_of_f32(p) + shift) * 0x1p-126f;
@@ -231,8 +232,7 @@ static inline float fs_expneg2w_f32(float hi, float lo)
 
 static inline double fs_expneg2w_f64(double hi, double lo)
 {
-    double xc = hi < FS_F64_LOWEST ? FS_F64_LOWEST : hi;
-    double r, kf = fs_exp_reduce_f64(xc, lo, &r);
+    double r, kf = fs_exp_reduce_f64(hi, lo, &r);
     double p = fs_exp_poly_f64(r);
     uint64_t shift = fs_bits_of_f64(kf + (1022.0 + FS_F64_MAGIC)) << 52;
     double y = fs_f64_from_bits(fs_bits_of_f64(p) + shift) * 0x1p-1022;
