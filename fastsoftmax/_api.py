@@ -120,14 +120,19 @@ def _moved(arr, axes):
     return arr if axes == last else np.moveaxis(arr, axes, last)
 
 
+def _split(shape, k):
+    """(rows, n) for a shape whose last k axes are reduced."""
+    return prod(shape[:len(shape) - k]), prod(shape[len(shape) - k:])
+
+
 def _rows_view(moved, k):
     """(rows, n) view of `moved` (its last k axes joined), or None if that
     needs a copy or the rows are not contiguous.  The row stride is free."""
-    batch, n = prod(moved.shape[:moved.ndim - k]), prod(moved.shape[moved.ndim - k:])
+    rows, n = _split(moved.shape, k)
     try:
-        view = moved.reshape(batch, n, copy=False)
+        view = moved.reshape(rows, n, copy=False)
     except TypeError:  # NumPy < 2.1 has no copy=
-        view = moved.reshape(batch, n)
+        view = moved.reshape(rows, n)
         if moved.size and not np.may_share_memory(view, moved):
             return None
     except ValueError:  # a copy would be needed
@@ -139,12 +144,10 @@ def _rows_view(moved, k):
 
 def _input_rows(arr, axes):
     """(rows, n) array of `arr` for the kernels: a view when possible."""
-    view = _rows_view(_moved(arr, axes), len(axes))
+    moved = _moved(arr, axes)
+    view = _rows_view(moved, len(axes))
     if view is None:
-        moved = _moved(arr, axes)
-        k = len(axes)
-        view = np.ascontiguousarray(moved).reshape(
-            prod(moved.shape[:moved.ndim - k]), prod(moved.shape[moved.ndim - k:]))
+        view = np.ascontiguousarray(moved).reshape(_split(moved.shape, len(axes)))
     return view
 
 
@@ -155,6 +158,7 @@ class _Output:
     def __init__(self, shape, axes, result_dtype, compute_dtype, out, inputs):
         self.out = out
         self.result = None
+        self.result_dtype = result_dtype
         if out is not None and result_dtype == compute_dtype:
             rows = _rows_view(_moved(out, axes), len(axes))
             # writing straight into out is safe unless it overlaps an input
@@ -163,18 +167,15 @@ class _Output:
                 self.rows = rows
                 self.result = out
                 return
-        buffer = np.empty(shape, compute_dtype)
-        self.rows = _rows_view(_moved(buffer, axes), len(axes))
-        if self.rows is None:  # non-last axes: compute in the moved layout
-            moved_shape = _moved(buffer, axes).shape
-            buffer = np.empty(moved_shape, compute_dtype)
-            k = len(axes)
-            self.rows = buffer.reshape(prod(moved_shape[:buffer.ndim - k]),
-                                       prod(moved_shape[buffer.ndim - k:]))
-            n0 = buffer.ndim - k
-            buffer = np.moveaxis(buffer, range(n0, buffer.ndim), axes)
-        self.buffer = buffer
-        self.result_dtype = result_dtype
+        # A fresh buffer in the moved layout (reduced axes last), so that
+        # its rows are contiguous; the result is its view in `shape`.
+        k, ndim = len(axes), len(shape)
+        trailing = tuple(range(ndim - k, ndim))
+        moved_shape = tuple(shape[i] for i in range(ndim) if i not in axes) + \
+            tuple(shape[i] for i in axes)
+        buffer = np.empty(moved_shape, compute_dtype)
+        self.rows = buffer.reshape(_split(moved_shape, k))
+        self.buffer = buffer if axes == trailing else np.moveaxis(buffer, trailing, axes)
 
     def finish(self):
         if self.result is not None:
