@@ -7,6 +7,7 @@ Build (from the repository root, with ``pip install ".[docs]"`` done):
 """
 
 import importlib
+import os
 import sys
 from pathlib import Path
 
@@ -20,19 +21,29 @@ def _import_fastsoftmax():
     from the repository root ``import fastsoftmax`` finds the source folder.
     That works for an in-place build (``pip install -e .`` or
     ``python setup.py build_ext --inplace``); for a plain ``pip install .``
-    the source folder has no compiled modules, and the installed package is
-    used instead.
+    the source folder has no compiled modules (a fresh clone has neither the
+    extension modules nor ``_build_config.py``), its import fails, and the
+    installed package is used instead.
+
+    With ``FASTSOFTMAX_EXPECT_INSTALLED=1`` (set by CI, as for the tests) the
+    source folder is never tried: the installed package is documented even
+    in a checkout that also has an in-place build.
     """
-    try:
-        return importlib.import_module("fastsoftmax")
-    except ImportError:
-        for name in [m for m in sys.modules if m.split(".")[0] == "fastsoftmax"]:
-            del sys.modules[name]
-        sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != ROOT]
-        return importlib.import_module("fastsoftmax")
+    if os.environ.get("FASTSOFTMAX_EXPECT_INSTALLED") != "1":
+        try:
+            return importlib.import_module("fastsoftmax")
+        except ImportError:
+            pass
+    # Forget a half-imported source package, and the source folder itself
+    # ("" too: Sphinx runs this file from docs/, but builds from the root).
+    for name in [m for m in sys.modules if m.split(".")[0] == "fastsoftmax"]:
+        del sys.modules[name]
+    sys.path[:] = [p for p in sys.path if p not in ("", ".") and Path(p).resolve() != ROOT]
+    return importlib.import_module("fastsoftmax")
 
 
 fastsoftmax = _import_fastsoftmax()
+print(f"fastsoftmax {fastsoftmax.__version__} documented from {Path(fastsoftmax.__file__).parent}")
 
 project = "fastsoftmax"
 author = "the fastsoftmax authors"

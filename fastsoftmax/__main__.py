@@ -1,29 +1,43 @@
 """``python -m fastsoftmax``: what this build is, whether it is right, how fast it is.
 
-    python -m fastsoftmax          # the demo (default): config, correctness,
-                                   # gradient checks, a float32 speed table
-    python -m fastsoftmax bench    # longer speed tables: more ops, more repeats,
-                                   # and the memory floor
+    python -m fastsoftmax                 # the demo (default): config, correctness,
+                                          # gradient checks, a float32 speed table
+    python -m fastsoftmax bench           # every op, float32 and float64, against
+                                          # NumPy, SciPy, PyTorch (if installed) and
+                                          # the memory floor; (1, 10) call overhead;
+                                          # 1 thread vs all threads
+    python -m fastsoftmax bench --plot DIR    # also DIR/throughput.png and
+                                              # DIR/threads.png (needs matplotlib)
+    python -m fastsoftmax bench --quick   # small shapes, few repeats: a smoke test
 
 The demo exits with status 1 if any correctness or gradient check fails.
+The bench prints its tables on stdout and its progress on stderr, so that
+``python -m fastsoftmax bench > bench.txt`` keeps the tables only.
 For careful, saved benchmarks use ``pytest benchmarks/ --benchmark-only``.
 """
 
 import argparse
+import math
+import os
+import platform
 import statistics
 import sys
+import time
 import timeit
+from dataclasses import dataclass
 
 import numpy as np
 
 import fastsoftmax as fs
+from fastsoftmax import _backend
 from fastsoftmax import reference as ref
 from fastsoftmax.testing import DEFAULT_RTOL, check_grad, check_vjp
 
 try:
+    import scipy
     import scipy.special as sps
 except ImportError:  # scipy is optional: its column is left out
-    sps = None
+    scipy = sps = None
 
 
 # --------------------------------------------------------------------------
@@ -175,8 +189,17 @@ def gradcheck_rows(seed=0):
 
 
 # --------------------------------------------------------------------------
-# Speed
+# Speed: the implementations compared
 # --------------------------------------------------------------------------
+
+OPS = ("softmax", "log_softmax", "softmax_vjp", "softmax_jacobian", "softmax_cross_entropy")
+FORWARD_OPS = ("softmax", "log_softmax")
+
+# Column order of every speed table; "fastsoftmax" is "ours" in the ratios.
+IMPLEMENTATIONS = ("fastsoftmax", "numpy", "scipy", "torch", "floor")
+LABELS = {"fastsoftmax": "fastsoftmax", "numpy": "naive NumPy", "scipy": "SciPy",
+          "torch": "PyTorch", "floor": "memory floor (np.copyto)"}
+
 
 def naive_softmax(x):
     e = np.exp(x - x.max(-1, keepdims=True))
@@ -211,66 +234,193 @@ def naive_cross_entropy(x, labels):
     return loss, grad
 
 
+NAIVE = {"softmax": naive_softmax, "log_softmax": naive_log_softmax,
+         "softmax_vjp": naive_softmax_vjp, "softmax_jacobian": naive_softmax_jacobian,
+         "softmax_cross_entropy": naive_cross_entropy}
+
+
+def make_inputs(op, shape, dtype=np.float32, seed=0):
+    """The arguments of `op` on random data, a dict of arrays: x (logits),
+    s = softmax(x), g (an upstream gradient), labels (class indices)."""
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal(shape, dtype=dtype)
+    if op in FORWARD_OPS:
+        return {"x": x}
+    if op == "softmax_vjp":
+        return {"s": fs.softmax(x), "g": rng.standard_normal(shape, dtype=dtype)}
+    if op == "softmax_jacobian":
+        return {"s": fs.softmax(x)}
+    return {"x": x, "labels": rng.integers(0, shape[-1], shape[:-1])}
+
+
+def _args(op, a):
+    """The positional arguments of `op` (ours and the naive one alike)."""
+    names = {"softmax_vjp": ("s", "g"), "softmax_jacobian": ("s",),
+             "softmax_cross_entropy": ("x", "labels")}.get(op, ("x",))
+    return tuple(a[name] for name in names)
+
+
+def _ours(op, a):
+    func, args = getattr(fs, op), _args(op, a)
+    if op == "softmax_cross_entropy":
+        return lambda: func(*args, return_grad=True)
+    return lambda: func(*args)
+
+
+def _naive(op, a):
+    func, args = NAIVE[op], _args(op, a)
+    return lambda: func(*args)
+
+
+def _scipy(op, a):
+    if sps is None or op not in FORWARD_OPS:
+        return None
+    func, x = getattr(sps, op), a["x"]
+    return lambda: func(x, axis=-1)
+
+
+def _torch(op, a, torch):
+    """PyTorch on the same memory (torch.from_numpy, no copies)."""
+    if op in FORWARD_OPS:
+        func, x = getattr(torch, op), torch.from_numpy(a["x"])
+        return lambda: func(x, dim=-1)
+    if op == "softmax_vjp":  # softmax's own backward kernel:
+        # _softmax_backward_data(grad_output, output, dim, input_dtype)
+        s, g = torch.from_numpy(a["s"]), torch.from_numpy(a["g"])
+        return lambda: torch._softmax_backward_data(g, s, -1, s.dtype)
+    if op == "softmax_jacobian":  # at logits log(s), whose softmax is s
+        jacobian = torch.func.vmap(torch.func.jacrev(lambda v: torch.softmax(v, -1)))
+        logits = torch.from_numpy(np.log(a["s"]))
+        return lambda: jacobian(logits)
+    # cross-entropy: forward and backward, as training runs it
+    x = torch.from_numpy(a["x"]).requires_grad_(True)
+    labels = torch.from_numpy(a["labels"])
+    cross_entropy = torch.nn.functional.cross_entropy
+
+    def forward_backward():
+        loss = cross_entropy(x, labels)
+        (grad,) = torch.autograd.grad(loss, x)
+        return loss, grad
+    return forward_backward
+
+
+def _floor(op, a):
+    """NumPy moving the bytes `op` must move, into a preallocated array."""
+    if op == "softmax_vjp":  # read s and g, write dx
+        s, g = a["s"], a["g"]
+        out = np.empty_like(s)
+        return lambda: np.add(s, g, out=out)
+    if op == "softmax_jacobian":  # read s, write rows * n * n values
+        s = a["s"]
+        out = np.empty(s.shape + s.shape[-1:], s.dtype)
+        return lambda: np.copyto(out, s[:, :, None])
+    x = a["x"]  # forward and cross-entropy: read the logits, write as many
+    out = np.empty_like(x)
+    return lambda: np.copyto(out, x)
+
+
+def implementations(op, a, names, torch=None):
+    """{name: zero-argument callable} for those of `names` that exist for
+    `op` (SciPy has the forward ops only; "torch" needs the module)."""
+    makers = {"fastsoftmax": _ours, "numpy": _naive, "scipy": _scipy, "floor": _floor,
+              "torch": lambda op, a: _torch(op, a, torch) if torch else None}
+    funcs = {name: makers[name](op, a) for name in names}
+    return {name: func for name, func in funcs.items() if func is not None}
+
+
+def columns_for(op, torch=None, names=IMPLEMENTATIONS):
+    """The implementations of `names` that can run `op` here, in table order."""
+    available = {"scipy": sps is not None and op in FORWARD_OPS, "torch": torch is not None}
+    return [name for name in names if available.get(name, True)]
+
+
+def op_cases(op, shapes, dtype, names, torch=None):
+    """(shape label, implementations) per shape, made one at a time so that
+    only one shape's arrays are alive while it is timed."""
+    for shape in shapes:
+        yield str(shape), implementations(op, make_inputs(op, shape, dtype), names, torch)
+
+
+def _work(op, shape):
+    """Elements an op reads or writes: rows * n * n for the Jacobian."""
+    return math.prod(shape) * (shape[-1] if op == "softmax_jacobian" else 1)
+
+
+def _with_threads(n, func):
+    """func, run on n threads (set before every call: about a microsecond,
+    nothing next to the large inputs timed this way)."""
+    def call():
+        fs.set_num_threads(n)
+        return func()
+    return call
+
+
+# --------------------------------------------------------------------------
+# Speed: timing and tables
+# --------------------------------------------------------------------------
+
 def _calibrate(func, target=0.01):
     """Calls per measurement so that one measurement takes about `target` s."""
-    func()  # warm-up: first-touch page faults, thread pool start
+    func()  # warm-up: first-touch page faults, thread pool start, lazy imports
     once = timeit.timeit(func, number=1)
     return max(1, int(target / max(once, 1e-9)))
 
 
-def median_times(funcs, repeat):
+def median_times(funcs, repeat, target=0.01, budget=None):
     """Median seconds per call of each function, measured in turns so that a
-    noisy moment on the machine hits every column alike."""
-    numbers = [_calibrate(f) for f in funcs]
+    noisy moment on the machine hits every column alike.
+
+    Each measurement runs a function as many times as fill about `target`
+    seconds.  With a `budget` (seconds), the rounds stop once it is spent
+    and at least 3 rounds are done, so that huge cases do not take minutes.
+    """
+    numbers = [_calibrate(f, target) for f in funcs]
     samples = [[] for _ in funcs]
-    for _ in range(repeat):
+    start = time.perf_counter()
+    for done in range(1, repeat + 1):
         for func, number, times in zip(funcs, numbers, samples):
             times.append(timeit.timeit(func, number=number) / number)
+        if budget is not None and done >= 3 and time.perf_counter() - start > budget:
+            break
     return [statistics.median(times) for times in samples]
 
 
-def speed_rows(cases, repeat=7, floor=False):
-    """One row per case: ms per call and speed-ups.
+def speed_table(cases, columns, ratios, repeat, *, key="shape", unit="ms",
+                target=0.01, budget=None):
+    """Time each case's implementations side by side: (headers, rows).
 
-    `cases` is a list of ``(label, ours, numpy, scipy, floor)``: zero-argument
-    callables, scipy and floor may be None.  The ratio columns are
-    "numpy time / our time" (how many times faster we are) and, with
-    ``floor=True``, "our time / floor time" (1.0 would be as fast as moving
-    the bytes).
+    `cases`: ``(label, {column: zero-argument callable})`` pairs; a column a
+    case lacks shows "-".  `ratios`: ``(header, a, b)`` triples, each a
+    column "time of a / time of b".  `unit`: "ms" or "us" per call.
     """
-    with_scipy = any(case[3] is not None for case in cases)
+    scale = {"ms": 1e3, "us": 1e6}[unit]
+    headers = [key] + [f"{column} {unit}" for column in columns] + [r[0] for r in ratios]
     rows = []
-    for label, ours, numpy_f, scipy_f, floor_f in cases:
-        funcs = [ours, numpy_f] + ([scipy_f] if scipy_f else []) + ([floor_f] if floor else [])
-        times = iter(median_times(funcs, repeat))
-        t_ours, t_numpy = next(times), next(times)
-        t_scipy = next(times) if scipy_f else None
-        t_floor = next(times) if floor else None
-        row = [label, _ms(t_ours), _ms(t_numpy)]
-        if with_scipy:
-            row.append(_ms(t_scipy))
-        if floor:
-            row.append(_ms(t_floor))
-        row.append(_ratio(t_numpy, t_ours))
-        if with_scipy:
-            row.append(_ratio(t_scipy, t_ours))
-        if floor:
-            row.append(_ratio(t_ours, t_floor))
-        rows.append(row)
-    headers = ["shape", "fastsoftmax ms", "numpy ms"]
-    headers += ["scipy ms"] if with_scipy else []
-    headers += ["floor ms"] if floor else []
-    headers += ["numpy/ours"] + (["scipy/ours"] if with_scipy else [])
-    headers += ["ours/floor"] if floor else []
+    for label, funcs in cases:
+        names = [column for column in columns if column in funcs]
+        times = dict(zip(names, median_times([funcs[n] for n in names], repeat,
+                                             target, budget)))
+        rows.append([label]
+                    + [_number(times[c] * scale) if c in times else "-" for c in columns]
+                    + [_ratio(times.get(a), times.get(b)) for _, a, b in ratios])
     return headers, rows
 
 
-def _ms(seconds):
-    return "-" if seconds is None else f"{seconds * 1e3:.3f}"
+def ours_over(columns):
+    """Ratio columns "ours/X" (our time / X's time) for every other column."""
+    return [(f"ours/{c}", "fastsoftmax", c) for c in columns if c != "fastsoftmax"]
+
+
+def _number(value, digits=4):
+    """`digits` significant digits (more left of the point), no exponent."""
+    if not math.isfinite(value) or value <= 0:
+        return f"{value:g}"
+    decimals = min(6, max(0, digits - 1 - math.floor(math.log10(value))))
+    return f"{value:.{decimals}f}"
 
 
 def _ratio(a, b):
-    return "-" if a is None or b is None else f"{a / b:.1f}x"
+    return "-" if a is None or b is None else f"{_number(a / b, digits=3)}x"
 
 
 def print_table(headers, rows, title=None):
@@ -290,70 +440,280 @@ def print_table(headers, rows, title=None):
     print("  ".join("-" * w for w in widths))
     for row in rows:
         print(line(row))
+    sys.stdout.flush()
 
 
 # --------------------------------------------------------------------------
-# The speed cases
+# Bench: sizes
 # --------------------------------------------------------------------------
 
-FORWARD_SHAPES = [(4096, 1024), (256, 32000), (16384, 64), (64, 128)]
+@dataclass(frozen=True)
+class Sizes:
+    """What the bench times, and how long it tries."""
+    forward: tuple          # softmax and log_softmax shapes
+    vjp: tuple
+    jacobian: tuple         # (rows, n): the result is rows x n x n
+    cross_entropy: tuple    # class-index targets, return_grad=True
+    tiny: tuple             # every op, whole-call microseconds
+    threads_min_work: int   # the thread table: shapes with at least this work
+    plot_total: int         # throughput plot: elements per call (rows = total / n)
+    plot_ns: tuple          # throughput plot: row lengths
+    scaling_shape: tuple    # threads plot
+    repeat: int             # rounds per case (at most)
+    target: float           # seconds per measurement (calls are calibrated)
+    tiny_target: float      # the same for the (1, 10) table: many calls each
+    budget: float           # seconds per case after which rounds stop (>= 3 done)
+    quick: bool = False
+
+    def shapes(self, op):
+        return {"softmax": self.forward, "log_softmax": self.forward,
+                "softmax_vjp": self.vjp, "softmax_jacobian": self.jacobian,
+                "softmax_cross_entropy": self.cross_entropy}[op]
 
 
-def _data(shape, dtype=np.float32, seed=0):
-    return np.random.default_rng(seed).standard_normal(shape).astype(dtype)
+FULL = Sizes(
+    forward=((4096, 1024), (256, 32000), (16384, 64), (64, 128), (1, 4_000_000),
+             (16384, 4096)),
+    vjp=((4096, 1024), (256, 32000)),
+    jacobian=((256, 256), (64, 1024)),
+    cross_entropy=((4096, 1024),),
+    tiny=(1, 10),
+    threads_min_work=2**20,
+    plot_total=2**22,
+    plot_ns=tuple(4**k for k in range(2, 11)),  # 16 .. 2**20
+    scaling_shape=(4096, 1024),
+    repeat=25, target=0.01, tiny_target=0.02, budget=10.0)
+
+QUICK = Sizes(
+    forward=((64, 1024), (4, 8000), (512, 64), (64, 128), (1, 65536), (16, 4096)),
+    vjp=((64, 1024), (4, 8000)),
+    jacobian=((16, 64), (2, 256)),
+    cross_entropy=((64, 1024),),
+    tiny=(1, 10),
+    threads_min_work=2**15,
+    plot_total=2**16,
+    plot_ns=(16, 256, 4096, 65536),
+    scaling_shape=(64, 1024),
+    repeat=3, target=0.002, tiny_target=0.002, budget=0.5, quick=True)
+
+# Extra words for a table's title, per op.
+OP_NOTES = {
+    "softmax_vjp": "numpy: s * (g - (s * g).sum(-1)); torch: _softmax_backward_data; "
+                   "floor: np.add(s, g, out=dx)",
+    "softmax_jacobian": "(rows, n) -> (rows, n, n); numpy: diag(s) - s s^T by broadcasting; "
+                        "torch: vmap(jacrev(softmax)); floor: np.copyto(J, s[:, :, None])",
+    "softmax_cross_entropy": "class indices, return_grad=True; torch: F.cross_entropy "
+                             "forward + autograd backward",
+}
+
+# The ops of the threads plot.
+SCALING_OPS = ("softmax", "log_softmax", "softmax_vjp", "softmax_cross_entropy")
 
 
-def forward_cases(op, shapes=FORWARD_SHAPES, dtype=np.float32):
-    ours = {"softmax": fs.softmax, "log_softmax": fs.log_softmax}[op]
-    naive = {"softmax": naive_softmax, "log_softmax": naive_log_softmax}[op]
-    theirs = getattr(sps, op) if sps else None
-    cases = []
-    for shape in shapes:
-        x, y = _data(shape, dtype), np.empty(shape, dtype)
-        cases.append((str(shape), lambda x=x: ours(x), lambda x=x: naive(x),
-                      (lambda x=x: theirs(x, axis=-1)) if theirs else None,
-                      lambda x=x, y=y: np.copyto(y, x)))
-    return cases
+# --------------------------------------------------------------------------
+# Bench: the tables
+# --------------------------------------------------------------------------
+
+def _progress(message):
+    print(message, file=sys.stderr, flush=True)
 
 
-def vjp_cases(shapes=((4096, 1024), (256, 32000))):
-    cases = []
-    for shape in shapes:
-        s, g, y = fs.softmax(_data(shape)), _data(shape, seed=1), np.empty(shape, np.float32)
-        # Floor: a copy reads one array; np.add reads both inputs and writes
-        # the output once, as the vjp must, and is as memory-bound.
-        cases.append((str(shape), lambda s=s, g=g: fs.softmax_vjp(s, g),
-                      lambda s=s, g=g: naive_softmax_vjp(s, g), None,
-                      lambda s=s, g=g, y=y: np.add(s, g, out=y)))
-    return cases
+def _import_torch(threads):
+    """PyTorch on `threads` threads, or None when it is not installed."""
+    try:
+        import torch
+    except ImportError:
+        return None
+    torch.set_num_threads(threads)
+    return torch
 
 
-def jacobian_cases(shapes=((256, 256),)):
-    cases = []
-    for rows, n in shapes:
-        s = fs.softmax(_data((rows, n)))
-        jac = np.empty((rows, n, n), np.float32)
-        cases.append((str((rows, n)), lambda s=s: fs.softmax_jacobian(s),
-                      lambda s=s: naive_softmax_jacobian(s), None,
-                      lambda s=s, jac=jac: np.copyto(jac, s[:, :, None])))
-    return cases
+def _cpu_name():
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
 
 
-def cross_entropy_cases(shapes=((4096, 1024),)):
-    cases = []
-    for shape in shapes:
-        x, y = _data(shape), np.empty(shape, np.float32)
-        labels = np.random.default_rng(2).integers(0, shape[-1], shape[0])
-        cases.append((str(shape),
-                      lambda x=x, t=labels: fs.softmax_cross_entropy(x, t, return_grad=True),
-                      lambda x=x, t=labels: naive_cross_entropy(x, t), None,
-                      lambda x=x, y=y: np.copyto(y, x)))
-    return cases
+def print_bench_header(sizes, repeat, threads, torch):
+    if sizes.quick:
+        print("QUICK RUN (--quick): small shapes, few repeats. A smoke test, not a measurement.\n")
+    fs.show_config()
+    versions = [f"numpy {np.__version__}"]
+    versions.append(f"scipy {scipy.__version__}" if sps else "scipy: not installed")
+    versions.append(f"torch {torch.__version__} ({torch.get_num_threads()} thread(s))"
+                    if torch else "torch: not installed")
+    print(f"\n{_cpu_name()}; Python {platform.python_version()}; {', '.join(versions)}")
+    print(f"""
+Median time per call of up to {repeat} measurements per implementation, the
+implementations measured in turns in one run (a case stops after {sizes.budget:g} s
+once 3 rounds are done).  fastsoftmax and torch run on {threads} thread(s).
+  numpy  the NumPy expression a user would write (several passes, temporaries)
+  scipy  scipy.special (forward ops only)
+  torch  PyTorch on the same memory (torch.from_numpy)
+  floor  NumPy moving the same bytes (read the inputs, write the output) into
+         a preallocated array, on one thread: a threaded kernel can beat it
+ours/X = fastsoftmax time / X time: below 1x fastsoftmax is faster.""")
+
+
+def op_tables(sizes, repeat, torch):
+    """One table per (dtype, op): every implementation side by side."""
+    for dtype in (np.float32, np.float64):
+        dtype_name = np.dtype(dtype).name
+        for op in OPS:
+            _progress(f"timing {op} {dtype_name} ...")
+            columns = columns_for(op, torch)
+            headers, rows = speed_table(
+                op_cases(op, sizes.shapes(op), dtype, columns, torch), columns,
+                ours_over(columns), repeat, target=sizes.target, budget=sizes.budget)
+            note = f" ({OP_NOTES[op]})" if op in OP_NOTES else ""
+            print_table(headers, rows, title=f"{op} {dtype_name}{note}")
+
+
+def tiny_tables(sizes, repeat, torch):
+    """Every op on one tiny row: the whole call, Python overhead included."""
+    for dtype in (np.float32, np.float64):
+        dtype_name = np.dtype(dtype).name
+        _progress(f"timing every op at {sizes.tiny} {dtype_name} ...")
+        columns = columns_for("softmax", torch)  # softmax has them all; "-" where absent
+        cases = ((op, implementations(op, make_inputs(op, sizes.tiny, dtype), columns, torch))
+                 for op in OPS)
+        headers, rows = speed_table(cases, columns, ours_over(columns), repeat, key="op",
+                                    unit="us", target=sizes.tiny_target)
+        print_table(headers, rows, title=f"every op at {sizes.tiny}, {dtype_name}: "
+                                         f"microseconds per whole call")
+
+
+def thread_table(sizes, repeat, threads):
+    """fastsoftmax on 1 thread against all threads, float32, large shapes."""
+    if threads < 2:
+        print(f"\nThread scaling: skipped, {threads} thread available "
+              "(a serial build, or OMP_NUM_THREADS=1).")
+        return
+    _progress(f"timing 1 vs {threads} threads ...")
+    one, many = "1 thread", f"{threads} threads"
+
+    def cases():
+        for op in OPS:
+            for shape in sizes.shapes(op):
+                if _work(op, shape) >= sizes.threads_min_work:
+                    func = _ours(op, make_inputs(op, shape))
+                    yield (f"{op} {shape}",
+                           {one: _with_threads(1, func), many: _with_threads(threads, func)})
+
+    try:
+        headers, rows = speed_table(cases(), [one, many], [("speed-up", one, many)], repeat,
+                                    key="op, shape", target=sizes.target,
+                                    budget=sizes.budget)
+    finally:
+        fs.set_num_threads(None)
+    print_table(headers, rows, title=f"Thread scaling, float32: fastsoftmax on 1 vs "
+                                     f"{threads} threads (fs.set_num_threads)")
+
+
+# --------------------------------------------------------------------------
+# Bench: the plots
+# --------------------------------------------------------------------------
+
+def _pyplot():
+    """matplotlib.pyplot on the file-only Agg backend, or None."""
+    try:
+        import matplotlib
+    except ImportError:
+        return None
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    return plt
+
+
+def throughput_series(sizes, repeat, torch):
+    """softmax float32 effective GB/s ((bytes read + written) / time) per
+    implementation, for rows of n elements, sizes.plot_total elements a call."""
+    _progress("timing softmax throughput against the row length ...")
+    columns = columns_for("softmax", torch)
+    series = {name: [] for name in columns}
+    for n in sizes.plot_ns:
+        a = make_inputs("softmax", (sizes.plot_total // n, n))
+        funcs = implementations("softmax", a, columns, torch)
+        times = median_times([funcs[c] for c in columns], repeat, sizes.target, sizes.budget)
+        for name, seconds in zip(columns, times):
+            series[name].append(2 * a["x"].nbytes / seconds / 1e9)
+    rows = [[str(n), str(sizes.plot_total // n)] + [f"{series[c][i]:.2f}" for c in columns]
+            for i, n in enumerate(sizes.plot_ns)]
+    print_table(["n", "rows"] + [f"{c} GB/s" for c in columns], rows,
+                title=f"softmax float32, effective GB/s = (bytes read + written) / time, "
+                      f"{sizes.plot_total} elements per call (throughput.png)")
+    return series
+
+
+def scaling_series(sizes, repeat, threads):
+    """fastsoftmax speed-up on 1..threads threads over 1 thread, per op."""
+    _progress("timing thread scaling ...")
+    counts = list(range(1, threads + 1))
+    series = {}
+    try:
+        for op in SCALING_OPS:
+            func = _ours(op, make_inputs(op, sizes.scaling_shape))
+            times = median_times([_with_threads(t, func) for t in counts], repeat,
+                                 sizes.target, sizes.budget)
+            series[op] = [times[0] / t for t in times]
+    finally:
+        fs.set_num_threads(None)
+    rows = [[op] + [f"{s:.2f}x" for s in speedups] for op, speedups in series.items()]
+    print_table(["op"] + [f"{t} thread{'s' * (t > 1)}" for t in counts], rows,
+                title=f"Speed-up over 1 thread, float32 {sizes.scaling_shape} (threads.png)")
+    return series
+
+
+def line_plot(path, x, series, *, title, xlabel, ylabel, logx=False, ideal=False):
+    """One line per series; the floor dashed; optionally y = x dotted."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(7.5, 4.5))
+    for name, ys in series.items():
+        ax.plot(x, ys, marker="o", label=LABELS.get(name, name),
+                linestyle="--" if name == "floor" else "-")
+    if ideal:
+        ax.plot(x, x, color="gray", linestyle=":", label="ideal (linear)")
+    if logx:
+        ax.set_xscale("log", base=2)
+    else:
+        ax.set_xticks(x)
+    ax.set_ylim(bottom=0)
+    ax.set(title=title, xlabel=xlabel, ylabel=ylabel)
+    ax.grid(True, alpha=0.3)
+    ax.legend(fontsize="small")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    _progress(f"wrote {path}")
+
+
+def write_plots(plot_dir, sizes, repeat, threads, torch):
+    os.makedirs(plot_dir, exist_ok=True)
+    where = f"{_backend.SIMD_PATH}, {threads} thread(s)"
+    where += ", --quick" if sizes.quick else ""
+    line_plot(os.path.join(plot_dir, "throughput.png"), list(sizes.plot_ns),
+              throughput_series(sizes, repeat, torch),
+              title=f"softmax float32, {sizes.plot_total:,} elements per call ({where})",
+              xlabel="row length n (rows = elements / n)",
+              ylabel="effective GB/s (read + written)", logx=True)
+    line_plot(os.path.join(plot_dir, "threads.png"), list(range(1, threads + 1)),
+              scaling_series(sizes, repeat, threads),
+              title=f"fastsoftmax thread scaling, float32 {sizes.scaling_shape} ({where})",
+              xlabel="threads (fs.set_num_threads)", ylabel="speed-up over 1 thread",
+              ideal=True)
 
 
 # --------------------------------------------------------------------------
 # Commands
 # --------------------------------------------------------------------------
+
+DEMO_SHAPES = [(4096, 1024), (256, 32000), (16384, 64), (64, 128)]
+
 
 def demo():
     fs.show_config()
@@ -371,7 +731,10 @@ def demo():
     failed += sum(row[-1] != "as expected" for row in grad_rows)
 
     threads = fs.get_num_threads()
-    headers, rows = speed_rows(forward_cases("softmax"), repeat=7)
+    columns = columns_for("softmax", names=("fastsoftmax", "numpy", "scipy"))
+    speed_ups = [(f"{c}/ours", c, "fastsoftmax") for c in columns[1:]]
+    headers, rows = speed_table(op_cases("softmax", DEMO_SHAPES, np.float32, columns),
+                                columns, speed_ups, repeat=7)
     print_table(headers, rows, title=f"softmax float32, median time per call "
                                      f"(fastsoftmax on {threads} thread(s))")
     if failed:
@@ -381,23 +744,16 @@ def demo():
     return 0
 
 
-def bench(repeat=25):
-    print(f"fastsoftmax {fs.__version__}, {fs.get_num_threads()} thread(s); median of "
-          f"{repeat} runs.\nfloor: NumPy moving the same bytes into a preallocated array "
-          f"(np.copyto) on one thread,\nso a threaded kernel can beat it (ours/floor < 1).")
-    tables = [
-        ("softmax float32", forward_cases("softmax")),
-        ("log_softmax float32", forward_cases("log_softmax")),
-        ("softmax_vjp float32 (numpy: s * (g - (s * g).sum(-1)); floor: np.add(s, g))",
-         vjp_cases()),
-        ("softmax_jacobian float32 (numpy: diag(s) - s s^T by broadcasting)",
-         jacobian_cases()),
-        ("softmax_cross_entropy float32, class indices, return_grad=True",
-         cross_entropy_cases()),
-    ]
-    for title, cases in tables:
-        headers, rows = speed_rows(cases, repeat=repeat, floor=True)
-        print_table(headers, rows, title=title)
+def bench(sizes=FULL, repeat=None, plot_dir=None):
+    repeat = repeat or sizes.repeat
+    threads = fs.get_num_threads()
+    torch = _import_torch(threads)
+    print_bench_header(sizes, repeat, threads, torch)
+    op_tables(sizes, repeat, torch)
+    tiny_tables(sizes, repeat, torch)
+    thread_table(sizes, repeat, threads)
+    if plot_dir is not None:
+        write_plots(plot_dir, sizes, repeat, threads, torch)
     return 0
 
 
@@ -407,12 +763,23 @@ def main(argv=None):
         description="Show the build, check correctness and gradients, time the kernels.")
     sub = parser.add_subparsers(dest="command")
     sub.add_parser("demo", help="config, correctness, gradient checks, speed (default)")
-    bench_parser = sub.add_parser("bench", help="longer speed tables with the memory floor")
-    bench_parser.add_argument("--repeat", type=int, default=25,
-                              help="timed runs per case (default 25)")
+    bench_parser = sub.add_parser(
+        "bench", help="every op against NumPy, SciPy, PyTorch and the memory floor")
+    bench_parser.add_argument("--repeat", type=int, default=None,
+                              help=f"measurements per case, at most (default {FULL.repeat}; "
+                                   f"{QUICK.repeat} with --quick)")
+    bench_parser.add_argument("--quick", action="store_true",
+                              help="small shapes, few repeats: a smoke test (seconds)")
+    bench_parser.add_argument("--plot", metavar="DIR",
+                              help="also write DIR/throughput.png and DIR/threads.png "
+                                   "(needs matplotlib: pip install \".[plot]\")")
     args = parser.parse_args(argv)
     if args.command == "bench":
-        return bench(args.repeat)
+        if args.plot is not None and _pyplot() is None:
+            parser.error("--plot needs matplotlib (pip install \".[plot]\")")
+        if args.repeat is not None and args.repeat < 1:
+            parser.error("--repeat must be at least 1")
+        return bench(QUICK if args.quick else FULL, args.repeat, args.plot)
     return demo()
 
 
