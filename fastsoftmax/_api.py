@@ -31,6 +31,7 @@ __all__ = [
 
 _F16, _F32, _F64 = np.dtype(np.float16), np.dtype(np.float32), np.dtype(np.float64)
 _KERNEL_DTYPES = (_F32, _F64)  # native byte order: '>f8' != '<f8'
+_I64 = np.dtype(np.int64)
 _REDUCTIONS = ("mean", "sum", "none")
 
 
@@ -208,14 +209,17 @@ def _is_plain_rows(x, axis):
             and x.flags.c_contiguous and x.size > 0)
 
 
+def _as_2d(x):
+    """(rows, n) view of a C-contiguous array reduced along its last axis."""
+    return x if x.ndim == 2 else x.reshape(-1, x.shape[-1])
+
+
 def _forward(x, axis, out, kernel_name):
     if out is None and _is_plain_rows(x, axis):
         # Fast path: skips the general normalisation below (~15 us of
         # Python), which would find nothing to do.
         y = np.empty_like(x)
-        n = x.shape[-1]
-        getattr(_backend.kernels, kernel_name)(
-            x.reshape(-1, n), y.reshape(-1, n), _backend.get_num_threads())
+        getattr(_backend.kernels, kernel_name)(_as_2d(x), _as_2d(y), _backend.get_num_threads())
         return y
     arr = _as_array(x, "x")
     result_dtype = _result_dtype(arr, "x")
@@ -338,9 +342,8 @@ def _product(kernel_name, func, a, b, axis, out, names):
     if (out is None and _is_plain_rows(a, axis) and type(b) is np.ndarray
             and b.dtype == a.dtype and b.shape == a.shape and b.flags.c_contiguous):
         y = np.empty_like(a)
-        n = a.shape[-1]
-        getattr(_backend.kernels, kernel_name)(
-            a.reshape(-1, n), b.reshape(-1, n), y.reshape(-1, n), _backend.get_num_threads())
+        getattr(_backend.kernels, kernel_name)(_as_2d(a), _as_2d(b), _as_2d(y),
+                                               _backend.get_num_threads())
         return y
     a_arr, b_arr, result_dtype = _pair(a, b, axis, names, func)
     compute_dtype = _compute_dtype(result_dtype)
@@ -501,7 +504,7 @@ def softmax_jacobian(s, axis=-1, *, out=None):
     if out is None and _is_plain_rows(s, axis):  # fast path, as in _forward
         n = s.shape[-1]
         jac = np.empty(s.shape + (n,), s.dtype)
-        _backend.kernels.softmax_jacobian_rows(s.reshape(-1, n), jac.reshape(-1, n, n),
+        _backend.kernels.softmax_jacobian_rows(_as_2d(s), jac.reshape(-1, n, n),
                                                _backend.get_num_threads())
         return jac
     arr = _as_array(s, "s")
@@ -538,8 +541,10 @@ def softmax_jacobian(s, axis=-1, *, out=None):
 def _class_indices(target, n, batch_shape):
     """Class indices as a contiguous int64 array; IndexError naming the
     first one (in C order) outside [0, n), before anything is computed."""
-    flat = target.reshape(-1)
-    if flat.dtype == np.uint64 and flat.size and flat.max() > np.iinfo(np.int64).max:
+    flat = target if target.ndim == 1 else target.reshape(-1)
+    if flat.dtype == _I64 and flat.flags.c_contiguous:
+        index = flat
+    elif flat.dtype == np.uint64 and flat.size and flat.max() > np.iinfo(np.int64).max:
         index = np.where(flat < n, flat, -1).astype(np.int64)  # keep huge ones out of range
     else:
         index = np.ascontiguousarray(flat, dtype=np.int64)
@@ -635,7 +640,7 @@ def softmax_cross_entropy(logits, target, axis=-1, *, reduction="mean", return_g
         # the general normalisation below would find nothing to do.
         n = logits.shape[-1]
         index = _class_indices(target, n, target.shape)
-        loss, grad = _cross_entropy_rows(logits.reshape(-1, n), None, index, target.shape,
+        loss, grad = _cross_entropy_rows(_as_2d(logits), None, index, target.shape,
                                          reduction, return_grad, logits.dtype)
         return (loss, grad.reshape(logits.shape)) if return_grad else loss
     x = _as_array(logits, "logits")
