@@ -45,6 +45,7 @@ import pytest
 
 import fastsoftmax as fs
 from fastsoftmax import _backend
+from fastsoftmax.__main__ import naive_log_softmax, naive_softmax, naive_softmax_vjp
 
 MIN_SPEEDUP = 2.0  # with 2 or more threads
 MIN_SPEEDUP_ONE_THREAD = 1.3
@@ -56,20 +57,6 @@ ATTEMPTS = 3  # measurements before a case fails
 # benchmark fixture); the marker lets `pytest benchmarks/ -m ratio_check`
 # pick it alone.  `--benchmark-only` skips it.
 pytestmark = pytest.mark.ratio_check
-
-
-def naive_softmax(x):
-    e = np.exp(x - x.max(-1, keepdims=True))
-    return e / e.sum(-1, keepdims=True)
-
-
-def naive_log_softmax(x):
-    shifted = x - x.max(-1, keepdims=True)
-    return shifted - np.log(np.exp(shifted).sum(-1, keepdims=True))
-
-
-def naive_softmax_vjp(s, g):
-    return s * (g - (s * g).sum(-1, keepdims=True))
 
 
 def interleaved_medians(ours, theirs, rounds=ROUNDS, budget=BUDGET_S):
