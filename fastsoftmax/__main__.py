@@ -1,4 +1,5 @@
-"""``python -m fastsoftmax``: what this build is, whether it is right, how fast it is.
+"""``fastsoftmax`` (or ``python -m fastsoftmax`` outside the source folder):
+what this build is, whether it is right, how fast it is.
 
     python -m fastsoftmax                 # the demo (default): config, correctness,
                                           # gradient checks, a float32 speed table
@@ -759,7 +760,7 @@ def bench(sizes=FULL, repeat=None, plot_dir=None):
 
 def main(argv=None):
     parser = argparse.ArgumentParser(
-        prog="python -m fastsoftmax",
+        prog="fastsoftmax",
         description="Show the build, check correctness and gradients, time the kernels.")
     sub = parser.add_subparsers(dest="command")
     sub.add_parser("demo", help="config, correctness, gradient checks, speed (default)")
