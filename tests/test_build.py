@@ -14,30 +14,11 @@ import pytest
 
 import fastsoftmax as fs
 from fastsoftmax import _backend, _build_config
-from fastsoftmax import reference as ref
 
-from _helpers import FLOAT_DTYPES, assert_ulp_close, oracle
+from _helpers import DTYPE_IDS, FLOAT_DTYPES, FORWARD, FORWARD_IDS, check, oracle
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-FORWARD = [(fs.softmax, ref.softmax), (fs.log_softmax, ref.log_softmax)]
-FORWARD_IDS = ["softmax", "log_softmax"]
-DTYPE_IDS = ["float32", "float64"]
-# The error budget derived in test_forward.py (ulps, floor): exp within 1.2
-# ulp, T's error, the final rounding(s); see the comment there.
-BOUNDS = {
-    ("softmax", np.float32): (3, np.finfo(np.float32).tiny),
-    ("softmax", np.float64): (4.5, np.finfo(np.float64).tiny),
-    ("log_softmax", np.float32): (2, 1.0),
-    ("log_softmax", np.float64): (4, 1.0),
-}
 SIMD_WIDTH_BITS = {"avx512": 512, "avx2": 256, "baseline": 128}
-
-
-def check(actual, expected, func, dtype, factor=1):
-    ulps, floor = BOUNDS[(func.__name__, dtype)]
-    assert_ulp_close(actual, expected, dtype, factor * ulps, floor=floor)
-
-
 def openmp():
     return _backend.kernels.openmp_enabled()
 

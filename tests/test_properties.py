@@ -13,25 +13,8 @@ from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
 import fastsoftmax as fs
-from fastsoftmax import reference as ref
 
-from _helpers import assert_ulp_close, oracle
-
-FORWARD = [(fs.softmax, ref.softmax), (fs.log_softmax, ref.log_softmax)]
-FORWARD_IDS = ["softmax", "log_softmax"]
-# The error budget derived in test_forward.py: (ulps, floor).
-BOUNDS = {
-    ("softmax", np.float32): (3, np.finfo(np.float32).tiny),
-    ("softmax", np.float64): (4.5, np.finfo(np.float64).tiny),
-    ("log_softmax", np.float32): (2, 1.0),
-    ("log_softmax", np.float64): (4, 1.0),
-}
-
-
-def check(actual, expected, func, dtype):
-    ulps, floor = BOUNDS[(func.__name__, dtype)]
-    assert_ulp_close(actual, expected, dtype, ulps, floor=floor)
-
+from _helpers import BOUNDS, FORWARD, FORWARD_IDS, check, oracle
 
 def representable(expected, dtype):
     """Values beyond the dtype's range replaced by the infinity they round
