@@ -1,0 +1,668 @@
+"""The fastsoftmax functions over dask arrays: lazy, chunked, one kernel call per block.
+
+Every function here has the signature and the semantics of the top-level
+function of the same name (see :mod:`fastsoftmax`), takes
+:class:`dask.array.Array` inputs (NumPy arrays and other array-likes are
+wrapped with :func:`dask.array.asarray`) and returns dask arrays.  Nothing is
+computed when a function is called: it checks what can be checked from the
+shapes and dtypes, then builds a graph in which every block is handed to the
+compiled kernel, the top-level function applied to that NumPy block.
+
+Rules particular to dask:
+
+* The softmax axis must lie in one chunk, since each row is normalised by
+  one kernel call.  An input split along it is rechunked to one chunk there
+  (the other axes keep their chunks), with a :class:`RechunkWarning`.
+* There is no ``out=``: dask arrays are immutable.
+* Errors that depend on the values, such as an out-of-range class index,
+  are raised when the result is computed.
+* Sizes must be known: an array with unknown chunk sizes (NaN in its shape,
+  e.g. after boolean indexing) raises ``ValueError``; call its
+  ``compute_chunk_sizes()`` first.
+
+Importing this module needs dask (``pip install "fastsoftmax[dask]"``);
+importing :mod:`fastsoftmax` itself never does.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from typing import Any, Callable, Literal, SupportsIndex, Union, cast, overload
+
+import numpy as np
+from numpy.typing import ArrayLike, NDArray
+
+try:
+    import dask.array as da
+    # (from where they are defined: older dask.array exports them in a way
+    # that type checkers do not see)
+    from dask.array.core import Array, PerformanceWarning
+except ImportError as exc:  # dask is an optional dependency
+    raise ImportError('fastsoftmax.dask needs dask with its array module: '
+                      'pip install "fastsoftmax[dask]"') from exc
+
+from . import _api
+
+__all__ = [
+    "softmax",
+    "log_softmax",
+    "softmax_jacobian",
+    "softmax_jvp",
+    "softmax_vjp",
+    "log_softmax_vjp",
+    "softmax_cross_entropy",
+    "RechunkWarning",
+]
+
+_Input = Union[Array, ArrayLike]
+_Reduction = Literal["mean", "sum", "none"]
+
+
+class RechunkWarning(UserWarning, PerformanceWarning):
+    """An input was split along the softmax axis and has been rechunked.
+
+    Each row must lie in one block, so such an input is rechunked to one
+    chunk along that axis, which makes its blocks larger by the number of
+    chunks it had there.  Rechunk the input yourself (for instance
+    ``x.rechunk({-1: -1})``, choosing the other chunks so that a block
+    stays a comfortable size) to avoid the warning, or silence it.  It is
+    also a :class:`dask.array.PerformanceWarning`, so a filter on that
+    category silences it as well.
+
+    Examples
+    --------
+    >>> import warnings
+    >>> import dask.array as da
+    >>> import fastsoftmax.dask as fsd
+    >>> x = da.zeros((4, 6), chunks=(2, 3))
+    >>> with warnings.catch_warnings(record=True) as caught:
+    ...     warnings.simplefilter("always")
+    ...     p = fsd.softmax(x)
+    >>> [w.category.__name__ for w in caught]
+    ['RechunkWarning']
+    >>> p.chunks
+    ((2, 2), (6,))
+    >>> with warnings.catch_warnings():
+    ...     warnings.simplefilter("ignore", fsd.RechunkWarning)
+    ...     p = fsd.softmax(x)       # silent
+    """
+
+
+# --------------------------------------------------------------------------
+# Typed calls into dask
+# --------------------------------------------------------------------------
+# Most of dask.array carries no annotations, and mypy --strict rejects calls
+# to unannotated functions.  These wrappers are the only places that call
+# it, through an untyped view of the module (so they type-check whichever
+# parts a given dask version annotates), and give their results a type.
+_da: Any = da
+
+
+def _map_blocks(func: Callable[..., Any], *arrays: Array, **kwargs: Any) -> Array:
+    return cast(Array, _da.map_blocks(func, *arrays, **kwargs))
+
+
+def _rechunk(x: Array, chunks: Any) -> Array:
+    return cast(Array, _da.rechunk(x, chunks))
+
+
+def _reshape(x: Array, shape: tuple[int, ...]) -> Array:
+    return x if x.shape == shape else cast(Array, _da.reshape(x, shape))
+
+
+# --------------------------------------------------------------------------
+# Inputs: validation (eager, from shapes and dtypes) and chunking
+# --------------------------------------------------------------------------
+
+def _as_input(x: _Input, name: str) -> Array | NDArray[Any]:
+    """A dask array as it is, anything else as a NumPy array (wrapped in
+    dask later, once the softmax axes are known)."""
+    if isinstance(x, Array):
+        if isinstance(x._meta, np.ma.MaskedArray):
+            raise TypeError(f"{name} is a masked dask array; fastsoftmax ignores no mask: "
+                            f"write masked entries as -inf instead")
+        if any(math.isnan(size) for size in x.shape):
+            raise ValueError(f"{name} has unknown chunk sizes (shape {x.shape}); call "
+                             f"{name}.compute_chunk_sizes() first")
+        return x
+    return _api._as_array(x, name)
+
+
+def _result_dtype(x: Array | NDArray[Any], name: str) -> np.dtype[Any]:
+    """The result dtype of the top-level functions for an input of x's dtype."""
+    return _api._result_dtype(np.empty(0, x.dtype), name)
+
+
+def _meta(ndim: int, dtype: np.dtype[Any]) -> NDArray[Any]:
+    """An empty block of the result's type, so that dask need not call a
+    kernel on made-up data to find it."""
+    return np.empty((0,) * ndim, dtype)
+
+
+def _to_dask(x: Array | NDArray[Any], axes: tuple[int, ...]) -> Array:
+    """x as a dask array; a NumPy array is chunked with `axes` whole."""
+    if isinstance(x, Array):
+        return x
+    chunks = tuple(-1 if i in axes else "auto" for i in range(x.ndim))
+    return cast(Array, _da.asarray(x, chunks=chunks))
+
+
+def _split_along(x: Array, axes: tuple[int, ...]) -> list[int]:
+    return [a for a in axes if x.numblocks[a] > 1]
+
+
+def _whole_along(x: Array, axes: tuple[int, ...], func: str, names: str,
+                 split: list[int], stacklevel: int) -> Array:
+    """x rechunked to one chunk along each of `axes`; warns if it was split
+    along any of `split` (the axes where any of the inputs `names` is split).
+    `stacklevel` counts the frames from here to the caller of the public
+    function, so that the warning points at the user's line."""
+    if split:
+        where = ", ".join(f"axis {a}" for a in split)
+        spec = "{" + ", ".join(f"{a}: -1" for a in split) + "}"
+        warnings.warn(f"{func}: {names} is split into several chunks along {where}, "
+                      f"which {func} normalises over; rechunking to one chunk there "
+                      f"(larger blocks).  Rechunk it beforehand, e.g. .rechunk({spec}), "
+                      f"or filter fastsoftmax.dask.RechunkWarning to silence this.",
+                      RechunkWarning, stacklevel=stacklevel)
+    if _split_along(x, axes):
+        x = _rechunk(x, {a: -1 for a in axes})
+    return x
+
+
+def _one_input(x: _Input, axis: _api._Axis, name: str, func: str, single: bool,
+               stacklevel: int) -> tuple[Array, tuple[int, ...], np.dtype[Any],
+                                      tuple[int, ...]]:
+    """Shared start of the one-input functions: (x as a 1-d-or-more dask
+    array whole along its axes, the axes, the result dtype, x's shape).
+    `stacklevel` counts the frames from here to the user's call."""
+    arr = _as_input(x, name)
+    dtype = _result_dtype(arr, name)
+    shape = tuple(arr.shape)
+    if arr.ndim == 0:  # a 0-d input is a one-element softmax, as at the top level
+        arr = arr.reshape(1)
+    axes = _api._single_axis(axis, arr.ndim, func) if single else _api._axes(axis, arr.ndim)
+    darr = _to_dask(arr, axes)
+    darr = _whole_along(darr, axes, func, name, _split_along(darr, axes), stacklevel + 1)
+    return darr, axes, dtype, shape
+
+
+# --------------------------------------------------------------------------
+# Forward
+# --------------------------------------------------------------------------
+
+def _forward(kernel: Callable[..., NDArray[Any]], x: _Input, axis: _api._Axis) -> Array:
+    darr, axes, dtype, shape = _one_input(x, axis, "x", kernel.__name__, single=False,
+                                         stacklevel=4)  # _one_input <- _forward <- softmax <- caller
+    result = _map_blocks(kernel, darr, axis=axes, dtype=dtype, meta=_meta(darr.ndim, dtype))
+    return _reshape(result, shape)
+
+
+def softmax(x: _Input, axis: _api._Axis = -1) -> Array:
+    """Softmax along `axis` of a dask array, ``exp(x - max) / sum(exp(x - max))``, lazily.
+
+    As :func:`fastsoftmax.softmax`, block by block.  The blocks must hold
+    whole rows: an input split along `axis` is rechunked to one chunk there
+    (the other axes keep their chunks), with a :class:`RechunkWarning`.
+
+    Parameters
+    ----------
+    x : dask.array.Array or array_like
+        Input values (logits).  A NumPy array is wrapped in a dask array,
+        whole along `axis`, automatically chunked along the other axes.
+    axis : int, tuple of ints or None, optional
+        Axis or axes to normalise over; None for the whole array (which is
+        then one chunk).
+
+    Returns
+    -------
+    dask.array.Array
+        Probabilities with the shape of `x`, not yet computed; its dtype
+        follows the rules of :func:`fastsoftmax.softmax`.  There is no
+        ``out=``: dask arrays are immutable.
+
+    Raises
+    ------
+    TypeError, ValueError, numpy.exceptions.AxisError
+        As :func:`fastsoftmax.softmax`, at the call (from dtypes and shapes).
+
+    Examples
+    --------
+    >>> import dask
+    >>> import dask.array as da
+    >>> import numpy as np
+    >>> import fastsoftmax.dask as fsd
+    >>> x = da.from_array(np.array([[1.0, 2.0, 3.0], [0.0, 0.0, 0.0]]), chunks=(1, 3))
+    >>> p = fsd.softmax(x)                    # builds the graph only
+    >>> p.chunks
+    ((1, 1), (3,))
+    >>> with dask.config.set(scheduler="synchronous"):
+    ...     p.compute()
+    array([[0.09003057, 0.24472847, 0.66524096],
+           [0.33333333, 0.33333333, 0.33333333]])
+    """
+    return _forward(_api.softmax, x, axis)
+
+
+def log_softmax(x: _Input, axis: _api._Axis = -1) -> Array:
+    """Log of the softmax along `axis` of a dask array, lazily.
+
+    As :func:`fastsoftmax.log_softmax`, block by block; chunking rules as
+    for :func:`softmax`.
+
+    Parameters
+    ----------
+    x : dask.array.Array or array_like
+        Input values (logits).
+    axis : int, tuple of ints or None, optional
+        Axis or axes to normalise over; None for the whole array.
+
+    Returns
+    -------
+    dask.array.Array
+        Log-probabilities with the shape of `x`, not yet computed.
+
+    Examples
+    --------
+    >>> import dask
+    >>> import dask.array as da
+    >>> import numpy as np
+    >>> import fastsoftmax.dask as fsd
+    >>> x = da.from_array(np.array([[1.0, 2.0], [3.0, 2.0]]), chunks=(2, 1))
+    >>> with dask.config.set(scheduler="synchronous"):   # columns: whole along axis 0
+    ...     fsd.log_softmax(x, axis=0).compute()
+    array([[-2.12692801, -0.69314718],
+           [-0.12692801, -0.69314718]])
+    """
+    return _forward(_api.log_softmax, x, axis)
+
+
+# --------------------------------------------------------------------------
+# Derivatives
+# --------------------------------------------------------------------------
+
+def _product(kernel: Callable[..., NDArray[Any]], a: _Input, b: _Input,
+             axis: SupportsIndex, names: tuple[str, str]) -> Array:
+    """Shared body of softmax_jvp, softmax_vjp and log_softmax_vjp."""
+    func = kernel.__name__
+    a_arr, b_arr = _as_input(a, names[0]), _as_input(b, names[1])
+    dtype = np.result_type(_result_dtype(a_arr, names[0]), _result_dtype(b_arr, names[1]))
+    if a_arr.shape != b_arr.shape:
+        raise ValueError(f"{names[0]} and {names[1]} must have the same shape, got "
+                         f"{names[0]}.shape={a_arr.shape} and {names[1]}.shape={b_arr.shape}")
+    shape = tuple(a_arr.shape)
+    if a_arr.ndim == 0:
+        a_arr, b_arr = a_arr.reshape(1), b_arr.reshape(1)
+    axes = _api._single_axis(axis, a_arr.ndim, func)
+    a_d, b_d = _to_dask(a_arr, axes), _to_dask(b_arr, axes)
+    split = sorted(set(_split_along(a_d, axes) + _split_along(b_d, axes)))
+    both = f"{names[0]} or {names[1]}"
+    # stacklevel 4: _whole_along <- here <- the public function <- its caller
+    a_d = _whole_along(a_d, axes, func, both, split, 4)
+    b_d = _whole_along(b_d, axes, func, both, [], 4)
+    if b_d.chunks != a_d.chunks:  # the blocks are paired one to one
+        b_d = _rechunk(b_d, a_d.chunks)
+    result = _map_blocks(kernel, a_d, b_d, axis=axes[0], dtype=dtype,
+                         meta=_meta(a_d.ndim, dtype))
+    return _reshape(result, shape)
+
+
+def softmax_jvp(s: _Input, v: _Input, axis: SupportsIndex = -1) -> Array:
+    """Jacobian-vector product of softmax, ``s * (v - sum(s * v, axis))``, lazily.
+
+    As :func:`fastsoftmax.softmax_jvp`, block by block.  Both inputs are
+    made whole along `axis` (with a :class:`RechunkWarning` if either was
+    split there), and `v` is rechunked to the chunks of `s` if they differ.
+
+    Parameters
+    ----------
+    s : dask.array.Array or array_like
+        Softmax output along `axis`.
+    v : dask.array.Array or array_like
+        Tangent vectors, the same shape as `s`.
+    axis : int, optional
+        The softmax axis (default the last).
+
+    Returns
+    -------
+    dask.array.Array
+        ``J v`` per row, with the shape of `s`, not yet computed.
+
+    Raises
+    ------
+    ValueError
+        If `s` and `v` differ in shape (both shapes are named), at the call.
+
+    Examples
+    --------
+    >>> import dask
+    >>> import dask.array as da
+    >>> import numpy as np
+    >>> import fastsoftmax as fs
+    >>> import fastsoftmax.dask as fsd
+    >>> s = fs.softmax(np.array([[1.0, 2.0, 3.0], [0.0, 1.0, 0.0]]))
+    >>> v = np.array([[1.0, 0.0, 0.0], [0.0, 0.0, 1.0]])
+    >>> jv = fsd.softmax_jvp(da.from_array(s, chunks=(1, 3)), v)
+    >>> with dask.config.set(scheduler="synchronous"):
+    ...     np.allclose(jv.compute(), fs.softmax_jvp(s, v))
+    True
+    """
+    return _product(_api.softmax_jvp, s, v, axis, ("s", "v"))
+
+
+def softmax_vjp(s: _Input, g: _Input, axis: SupportsIndex = -1) -> Array:
+    """Vector-Jacobian product of softmax, the backward pass, lazily.
+
+    As :func:`fastsoftmax.softmax_vjp` (``s * (g - sum(s * g, axis))``),
+    block by block; chunking rules as for :func:`softmax_jvp`.
+
+    Parameters
+    ----------
+    s : dask.array.Array or array_like
+        Softmax output along `axis`.
+    g : dask.array.Array or array_like
+        Upstream gradient, the same shape as `s`.
+    axis : int, optional
+        The softmax axis (default the last).
+
+    Returns
+    -------
+    dask.array.Array
+        dL/dx with the shape of `s`, not yet computed.
+
+    Examples
+    --------
+    >>> import dask
+    >>> import dask.array as da
+    >>> import numpy as np
+    >>> import fastsoftmax as fs
+    >>> import fastsoftmax.dask as fsd
+    >>> s = fs.softmax(np.array([[1.0, 2.0, 3.0], [0.0, 1.0, 0.0]]))
+    >>> g = np.array([[0.5, -1.0, 2.0], [1.0, 1.0, 1.0]])
+    >>> dx = fsd.softmax_vjp(da.from_array(s, chunks=(1, 3)), da.from_array(g, chunks=(1, 3)))
+    >>> with dask.config.set(scheduler="synchronous"):
+    ...     np.allclose(dx.compute(), s * (g - (s * g).sum(-1, keepdims=True)))
+    True
+    """
+    return _product(_api.softmax_vjp, s, g, axis, ("s", "g"))
+
+
+def log_softmax_vjp(logp: _Input, g: _Input, axis: SupportsIndex = -1) -> Array:
+    """Vector-Jacobian product of log_softmax, ``g - exp(logp) * sum(g, axis)``, lazily.
+
+    As :func:`fastsoftmax.log_softmax_vjp`, block by block; chunking rules
+    as for :func:`softmax_jvp`.
+
+    Parameters
+    ----------
+    logp : dask.array.Array or array_like
+        log_softmax output along `axis`.
+    g : dask.array.Array or array_like
+        Upstream gradient, the same shape as `logp`.
+    axis : int, optional
+        The softmax axis (default the last).
+
+    Returns
+    -------
+    dask.array.Array
+        dL/dx with the shape of `logp`, not yet computed.
+
+    Examples
+    --------
+    >>> import dask
+    >>> import dask.array as da
+    >>> import numpy as np
+    >>> import fastsoftmax.dask as fsd
+    >>> logp = fsd.log_softmax(da.from_array(np.array([[1.0, 2.0, 3.0]])))
+    >>> g = np.array([[-1.0, 0.0, 0.0]])          # d(-logp[0]) / d logp
+    >>> with dask.config.set(scheduler="synchronous"):
+    ...     fsd.log_softmax_vjp(logp, g).compute()  # softmax minus one-hot
+    array([[-0.90996943,  0.24472847,  0.66524096]])
+    """
+    return _product(_api.log_softmax_vjp, logp, g, axis, ("logp", "g"))
+
+
+def softmax_jacobian(s: _Input, axis: SupportsIndex = -1) -> Array:
+    """The full softmax Jacobian ``J[..., i, j] = s_i (δ_ij - s_j)`` per row, lazily.
+
+    As :func:`fastsoftmax.softmax_jacobian`: `axis` is moved last and one
+    more axis of length n is added.  Each output block holds the matrices
+    of one input block, so it is n times the size of that block: choose
+    the batch chunks with that in mind.
+
+    Parameters
+    ----------
+    s : dask.array.Array or array_like
+        Softmax output along `axis`.
+    axis : int, optional
+        The softmax axis (default the last).
+
+    Returns
+    -------
+    dask.array.Array
+        Shape ``batch + (n, n)``, not yet computed; chunked as `s` along
+        the batch axes, one chunk along the two last axes.
+
+    Examples
+    --------
+    >>> import dask
+    >>> import dask.array as da
+    >>> import numpy as np
+    >>> import fastsoftmax.dask as fsd
+    >>> s = da.from_array(np.array([[0.5, 0.5], [1.0, 0.0]]), chunks=(1, 2))
+    >>> jac = fsd.softmax_jacobian(s)
+    >>> jac.shape, jac.chunks
+    ((2, 2, 2), ((1, 1), (2,), (2,)))
+    >>> with dask.config.set(scheduler="synchronous"):
+    ...     jac.compute()[0]
+    array([[ 0.25, -0.25],
+           [-0.25,  0.25]])
+    """
+    darr, (axis_,), dtype, _ = _one_input(s, axis, "s", "softmax_jacobian", single=True,
+                                            stacklevel=3)  # _one_input <- softmax_jacobian <- caller
+    # a lazy transpose: the kernel takes blocks of any strides
+    moved = cast(Array, _da.moveaxis(darr, axis_, -1))
+    n = moved.shape[-1]
+    return _map_blocks(_api.softmax_jacobian, moved, axis=-1, new_axis=moved.ndim,
+                       chunks=moved.chunks + ((n,),), dtype=dtype,
+                       meta=_meta(moved.ndim + 1, dtype))
+
+
+# --------------------------------------------------------------------------
+# Fused loss
+# --------------------------------------------------------------------------
+
+def _check_indices(index: NDArray[Any], n: int, start: tuple[int, ...],
+                   batch_ndim: int) -> None:
+    """IndexError for a class index outside [0, n), naming its row in the
+    whole array (`start`: where the block begins in the batch axes)."""
+    bad = (index < 0) | (index >= n)
+    if not bad.any():
+        return
+    k = int(np.argmax(bad.reshape(-1)))
+    local = np.unravel_index(k, index.shape)
+    row = tuple(int(s + i) for s, i in zip(start, local))
+    where = row if batch_ndim > 1 else (row[0] if row else 0)
+    raise IndexError(f"target index {index.reshape(-1)[k]} is out of range for {n} classes "
+                     f"(at row {where}); indices must lie in [0, {n})")
+
+
+def _cross_entropy_block(logits: NDArray[Any], target: NDArray[Any], *, axis: int,
+                         is_index: bool, return_grad: bool, compute_dtype: np.dtype[Any],
+                         block_info: dict[Any, Any]) -> Any:
+    """Per-row losses of one block (with its unscaled gradient: a tuple)."""
+    logits = logits.astype(compute_dtype, copy=False)
+    if is_index:
+        target = np.squeeze(target, axis)  # the length-1 axis that paired the blocks
+        location = block_info[0]["array-location"]
+        start = tuple(lo for d, (lo, _) in enumerate(location) if d != axis)
+        _check_indices(target, logits.shape[axis], start, logits.ndim - 1)
+    else:
+        target = target.astype(compute_dtype, copy=False)
+    return _api.softmax_cross_entropy(logits, target, axis, reduction="none",
+                                      return_grad=return_grad)
+
+
+def _pick_loss(pair: tuple[NDArray[Any], NDArray[Any]]) -> NDArray[Any]:
+    return pair[0]
+
+
+def _pick_grad(pair: tuple[NDArray[Any], NDArray[Any]], *, scale: float,
+               grad_dtype: np.dtype[Any]) -> NDArray[Any]:
+    grad = pair[1] if scale == 1.0 else pair[1] * scale  # a new array: blocks are shared
+    return grad.astype(grad_dtype, copy=False)
+
+
+@overload
+def softmax_cross_entropy(logits: _Input, target: _Input, axis: SupportsIndex = -1, *,
+                          reduction: _Reduction = "mean",
+                          return_grad: Literal[False] = False) -> Array: ...
+@overload
+def softmax_cross_entropy(logits: _Input, target: _Input, axis: SupportsIndex = -1, *,
+                          reduction: _Reduction = "mean",
+                          return_grad: Literal[True]) -> tuple[Array, Array]: ...
+@overload
+def softmax_cross_entropy(logits: _Input, target: _Input, axis: SupportsIndex = -1, *,
+                          reduction: _Reduction = "mean", return_grad: bool = False,
+                          ) -> Array | tuple[Array, Array]: ...
+def softmax_cross_entropy(logits: _Input, target: _Input, axis: SupportsIndex = -1, *,
+                          reduction: _Reduction = "mean", return_grad: bool = False,
+                          ) -> Array | tuple[Array, Array]:
+    """Cross-entropy of softmax(logits) against `target` over a dask array, lazily.
+
+    As :func:`fastsoftmax.softmax_cross_entropy`.  Each block gives the
+    losses of its rows (and, with `return_grad`, their gradient) in one
+    kernel pass; "sum" and "mean" then add the per-row losses of all blocks
+    with dask (in float64), and "mean" divides by the total number of rows
+    (the same 1/rows scales the gradient).
+
+    Parameters
+    ----------
+    logits : dask.array.Array or array_like
+        Unnormalised log-probabilities.  Split along `axis`, it is rechunked
+        to one chunk there, with a :class:`RechunkWarning`.
+    target : dask.array.Array or array_like
+        Class indices (an integer dtype, the shape of `logits` without
+        `axis`) or probabilities (a floating dtype, the shape of `logits`);
+        rechunked to the chunks of `logits` if they differ.
+    axis : int, optional
+        The class axis (default the last).
+    reduction : {"mean", "sum", "none"}, optional
+        Mean over all rows (default), sum, or one loss per row.
+    return_grad : bool, optional
+        Also return ``dlogits``, the gradient of the (reduced) loss.
+
+    Returns
+    -------
+    loss : dask.array.Array
+        A 0-d array of the computation dtype for "mean"/"sum" (``float(loss)``
+        or ``loss.compute()`` gives the number); for "none", one loss per
+        row, chunked as the batch axes of `logits`.
+    dlogits : dask.array.Array
+        Only with ``return_grad=True``: the shape and chunks of `logits`
+        (after rechunking).  Computing `loss` and `dlogits` together
+        (``dask.compute(loss, dlogits)``) runs each block's kernel once.
+
+    Raises
+    ------
+    ValueError, TypeError, numpy.exceptions.AxisError
+        As :func:`fastsoftmax.softmax_cross_entropy`, at the call (wrong
+        target shape, unknown `reduction`, unsupported dtypes, bad `axis`).
+    IndexError
+        For a class index outside ``[0, n)``, naming the value and its row
+        in the whole array, but only when the result is computed: the
+        values are not known before.  When several blocks hold bad indices,
+        which one is reported depends on the order the blocks run in.
+
+    Examples
+    --------
+    >>> import dask
+    >>> import dask.array as da
+    >>> import numpy as np
+    >>> import fastsoftmax.dask as fsd
+    >>> logits = da.from_array(np.array([[2.0, 1.0, 0.1], [0.5, 2.5, 0.3]]), chunks=(1, 3))
+    >>> target = da.from_array(np.array([0, 1]), chunks=1)
+    >>> loss, grad = fsd.softmax_cross_entropy(logits, target, return_grad=True)
+    >>> loss.shape, grad.chunks
+    ((), ((1, 1), (3,)))
+    >>> with dask.config.set(scheduler="synchronous"):
+    ...     loss_value, grad_value = dask.compute(loss, grad)
+    >>> float(np.round(loss_value, 6))
+    0.31854
+    """
+    # The checks of the top-level function, in its order, from dtypes and shapes.
+    if not isinstance(reduction, str) or reduction not in _api._REDUCTIONS:
+        raise ValueError(f"reduction must be one of {', '.join(map(repr, _api._REDUCTIONS))}; "
+                         f"got {reduction!r}")
+    x = _as_input(logits, "logits")
+    t = _as_input(target, "target")
+    x_result = _result_dtype(x, "logits")
+    logits_shape = tuple(x.shape)
+    if x.ndim == 0:
+        x = x.reshape(1)
+    (axis_,) = _api._single_axis(axis, x.ndim, "softmax_cross_entropy")
+    batch_shape = logits_shape[:axis_] + tuple(x.shape[axis_ + 1:])
+    is_index = t.dtype.kind in "iu"
+    if is_index:
+        if t.shape != batch_shape:
+            raise ValueError(
+                f"class-index target must have the shape of logits without axis "
+                f"{axis_}: logits.shape={logits_shape}, so target.shape should be "
+                f"{batch_shape}, got {t.shape}")
+        grad_dtype = x_result
+    elif t.dtype.kind == "f":
+        if t.shape != logits_shape:
+            hint = (" (for class indices use an integer dtype)"
+                    if t.shape == batch_shape else "")
+            raise ValueError(f"probability target must have the shape of logits: "
+                             f"logits.shape={logits_shape}, target.shape={t.shape}{hint}")
+        t_result = _result_dtype(t, "target")
+        grad_dtype = x_result if t_result == x_result else np.result_type(x_result, t_result)
+    else:
+        raise TypeError(f"target has dtype {t.dtype}: use an integer dtype for class "
+                        f"indices or a floating dtype for probabilities")
+    compute_dtype = _api._compute_dtype(grad_dtype)
+
+    # The blocks: logits whole along the axis; the target paired with them
+    # block for block (index targets get a length-1 axis in its place).
+    x_d = _to_dask(x, (axis_,))
+    x_d = _whole_along(x_d, (axis_,), "softmax_cross_entropy", "logits",
+                       _split_along(x_d, (axis_,)), 3)  # _whole_along <- here <- caller
+    t_d = _to_dask(t.reshape(x.shape) if not is_index else t, (axis_,))
+    if is_index:
+        t_d = cast(Array, _da.expand_dims(t_d, axis_))
+        t_chunks = x_d.chunks[:axis_] + ((1,),) + x_d.chunks[axis_ + 1:]
+    else:
+        t_chunks = x_d.chunks
+    if t_d.chunks != t_chunks:
+        t_d = _rechunk(t_d, t_chunks)
+
+    per_block = _map_blocks(
+        _cross_entropy_block, x_d, t_d, axis=axis_, is_index=is_index,
+        return_grad=return_grad, compute_dtype=compute_dtype,
+        # with return_grad each block is a (losses, grad) tuple, never
+        # computed as such: the two results below take it apart
+        # (blocks of the batch shape: the class axis is dropped)
+        drop_axis=axis_, dtype=object if return_grad else compute_dtype,
+        meta=_meta(x_d.ndim - 1, np.dtype(object) if return_grad else compute_dtype))
+    losses = (_map_blocks(_pick_loss, per_block, dtype=compute_dtype,
+                          meta=_meta(x_d.ndim - 1, compute_dtype))
+              if return_grad else per_block)
+
+    rows = math.prod(batch_shape)
+    if reduction == "none":
+        loss = _reshape(losses, batch_shape)
+    else:
+        # float64 sum of the rows' losses, rounded once, as at the top level;
+        # the mean of no rows is NaN, their sum 0
+        scale = 1.0 if reduction == "sum" else (1.0 / rows if rows else math.nan)
+        total: Any = _da.sum(losses, dtype=np.float64)
+        loss = cast(Array, (total * scale).astype(compute_dtype))
+    if not return_grad:
+        return loss
+    grad_scale = 1.0 / rows if (reduction == "mean" and rows) else 1.0
+    dlogits = _map_blocks(_pick_grad, per_block, scale=grad_scale, grad_dtype=grad_dtype,
+                          new_axis=axis_, chunks=x_d.chunks, dtype=grad_dtype,
+                          meta=_meta(x_d.ndim, grad_dtype))
+    return loss, _reshape(dlogits, logits_shape)
