@@ -35,8 +35,8 @@ cdef extern from "_vmath.h" nogil:
     double fs_row_max_f64(const double *x, Py_ssize_t n)
     double fs_row_exp_sum_f32(const float *x, float shift, float *y, Py_ssize_t n)
     double fs_row_exp_sum_f64(const double *x, double shift, double *y, Py_ssize_t n)
-    void fs_row_scale_f32(float *y, double factor, Py_ssize_t n)
-    void fs_row_scale_f64(double *y, double factor, Py_ssize_t n)
+    void fs_row_scale_div_f32(float *y, double num, double den, Py_ssize_t n)
+    void fs_row_scale_div_f64(double *y, double num, double den, Py_ssize_t n)
     void fs_row_shift_f32(const float *x, float shift, double offset, float *y, Py_ssize_t n)
     void fs_row_shift_f64(const double *x, double shift, double offset, double *y, Py_ssize_t n)
     double fs_row_log_sum_f32(const float *x, float m, const float *e, double S, Py_ssize_t n)
@@ -55,6 +55,11 @@ cdef extern from "_vmath.h" nogil:
     void fs_row_xent_grad_f64(double *g, const double *t, double factor, double tscale, Py_ssize_t n)
     void fs_jacobian_row_f32(const float *s, Py_ssize_t i, float *y, Py_ssize_t n)
     void fs_jacobian_row_f64(const double *s, Py_ssize_t i, double *y, Py_ssize_t n)
+    void fs_softmax_cols_f32(const float *x, Py_ssize_t sx, float *y, Py_ssize_t sy,
+                             Py_ssize_t n, Py_ssize_t w, int take_log)
+    void fs_softmax_cols_f64(const double *x, Py_ssize_t sx, double *y, Py_ssize_t sy,
+                             Py_ssize_t n, Py_ssize_t w, int take_log)
+    enum: FS_COLS
 
 
 # Below this many elements a call stays on the calling thread: waking the
@@ -151,11 +156,11 @@ cdef inline double row_exp_sum(const floating *x, floating shift, floating *y,
         return fs_row_exp_sum_f64(x, shift, y, n)
 
 
-cdef inline void row_scale(floating *y, double factor, Py_ssize_t n) noexcept nogil:
+cdef inline void row_scale_div(floating *y, double num, double den, Py_ssize_t n) noexcept nogil:
     if floating is float:
-        fs_row_scale_f32(y, factor, n)
+        fs_row_scale_div_f32(y, num, den, n)
     else:
-        fs_row_scale_f64(y, factor, n)
+        fs_row_scale_div_f64(y, num, den, n)
 
 
 cdef inline double row_log_sum(const floating *x, floating m, const floating *e,
@@ -255,7 +260,7 @@ cdef inline void softmax_row(const floating *x, floating *y, Py_ssize_t n,
         row_shift(x, m, row_log_sum(x, m, <floating *>NULL, total, n), y, n)
     else:
         total = row_exp_sum(x, m, y, n)
-        row_scale(y, 1.0 / total, n)
+        row_scale_div(y, 1.0, total, n)
 
 
 cdef inline Py_ssize_t chunk_length(Py_ssize_t n, Py_ssize_t nchunks) noexcept nogil:
@@ -310,9 +315,9 @@ cdef void softmax_row_split(const floating *x, floating *y, Py_ssize_t n,
         if take_log:
             row_shift(x + start, m, log_total, y + start, stop - start)
         elif chunk_max[c] == -INFINITY:  # its stored terms are 0 (or NaN)
-            row_scale(y + start, 1.0 / total, stop - start)
+            row_scale_div(y + start, 1.0, total, stop - start)
         else:
-            row_scale(y + start, exp_(chunk_max[c] - m) / total, stop - start)
+            row_scale_div(y + start, exp_(chunk_max[c] - m), total, stop - start)
 
 
 cdef void softmax_rows_impl(const floating[:, :] x, floating[:, :] out,
@@ -346,6 +351,37 @@ def log_softmax_rows(const floating[:, :] x, floating[:, :] out, int num_threads
     require_contiguous_rows(out.shape[1], out.strides[1], sizeof(floating), "out")
     with nogil:
         softmax_rows_impl(x, out, num_threads, True)
+
+
+cdef inline void softmax_cols_tile(const floating *x, Py_ssize_t sx, floating *y,
+                                   Py_ssize_t sy, Py_ssize_t n, Py_ssize_t w,
+                                   bint take_log) noexcept nogil:
+    if floating is float:
+        fs_softmax_cols_f32(x, sx, y, sy, n, w, take_log)
+    else:
+        fs_softmax_cols_f64(x, sx, y, sy, n, w, take_log)
+
+
+def softmax_cols(const floating[:, :, ::1] x, floating[:, :, ::1] out, int num_threads,
+                 bint take_log):
+    """Softmax (or log_softmax) along axis 1 of an (outer, n, inner) array
+    whose inner axis is contiguous: the non-last-axis case without a
+    transposed copy.  Each work item is FS_COLS columns of one outer block,
+    vectorised across the columns; out may be x."""
+    cdef Py_ssize_t outer = x.shape[0], n = x.shape[1], inner = x.shape[2]
+    cdef Py_ssize_t tiles = (inner + FS_COLS - 1) // FS_COLS
+    cdef Py_ssize_t item, o, c0
+    if outer == 0 or n == 0 or inner == 0:
+        return
+    cdef Py_ssize_t sx = x.strides[1] // sizeof(floating)
+    cdef Py_ssize_t sy = out.strides[1] // sizeof(floating)
+    cdef int nthreads = threads_for(outer * n * inner, num_threads)
+    with nogil:
+        for item in prange(outer * tiles, schedule="static", num_threads=nthreads):
+            o = item // tiles
+            c0 = (item % tiles) * FS_COLS
+            softmax_cols_tile(&x[o, 0, c0], sx, &out[o, 0, c0], sy, n,
+                              min(<Py_ssize_t>FS_COLS, inner - c0), take_log)
 
 
 def set_thresholds(Py_ssize_t parallel_min=PARALLEL_MIN_ELEMENTS,
@@ -479,7 +515,7 @@ cdef inline double xent_row(const floating *x, const floating *t, Py_ssize_t c,
         loss = tsum * log_total - row_weighted_shifted_sum(t, x, m, n)
     if grad != NULL:
         if t == NULL:
-            row_scale(grad, scale / total, n)
+            row_scale_div(grad, scale, total, n)
             grad[c] = <floating>(<double>grad[c] - scale)
         else:
             row_xent_grad(grad, t, tsum * scale / total, scale, n)

@@ -5,9 +5,10 @@
  * Why C and not Cython: the compiler may only vectorise a reduction
  * (sum, max) if it is allowed to reorder it, which needs -ffast-math, and
  * -ffast-math would break the -inf masking and NaN rules the library
- * promises.  An "omp simd reduction" pragma grants exactly that reordering
- * for one loop (with an error bound we control, see FS_KAHAN_SUM), and
- * Cython cannot emit pragmas.  libm's exp is a scalar call that blocks
+ * promises.  Here the reordering is written out instead (sums over an
+ * explicit array of lanes, see FS_LANE_SUM, with an error bound we control)
+ * or granted for one loop by an "omp simd" pragma, which Cython cannot
+ * emit.  libm's exp is a scalar call that blocks
  * vectorisation, so exp is a branch-free polynomial here.
  *
  * Everything is plain C99: the same source is compiled once per instruction
@@ -239,6 +240,43 @@ static inline double fs_expneg2w_f64(double hi, double lo)
     return hi < FS_F64_LOWEST ? 0.0 : y;
 }
 
+/* exp(hi + lo) * 2^K for hi <= 0, K = 64 (float) or 128 (double): results
+ * that exp would round to the subnormal grid stay normal here, with full
+ * relative accuracy.  For the tail sum of log_softmax, whose terms would
+ * otherwise each lose up to half a subnormal step.  Adding kf + K to p's
+ * exponent field keeps it within 1..254 (1..2046) down to hi = -130
+ * (-790); below, the result is 0: the terms left out are under 2^-187
+ * (2^-1139), too small to move a sum on the subnormal grid of 2^-149
+ * (2^-1074) even by a fraction of a step. */
+#define FS_F32_TAIL_SCALE 64
+#define FS_F64_TAIL_SCALE 128
+#define FS_f32_TAIL_SCALE FS_F32_TAIL_SCALE
+#define FS_f64_TAIL_SCALE FS_F64_TAIL_SCALE
+/* Tail sums below n times this are recomputed from scaled exps: each term
+ * rounded to the subnormal grid is off by up to 2^-150 (2^-1075), which
+ * then stays below 2^-50 of the tail's own ulp. */
+#define FS_f32_TAIL_RECOMPUTE 0x1p-76
+#define FS_f64_TAIL_RECOMPUTE 0x1p-970
+#define FS_F32_TAIL_LOWEST (-130.0f)
+#define FS_F64_TAIL_LOWEST (-790.0)
+static inline float fs_expneg2w_scaled_f32(float hi, float lo)
+{
+    float r, kf = fs_exp_reduce_f32(hi, lo, &r);
+    float p = fs_exp_poly_f32(r);
+    uint32_t shift = fs_bits_of_f32(kf + ((float)FS_F32_TAIL_SCALE + FS_F32_MAGIC)) << 23;
+    float y = fs_f32_from_bits(fs_bits_of_f32(p) + shift);
+    return hi < FS_F32_TAIL_LOWEST ? 0.0f : y;
+}
+
+static inline double fs_expneg2w_scaled_f64(double hi, double lo)
+{
+    double r, kf = fs_exp_reduce_f64(hi, lo, &r);
+    double p = fs_exp_poly_f64(r);
+    uint64_t shift = fs_bits_of_f64(kf + ((double)FS_F64_TAIL_SCALE + FS_F64_MAGIC)) << 52;
+    double y = fs_f64_from_bits(fs_bits_of_f64(p) + shift);
+    return hi < FS_F64_TAIL_LOWEST ? 0.0 : y;
+}
+
 static inline float fs_exp_f32(float x) { return fs_exp2w_f32(x, 0.0f); }
 static inline double fs_exp_f64(double x) { return fs_exp2w_f64(x, 0.0); }
 
@@ -246,79 +284,106 @@ static inline double fs_exp_f64(double x) { return fs_exp2w_f64(x, 0.0); }
 /* Row primitives, one definition for both float types.                */
 /* ------------------------------------------------------------------ */
 /*
- * "omp simd reduction" lets the compiler keep one partial result per
- * vector lane (-fopenmp-simd enables the pragma without the OpenMP runtime;
- * a compiler without it just ignores the pragma).  All sums are accumulated
- * in double, in one of two ways:
+ * Sums keep FS_LANES partial sums in double, one per vector lane, written
+ * as a fixed-length "omp simd" loop over a lane array: the compiler keeps
+ * the array in registers (-fopenmp-simd enables the pragma without the
+ * OpenMP runtime; a compiler without it just ignores the pragma), and
+ * fs_lane_total adds the lanes pairwise at the end.  ("omp simd reduction"
+ * would do the same, but GCC then adds the lanes one after another: 16
+ * dependent additions, ~20 ns on every row, which dominated short rows.)
  *
- * FS_BLOCKED_SUM (float data): plain lanes over blocks of FS_BLOCK
- *   elements, the block sums added with Kahan compensation.  Each term is a
- *   float, so the lanes' double rounding is ~1e-16 relative, far below a
- *   float ulp, and the blocks keep even that from growing with n.
- * FS_KAHAN_SUM (double data): Kahan compensation in every lane.  A double
- *   lane summing, say, one large and many small terms would otherwise round
+ * FS_LANE_SUM (float data): plain double lanes.  Each term is a float, so
+ *   a lane of m terms is off by at most m * 2^-53 relative to the sum of
+ *   the terms' magnitudes: for n = 10^8 (m = n / 16), 7e-10, below 0.02
+ *   float ulp.  Compensation would buy nothing a float result can show.
+ * FS_LANE_KAHAN_SUM (double data): Kahan compensation in every lane.  A
+ *   double lane summing, say, one large and many small terms would round
  *   the same way at every step and lose several ulp; compensated lanes keep
- *   the error at about 2 eps whatever n is.
+ *   the error at about 2 eps whatever n is.  An infinite term, or a sum
+ *   that overflows, would make the carry infinite or NaN, and the result
+ *   inf - inf = NaN: a carry that is not finite is reset to 0 instead, so
+ *   that an infinite sum stays infinite.
  *
  * In both, TERM is an expression in j (it may also store something).
  */
-#define FS_BLOCK 128
-#define FS_EXP_BLOCK 512   /* exps computed per block before they are summed */
+#define FS_LANES 16
 
-/* Kahan-compensated running sum.  An infinite term would make the carry
- * inf - inf = NaN and poison the sum; the carry is then dropped instead. */
-typedef struct { double sum, carry; } fs_ksum;
-
-static inline void fs_ksum_add(fs_ksum *acc, double value)
+static inline double fs_lane_total(const double *lane)
 {
-    double y = value - acc->carry;
-    double t = acc->sum + y;
-    double carry = (t - acc->sum) - y;
-    acc->carry = carry == carry ? carry : 0.0;
-    acc->sum = t;
+    double h8[8], h4[4];
+    for (int l = 0; l < 8; l++) h8[l] = lane[l] + lane[l + 8];
+    for (int l = 0; l < 4; l++) h4[l] = h8[l] + h8[l + 4];
+    return (h4[0] + h4[2]) + (h4[1] + h4[3]);
 }
 
-#define FS_BLOCKED_SUM(RESULT, N, TERM)                                        \
+/* a + b = s + *err exactly (TwoSum); the errors are gathered in *err */
+static inline double fs_two_sum(double a, double b, double *err)
+{
+    double s = a + b, bv = s - a;
+    double e = (a - (s - bv)) + (b - bv);
+    *err += e - e == 0.0 ? e : 0.0;   /* inf operands or sum: no NaN */
+    return s;
+}
+
+/* sum of the lanes minus the sum of their carries, each addition of the
+ * pairwise tree compensated: the plain tree's four roundings could cost a
+ * double softmax ~2 ulp */
+static inline double fs_lane_total_compensated(const double *lane, const double *carry)
+{
+    double h8[8], h4[4], h2[2], e8[8], e4[4], e2[2], e1 = 0.0;
+    for (int l = 0; l < 8; l++) { e8[l] = -(carry[l] + carry[l + 8]); h8[l] = fs_two_sum(lane[l], lane[l + 8], &e8[l]); }
+    for (int l = 0; l < 4; l++) { e4[l] = e8[l] + e8[l + 4]; h4[l] = fs_two_sum(h8[l], h8[l + 4], &e4[l]); }
+    for (int l = 0; l < 2; l++) { e2[l] = e4[l] + e4[l + 2]; h2[l] = fs_two_sum(h4[l], h4[l + 2], &e2[l]); }
+    e1 = e2[0] + e2[1];
+    double total = fs_two_sum(h2[0], h2[1], &e1);
+    return total + e1;
+}
+
+/* BODY(l_, j) for every j in [0, N): j = base_ + l_, lane l_ of a block of
+ * FS_LANES; the last block is partial. */
+#define FS_FOR_LANES(N, BODY)                                                  \
     do {                                                                       \
-        fs_ksum total_ = {0.0, 0.0};                                           \
-        for (ptrdiff_t start_ = 0; start_ < (N); start_ += FS_BLOCK) {         \
-            ptrdiff_t stop_ = (N) - start_ < FS_BLOCK ? (N) : start_ + FS_BLOCK; \
-            double block_ = 0.0;                                               \
-            _Pragma("omp simd reduction(+:block_)")                            \
-            for (ptrdiff_t j = start_; j < stop_; j++) block_ += (TERM);       \
-            fs_ksum_add(&total_, block_);                                      \
+        ptrdiff_t base_ = 0;                                                   \
+        for (; base_ + FS_LANES <= (N); base_ += FS_LANES) {                   \
+            _Pragma("omp simd")                                                \
+            for (ptrdiff_t l_ = 0; l_ < FS_LANES; l_++) {                      \
+                const ptrdiff_t j = base_ + l_;                                \
+                BODY;                                                          \
+            }                                                                  \
         }                                                                      \
-        (RESULT) = total_.sum;                                                 \
+        _Pragma("omp simd")                                                    \
+        for (ptrdiff_t l_ = 0; l_ < (N) - base_; l_++) {                       \
+            const ptrdiff_t j = base_ + l_;                                    \
+            BODY;                                                              \
+        }                                                                      \
     } while (0)
 
-#define FS_KAHAN_SUM(RESULT, N, TERM)                                          \
+#define FS_LANE_SUM(RESULT, N, TERM)                                           \
     do {                                                                       \
-        double sum_ = 0.0, carry_ = 0.0;                                       \
-        _Pragma("omp simd reduction(+:sum_, carry_)")                          \
-        for (ptrdiff_t j = 0; j < (N); j++) {                                  \
-            double y_ = (double)(TERM) - carry_;                               \
-            double t_ = sum_ + y_;                                             \
-            double c_ = (t_ - sum_) - y_;                                      \
-            carry_ = c_ == c_ ? c_ : 0.0; /* inf terms: no NaN */              \
-            sum_ = t_;                                                         \
-        }                                                                      \
-        (RESULT) = sum_ - carry_;                                              \
+        double lane_[FS_LANES] = {0.0};                                        \
+        FS_FOR_LANES(N, lane_[l_] += (TERM));                                  \
+        (RESULT) = fs_lane_total(lane_);                                       \
     } while (0)
 
-#define FS_SUM_f32 FS_BLOCKED_SUM
-#define FS_SUM_f64 FS_KAHAN_SUM
+#define FS_LANE_KAHAN_SUM(RESULT, N, TERM)                                     \
+    do {                                                                       \
+        double lane_[FS_LANES] = {0.0}, carry_[FS_LANES] = {0.0};              \
+        FS_FOR_LANES(N, {                                                      \
+            double y_ = (double)(TERM) - carry_[l_];                           \
+            double t_ = lane_[l_] + y_;                                        \
+            double c_ = (t_ - lane_[l_]) - y_;                                 \
+            carry_[l_] = c_ - c_ == 0.0 ? c_ : 0.0;                            \
+            lane_[l_] = t_;                                                    \
+        });                                                                    \
+        (RESULT) = fs_lane_total_compensated(lane_, carry_);                   \
+    } while (0)
 
-/* Sum of exp(x - shift), storing the terms in y unless y is NULL.  float:
- * per block, the exps are computed by a plain map loop (into y or a buffer)
- * and then summed: one loop doing both would run the float exp at the
- * double vector width, half the lanes.  double: one loop, where the Kahan
- * lanes overlap with the exp's arithmetic. */
-static inline double fs_exp_sum_split_f32(const float *x, float shift, float *y,
-                                          ptrdiff_t n);
-static inline double fs_exp_sum_fused_f64(const double *x, double shift, double *y,
-                                          ptrdiff_t n);
-#define FS_EXP_SUM_f32 fs_exp_sum_split_f32
-#define FS_EXP_SUM_f64 fs_exp_sum_fused_f64
+#define FS_SUM_f32 FS_LANE_SUM
+#define FS_SUM_f64 FS_LANE_KAHAN_SUM
+
+/* Sum of exp(x - shift), storing the terms in y unless y is NULL. */
+static inline double fs_exp_sum_f32(const float *x, float shift, float *y, ptrdiff_t n);
+static inline double fs_exp_sum_f64(const double *x, double shift, double *y, ptrdiff_t n);
 
 #define FS_DEFINE_ROW_OPS(T, SUF)                                              \
                                                                                \
@@ -329,6 +394,27 @@ static inline T fs_exp_diff_##SUF(T a, T b)                                    \
     T bv = hi - a;                                                             \
     T lo = (a - (hi - bv)) + (-b - bv);                                        \
     return fs_expneg2w_##SUF(hi, lo);                                          \
+}                                                                              \
+                                                                               \
+/* exp(a - b) * 2^TAIL_SCALE for a <= b */                                    \
+static inline T fs_exp_diff_scaled_##SUF(T a, T b)                             \
+{                                                                              \
+    T hi = a - b;                                                              \
+    T bv = hi - a;                                                             \
+    T lo = (a - (hi - bv)) + (-b - bv);                                        \
+    return fs_expneg2w_scaled_##SUF(hi, lo);                                   \
+}                                                                              \
+                                                                               \
+/* The sum of exp(x[j] - m) over x[j] != m, x[j] stepping by stride, from  */ \
+/* scaled exps that do not round to the subnormal grid: for tail sums small */ \
+/* enough (below n * FS_..._TAIL_RECOMPUTE) for that rounding to show.      */ \
+static inline double fs_row_tail_scaled_##SUF(const T *x, T m, ptrdiff_t stride, \
+                                             ptrdiff_t n)                      \
+{                                                                              \
+    double tail;                                                               \
+    FS_SUM_##SUF(tail, n, x[j * stride] == m ? 0.0                             \
+                 : (double)fs_exp_diff_scaled_##SUF(x[j * stride], m));        \
+    return ldexp(tail, -FS_##SUF##_TAIL_SCALE);                                \
 }                                                                              \
                                                                                \
 /* max of x[0:n] (-inf for n == 0).  It may or may not see a NaN: callers   */ \
@@ -346,7 +432,7 @@ static inline T fs_row_max_##SUF(const T *x, ptrdiff_t n)                      \
 static inline double fs_row_exp_sum_##SUF(const T *x, T shift, T *y,          \
                                            ptrdiff_t n)                        \
 {                                                                              \
-    return FS_EXP_SUM_##SUF(x, shift, y, n);                                   \
+    return fs_exp_sum_##SUF(x, shift, y, n);                                   \
 }                                                                              \
                                                                                \
 /* log(S) for S = sum of exp(x[j] - m), m = max x, given S: accurate also   */ \
@@ -365,6 +451,8 @@ static inline double fs_row_log_sum_##SUF(const T *x, T m, const T *e,        \
         FS_SUM_##SUF(tail, n, x[j] == m ? 0.0 : (double)e[j]);                 \
     else                                                                       \
         FS_SUM_##SUF(tail, n, x[j] == m ? 0.0 : (double)fs_exp_diff_##SUF(x[j], m)); \
+    if (tail < (double)n * FS_##SUF##_TAIL_RECOMPUTE)                          \
+        tail = fs_row_tail_scaled_##SUF(x, m, 1, n);                           \
     FS_SUM_##SUF(ones, n, x[j] == m ? 1.0 : 0.0);                              \
     return log1p(tail + (ones - 1.0));                                         \
 }                                                                              \
@@ -391,12 +479,6 @@ static inline double fs_row_weighted_shifted_sum_##SUF(const T *w, const T *x, \
     double total;                                                              \
     FS_SUM_##SUF(total, n, w[j] != 0 ? (double)w[j] * ((double)x[j] - (double)shift) : 0.0); \
     return total;                                                              \
-}                                                                              \
-                                                                               \
-/* y[j] *= factor, the product formed in double and rounded once */           \
-static inline void fs_row_scale_##SUF(T *y, double factor, ptrdiff_t n)        \
-{                                                                              \
-    for (ptrdiff_t j = 0; j < n; j++) y[j] = (T)((double)y[j] * factor);       \
 }                                                                              \
                                                                                \
 /* y[j] = (x[j] - shift) - offset: log_softmax with offset = log(sum) */       \
@@ -446,33 +528,145 @@ static inline void fs_jacobian_row_##SUF(const T *s, ptrdiff_t i, T *y,       \
 FS_DEFINE_ROW_OPS(float, f32)
 FS_DEFINE_ROW_OPS(double, f64)
 
-static inline double fs_exp_sum_split_f32(const float *x, float shift, float *y,
-                                          ptrdiff_t n)
+/* y[j] *= num / den, rounded once: the factor is taken as an unevaluated
+ * sum hi + lo (lo = the remainder of the division, exact with an FMA), and
+ * fma(y, hi, y * lo) rounds once, the error of y * lo being ~2^-48 (float)
+ * or ~2^-106 (double) relative.  A plain y * (num / den) would round twice,
+ * which costs a double softmax up to an ulp.  For float data the factor is
+ * a pair of floats, so the loop runs at the float vector width.  Without
+ * hardware FMA (the SSE2 build) fma() would be a library call in the loop:
+ * the product is then formed in double (float data) or plainly. */
+static inline void fs_row_scale_div_f32(float *y, double num, double den, ptrdiff_t n)
 {
-    float buffer[FS_EXP_BLOCK];
-    fs_ksum total = {0.0, 0.0};
-    for (ptrdiff_t start = 0; start < n; start += FS_EXP_BLOCK) {
-        ptrdiff_t len = n - start < FS_EXP_BLOCK ? n - start : FS_EXP_BLOCK;
-        const float *xs = x + start;
-        float *e = y ? y + start : buffer;
-        double block;
-        _Pragma("omp simd")
-        for (ptrdiff_t j = 0; j < len; j++) e[j] = fs_exp_diff_f32(xs[j], shift);
-        FS_BLOCKED_SUM(block, len, (double)e[j]);
-        fs_ksum_add(&total, block);
-    }
-    return total.sum;
+    double factor = num / den;
+#if defined(__FMA__)
+    const float hi = (float)factor, lo = (float)(factor - (double)hi);
+    _Pragma("omp simd")
+    for (ptrdiff_t j = 0; j < n; j++) y[j] = fmaf(y[j], hi, y[j] * lo);
+#else
+    for (ptrdiff_t j = 0; j < n; j++) y[j] = (float)((double)y[j] * factor);
+#endif
 }
 
-static inline double fs_exp_sum_fused_f64(const double *x, double shift, double *y,
-                                          ptrdiff_t n)
+static inline void fs_row_scale_div_f64(double *y, double num, double den, ptrdiff_t n)
 {
-    double total;
-    if (y)
-        FS_KAHAN_SUM(total, n, y[j] = fs_exp_diff_f64(x[j], shift));
-    else
-        FS_KAHAN_SUM(total, n, fs_exp_diff_f64(x[j], shift));
-    return total;
+    const double hi = num / den;
+#if defined(__FMA__)
+    const double lo = fma(-hi, den, num) / den;
+    _Pragma("omp simd")
+    for (ptrdiff_t j = 0; j < n; j++) y[j] = fma(y[j], hi, y[j] * lo);
+#else
+    for (ptrdiff_t j = 0; j < n; j++) y[j] *= hi;
+#endif
 }
+
+/* The same loop for both types; the lanes overlap with the exp's arithmetic. */
+#define FS_DEFINE_EXP_SUM(T, SUF)                                              \
+static inline double fs_exp_sum_##SUF(const T *x, T shift, T *y, ptrdiff_t n) \
+{                                                                              \
+    double total;                                                              \
+    if (y)                                                                     \
+        FS_SUM_##SUF(total, n, y[j] = fs_exp_diff_##SUF(x[j], shift));         \
+    else                                                                       \
+        FS_SUM_##SUF(total, n, fs_exp_diff_##SUF(x[j], shift));                \
+    return total;                                                              \
+}
+
+FS_DEFINE_EXP_SUM(float, f32)
+FS_DEFINE_EXP_SUM(double, f64)
+
+/* ------------------------------------------------------------------ */
+/* Softmax along a non-last axis, without a transposed copy.            */
+/* ------------------------------------------------------------------ */
+/*
+ * A C-contiguous array reduced along a middle axis is a stack of (n, inner)
+ * blocks, each softmax running down a column.  The kernels take FS_COLS
+ * neighbouring columns at a time and vectorise across them: the same
+ * passes as for a row (max; exp(x - max) and its sum; scale or shift), each
+ * a loop over the n rows of the tile, with one max, sum (and, for
+ * log_softmax, the log1p inputs) per column in arrays on the stack.
+ * x and y step by sx and sy elements from one row to the next; y may be x.
+ * The sums: plain double for float data, Kahan per column for double data
+ * (as FS_LANE_SUM and FS_LANE_KAHAN_SUM do per lane).
+ */
+#define FS_COLS 128
+
+/* SUM += VALUE, with Kahan compensation in CARRY if KAHAN */
+#define FS_COL_ADD(KAHAN, SUM, CARRY, VALUE)                                   \
+    do {                                                                       \
+        if (KAHAN) {                                                           \
+            double y_ = (VALUE) - (CARRY);                                     \
+            double t_ = (SUM) + y_;                                            \
+            double c_ = (t_ - (SUM)) - y_;                                     \
+            (CARRY) = c_ - c_ == 0.0 ? c_ : 0.0;                               \
+            (SUM) = t_;                                                        \
+        } else {                                                               \
+            (SUM) += (VALUE);                                                  \
+        }                                                                      \
+    } while (0)
+
+#define FS_DEFINE_COLS(T, SUF, KAHAN)                                          \
+static inline void fs_softmax_cols_##SUF(const T *x, ptrdiff_t sx, T *y,      \
+                                         ptrdiff_t sy, ptrdiff_t n,            \
+                                         ptrdiff_t w, int take_log)            \
+{                                                                              \
+    T m[FS_COLS];                                                              \
+    double sum[FS_COLS], carry[FS_COLS], tail[FS_COLS], tcarry[FS_COLS];       \
+    double ones[FS_COLS];                                                      \
+    for (ptrdiff_t c = 0; c < w; c++) {                                        \
+        m[c] = -INFINITY;                                                      \
+        sum[c] = carry[c] = tail[c] = tcarry[c] = ones[c] = 0.0;               \
+    }                                                                          \
+    for (ptrdiff_t i = 0; i < n; i++) {                                        \
+        const T *xi = x + i * sx;                                              \
+        _Pragma("omp simd")                                                    \
+        for (ptrdiff_t c = 0; c < w; c++) m[c] = xi[c] > m[c] ? xi[c] : m[c];  \
+    }                                                                          \
+    for (ptrdiff_t i = 0; i < n; i++) {                                        \
+        const T *xi = x + i * sx;                                              \
+        T *yi = y + i * sy;                                                    \
+        _Pragma("omp simd")                                                    \
+        for (ptrdiff_t c = 0; c < w; c++) {                                    \
+            T e = fs_exp_diff_##SUF(xi[c], m[c]);                              \
+            if (take_log) {                                                    \
+                FS_COL_ADD(KAHAN, tail[c], tcarry[c], xi[c] == m[c] ? 0.0 : (double)e); \
+                ones[c] += xi[c] == m[c] ? 1.0 : 0.0;                          \
+            } else {                                                           \
+                yi[c] = e;                                                     \
+            }                                                                  \
+            FS_COL_ADD(KAHAN, sum[c], carry[c], (double)e);                    \
+        }                                                                      \
+    }                                                                          \
+    /* sum: the factor (softmax) or the offset log(S) (log_softmax, with the */ \
+    /* log1p path of fs_row_log_sum when S < 2) */                            \
+    for (ptrdiff_t c = 0; c < w; c++) {                                        \
+        double S = sum[c] - carry[c], t = tail[c] - tcarry[c];                 \
+        if (!take_log) {                                                       \
+            sum[c] = 1.0 / S;                                                  \
+        } else if (S < 2.0) {                                                  \
+            if (t < (double)n * FS_##SUF##_TAIL_RECOMPUTE)                     \
+                t = fs_row_tail_scaled_##SUF(x + c, m[c], sx, n);              \
+            sum[c] = log1p(t + (ones[c] - 1.0));                               \
+        } else {                                                               \
+            sum[c] = log(S);                                                   \
+        }                                                                      \
+    }                                                                          \
+    for (ptrdiff_t i = 0; i < n; i++) {                                        \
+        const T *xi = x + i * sx;                                              \
+        T *yi = y + i * sy;                                                    \
+        if (take_log) {                                                        \
+            _Pragma("omp simd")                                                \
+            for (ptrdiff_t c = 0; c < w; c++)                                  \
+                yi[c] = (T)(((double)xi[c] - (double)m[c]) - sum[c]);          \
+        } else {                                                               \
+            _Pragma("omp simd")                                                \
+            for (ptrdiff_t c = 0; c < w; c++)                                  \
+                yi[c] = (T)((double)yi[c] * sum[c]);                           \
+        }                                                                      \
+    }                                                                          \
+}
+
+FS_DEFINE_COLS(float, f32, 0)
+FS_DEFINE_COLS(double, f64, 1)
 
 #endif /* FASTSOFTMAX_VMATH_H */

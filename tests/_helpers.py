@@ -66,9 +66,11 @@ DTYPE_IDS = ["float32", "float64"]
 # Units: eps * max(|exact|, floor), eps the dtype's machine epsilon.  The
 # kernels compute, per row, m = max, y_j = exp(x_j - m) with the difference
 # x_j - m taken exactly (TwoSum) and the polynomial exp within 1.2 ulp,
-# T = sum(y_j) in double (blocked + Kahan: its own rounding does not grow
-# with n), then
-#   softmax:      s_j = y_j * (1/T), the product rounded once to the dtype;
+# T = sum(y_j) in double lanes (compensated for double data: its own
+# rounding does not grow with n), then
+#   softmax:      s_j = y_j * (1/T), the product rounded once to the dtype
+#                 (1/T as an unevaluated hi + lo pair, fused multiply-add;
+#                 the SSE2 build, without FMA, rounds 1/T and the product);
 #   log_softmax:  l_j = (x_j - m) - log(T), in double, rounded once.
 #
 # softmax, float32: own exp 1.2 + T's error (T is a positively weighted sum
@@ -79,7 +81,7 @@ DTYPE_IDS = ["float32", "float64"]
 #   by the scaling, at most 1 eps * tiny in all.
 # softmax, float64: the same terms, but T is accumulated in the dtype itself:
 #   own exp 1.2 + T (1.2 from the terms + 1 for a compensated sum, Kahan's
-#   2u) + 1/T rounded 0.5 + final rounding 0.5 = 4.4 -> 4.5.
+#   2u) + 1/T rounded 0.5 (SSE2 build only) + final rounding 0.5 = 4.4 -> 4.5.
 # log_softmax, float32 (floor = 1: near 0 the error is absolute, eps-sized,
 #   ~ eps * |log T|'s error, not relative to a tiny |l_j|): log(T) inherits
 #   T's relative error as an absolute one, <= 1.2 eps; x_j - m and the
