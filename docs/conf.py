@@ -64,6 +64,9 @@ exclude_patterns = ["_build", "Thumbs.db", ".DS_Store"]
 
 # -- autodoc / autosummary / numpydoc ---------------------------------------
 autodoc_member_order = "bysource"
+# The numpydoc docstrings describe the types; the annotations (overloads,
+# NumPy's expanded ArrayLike) would bury the plain signatures.
+autodoc_typehints = "none"
 autosummary_generate = False          # tables only; the entries live in api.rst
 numpydoc_show_class_members = False
 numpydoc_class_members_toctree = False

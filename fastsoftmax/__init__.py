@@ -8,7 +8,9 @@ loss: :func:`softmax_cross_entropy`.  Threads: :func:`get_num_threads`,
 
 ``fastsoftmax.reference`` has a plain NumPy version of every math function
 (the ground truth of the tests); ``fastsoftmax.testing`` has gradient
-checkers for hand-written derivatives.
+checkers for hand-written derivatives; ``fastsoftmax.nn`` has layers
+(softmax, log-softmax, softmax + cross-entropy) for hand-written NumPy
+networks, and ``fastsoftmax.dask`` the functions over dask arrays.
 """
 
 __version__ = "0.1.0"

@@ -17,6 +17,8 @@ The bench prints its tables on stdout and its progress on stderr, so that
 For careful, saved benchmarks use ``pytest benchmarks/ --benchmark-only``.
 """
 
+from __future__ import annotations
+
 import argparse
 import math
 import os
@@ -25,20 +27,31 @@ import statistics
 import sys
 import time
 import timeit
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
+from typing import Any, Union
 
 import numpy as np
+from numpy.typing import ArrayLike, NDArray
 
 import fastsoftmax as fs
 from fastsoftmax import _backend
 from fastsoftmax import reference as ref
 from fastsoftmax.testing import DEFAULT_RTOL, check_grad, check_vjp
 
+# scipy, torch and matplotlib are optional: they may be missing, or come
+# without type stubs (scipy); the ignores on their imports allow for both.
 try:
-    import scipy
-    import scipy.special as sps
+    import scipy  # type: ignore[import, unused-ignore]
+    import scipy.special as sps  # type: ignore[import, unused-ignore]
 except ImportError:  # scipy is optional: its column is left out
-    scipy = sps = None
+    scipy = sps = None  # type: ignore[assignment, unused-ignore]
+
+Shape = tuple[int, ...]
+FloatType = Union[type[np.float32], type[np.float64]]   # the dtypes timed
+Inputs = dict[str, NDArray[Any]]   # an op's arguments by name (see make_inputs)
+Timed = Callable[[], object]       # one call of one implementation, as timed
+Cases = Iterable[tuple[str, dict[str, Timed]]]   # (label, {column: call})
 
 
 # --------------------------------------------------------------------------
@@ -57,13 +70,14 @@ MATH_FUNCTIONS = ("softmax", "log_softmax", "softmax_jacobian", "softmax_jvp",
 ULP_LIMIT = 8
 
 
-def _exact_dtype(dtype):
+def _exact_dtype(dtype: np.dtype[Any]) -> np.dtype[Any]:
     """The dtype the reference computes the 'exact' value in: float64 for
     float32 data, long double for float64 data (where the platform has one)."""
     return np.dtype(np.float64) if dtype == np.float32 else np.dtype(np.longdouble)
 
 
-def _ulp_error(got, exact, dtype, scale=None):
+def _ulp_error(got: ArrayLike, exact: ArrayLike, dtype: np.dtype[Any],
+               scale: ArrayLike | None = None) -> float:
     """max |got - exact| / (eps(dtype) * scale), elementwise.
 
     The scale is |exact| by default: the relative error API.md bounds for
@@ -79,14 +93,15 @@ def _ulp_error(got, exact, dtype, scale=None):
     return float(np.max(diff / (np.finfo(dtype).eps * scale)))
 
 
-def _check_one(name, shape, axis, dtype, rng):
+def _check_one(name: str, shape: Shape, axis: int, dtype: np.dtype[Any],
+               rng: np.random.Generator) -> float:
     """Error in ulp of fs.<name> against reference.<name> on random data."""
     hi = _exact_dtype(dtype)
     x = (3 * rng.standard_normal(shape)).astype(dtype)
     g = rng.standard_normal(shape).astype(dtype)
     ours, exact = getattr(fs, name), getattr(ref, name)
 
-    def total(a):
+    def total(a: NDArray[Any]) -> Any:
         return np.sum(a, axis=axis, keepdims=True)
 
     if name in ("softmax", "log_softmax"):
@@ -121,7 +136,7 @@ def _check_one(name, shape, axis, dtype, rng):
     return max(_ulp_error(loss, loss_x, dtype), _ulp_error(grad, grad_x, dtype, terms))
 
 
-def correctness_rows(seed=0):
+def correctness_rows(seed: int = 0) -> list[list[str]]:
     """One row per (function, dtype, shape, axis): error in ulp, PASS/FAIL."""
     rng = np.random.default_rng(seed)
     rows = []
@@ -139,7 +154,7 @@ def correctness_rows(seed=0):
 # Gradient checks against central finite differences
 # --------------------------------------------------------------------------
 
-def _max_error(check, *args):
+def _max_error(check: Callable[..., float], *args: Any) -> float:
     """The error check_vjp/check_grad measure, without raising: rtol=inf
     accepts any finite error; a NaN still raises, and is reported as NaN."""
     try:
@@ -148,7 +163,7 @@ def _max_error(check, *args):
         return float("nan")
 
 
-def gradcheck_rows(seed=0):
+def gradcheck_rows(seed: int = 0) -> list[list[str]]:
     """Max relative error of candidate derivatives against finite differences.
 
     The first row is the classic mistake (the Jacobian's diagonal only); it
@@ -160,11 +175,12 @@ def gradcheck_rows(seed=0):
     labels = rng.integers(0, 6, 4)
     probs = fs.softmax(rng.standard_normal((4, 6)))
 
-    def naive_delta(x, g):  # d softmax as if each s_i depended on x_i only
+    def naive_delta(x: NDArray[Any], g: NDArray[Any]) -> Any:
+        # d softmax as if each s_i depended on x_i only
         s = fs.softmax(x)
         return g * s * (1 - s)
 
-    checks = [
+    checks: list[tuple[Any, ...]] = [
         ("naive delta g*s*(1-s)", False,
          check_vjp, fs.softmax, naive_delta, x, g),
         ("fs.softmax_vjp", True,
@@ -202,27 +218,30 @@ LABELS = {"fastsoftmax": "fastsoftmax", "numpy": "naive NumPy", "scipy": "SciPy"
           "torch": "PyTorch", "floor": "memory floor (np.copyto)"}
 
 
-def naive_softmax(x):
+# The expressions a user would write.  (NumPy's type stubs give a reduction
+# with keepdims=True the type Any, so these return Any.)
+
+def naive_softmax(x: NDArray[Any]) -> Any:
     e = np.exp(x - x.max(-1, keepdims=True))
     return e / e.sum(-1, keepdims=True)
 
 
-def naive_log_softmax(x):
+def naive_log_softmax(x: NDArray[Any]) -> Any:
     shifted = x - x.max(-1, keepdims=True)
     return shifted - np.log(np.exp(shifted).sum(-1, keepdims=True))
 
 
-def naive_softmax_vjp(s, g):
+def naive_softmax_vjp(s: NDArray[Any], g: NDArray[Any]) -> Any:
     return s * (g - (s * g).sum(-1, keepdims=True))
 
 
-def naive_softmax_jacobian(s):
+def naive_softmax_jacobian(s: NDArray[Any]) -> Any:
     # diag(s) - s sᵀ for every row, by broadcasting
     n = s.shape[-1]
     return s[:, :, None] * np.eye(n, dtype=s.dtype) - s[:, :, None] * s[:, None, :]
 
 
-def naive_cross_entropy(x, labels):
+def naive_cross_entropy(x: NDArray[Any], labels: NDArray[Any]) -> tuple[Any, NDArray[Any]]:
     """Mean loss and its gradient (s - onehot) / rows, for class indices."""
     rows = np.arange(len(x))
     shifted = x - x.max(-1, keepdims=True)
@@ -235,12 +254,13 @@ def naive_cross_entropy(x, labels):
     return loss, grad
 
 
-NAIVE = {"softmax": naive_softmax, "log_softmax": naive_log_softmax,
-         "softmax_vjp": naive_softmax_vjp, "softmax_jacobian": naive_softmax_jacobian,
-         "softmax_cross_entropy": naive_cross_entropy}
+NAIVE: dict[str, Callable[..., object]] = {
+    "softmax": naive_softmax, "log_softmax": naive_log_softmax,
+    "softmax_vjp": naive_softmax_vjp, "softmax_jacobian": naive_softmax_jacobian,
+    "softmax_cross_entropy": naive_cross_entropy}
 
 
-def make_inputs(op, shape, dtype=np.float32, seed=0):
+def make_inputs(op: str, shape: Shape, dtype: FloatType = np.float32, seed: int = 0) -> Inputs:
     """The arguments of `op` on random data, a dict of arrays: x (logits),
     s = softmax(x), g (an upstream gradient), labels (class indices)."""
     rng = np.random.default_rng(seed)
@@ -254,33 +274,33 @@ def make_inputs(op, shape, dtype=np.float32, seed=0):
     return {"x": x, "labels": rng.integers(0, shape[-1], shape[:-1])}
 
 
-def _args(op, a):
+def _args(op: str, a: Inputs) -> tuple[NDArray[Any], ...]:
     """The positional arguments of `op` (ours and the naive one alike)."""
     names = {"softmax_vjp": ("s", "g"), "softmax_jacobian": ("s",),
              "softmax_cross_entropy": ("x", "labels")}.get(op, ("x",))
     return tuple(a[name] for name in names)
 
 
-def _ours(op, a):
+def _ours(op: str, a: Inputs) -> Timed:
     func, args = getattr(fs, op), _args(op, a)
     if op == "softmax_cross_entropy":
         return lambda: func(*args, return_grad=True)
     return lambda: func(*args)
 
 
-def _naive(op, a):
+def _naive(op: str, a: Inputs) -> Timed:
     func, args = NAIVE[op], _args(op, a)
     return lambda: func(*args)
 
 
-def _scipy(op, a):
+def _scipy(op: str, a: Inputs) -> Timed | None:
     if sps is None or op not in FORWARD_OPS:
         return None
     func, x = getattr(sps, op), a["x"]
     return lambda: func(x, axis=-1)
 
 
-def _torch(op, a, torch):
+def _torch(op: str, a: Inputs, torch: Any) -> Timed:
     """PyTorch on the same memory (torch.from_numpy, no copies)."""
     if op in FORWARD_OPS:
         func, x = getattr(torch, op), torch.from_numpy(a["x"])
@@ -298,14 +318,14 @@ def _torch(op, a, torch):
     labels = torch.from_numpy(a["labels"])
     cross_entropy = torch.nn.functional.cross_entropy
 
-    def forward_backward():
+    def forward_backward() -> tuple[Any, Any]:
         loss = cross_entropy(x, labels)
         (grad,) = torch.autograd.grad(loss, x)
         return loss, grad
     return forward_backward
 
 
-def _floor(op, a):
+def _floor(op: str, a: Inputs) -> Timed:
     """NumPy moving the bytes `op` must move, into a preallocated array."""
     if op == "softmax_vjp":  # read s and g, write dx
         s, g = a["s"], a["g"]
@@ -320,37 +340,40 @@ def _floor(op, a):
     return lambda: np.copyto(out, x)
 
 
-def implementations(op, a, names, torch=None):
+def implementations(op: str, a: Inputs, names: Iterable[str],
+                    torch: Any = None) -> dict[str, Timed]:
     """{name: zero-argument callable} for those of `names` that exist for
     `op` (SciPy has the forward ops only; "torch" needs the module)."""
-    makers = {"fastsoftmax": _ours, "numpy": _naive, "scipy": _scipy, "floor": _floor,
-              "torch": lambda op, a: _torch(op, a, torch) if torch else None}
+    makers: dict[str, Callable[[str, Inputs], Timed | None]] = {
+        "fastsoftmax": _ours, "numpy": _naive, "scipy": _scipy, "floor": _floor,
+        "torch": lambda op, a: _torch(op, a, torch) if torch else None}
     funcs = {name: makers[name](op, a) for name in names}
     return {name: func for name, func in funcs.items() if func is not None}
 
 
-def columns_for(op, torch=None, names=IMPLEMENTATIONS):
+def columns_for(op: str, torch: Any = None, names: Sequence[str] = IMPLEMENTATIONS) -> list[str]:
     """The implementations of `names` that can run `op` here, in table order."""
     available = {"scipy": sps is not None and op in FORWARD_OPS, "torch": torch is not None}
     return [name for name in names if available.get(name, True)]
 
 
-def op_cases(op, shapes, dtype, names, torch=None):
+def op_cases(op: str, shapes: Iterable[Shape], dtype: FloatType, names: Sequence[str],
+             torch: Any = None) -> Iterator[tuple[str, dict[str, Timed]]]:
     """(shape label, implementations) per shape, made one at a time so that
     only one shape's arrays are alive while it is timed."""
     for shape in shapes:
         yield str(shape), implementations(op, make_inputs(op, shape, dtype), names, torch)
 
 
-def _work(op, shape):
+def _work(op: str, shape: Shape) -> int:
     """Elements an op reads or writes: rows * n * n for the Jacobian."""
     return math.prod(shape) * (shape[-1] if op == "softmax_jacobian" else 1)
 
 
-def _with_threads(n, func):
+def _with_threads(n: int, func: Timed) -> Timed:
     """func, run on n threads (set before every call: about a microsecond,
     nothing next to the large inputs timed this way)."""
-    def call():
+    def call() -> object:
         fs.set_num_threads(n)
         return func()
     return call
@@ -360,14 +383,15 @@ def _with_threads(n, func):
 # Speed: timing and tables
 # --------------------------------------------------------------------------
 
-def _calibrate(func, target=0.01):
+def _calibrate(func: Timed, target: float = 0.01) -> int:
     """Calls per measurement so that one measurement takes about `target` s."""
     func()  # warm-up: first-touch page faults, thread pool start, lazy imports
     once = timeit.timeit(func, number=1)
     return max(1, int(target / max(once, 1e-9)))
 
 
-def median_times(funcs, repeat, target=0.01, budget=None):
+def median_times(funcs: Sequence[Timed], repeat: int, target: float = 0.01,
+                 budget: float | None = None) -> list[float]:
     """Median seconds per call of each function, measured in turns so that a
     noisy moment on the machine hits every column alike.
 
@@ -376,7 +400,7 @@ def median_times(funcs, repeat, target=0.01, budget=None):
     and at least 3 rounds are done, so that huge cases do not take minutes.
     """
     numbers = [_calibrate(f, target) for f in funcs]
-    samples = [[] for _ in funcs]
+    samples: list[list[float]] = [[] for _ in funcs]
     start = time.perf_counter()
     for done in range(1, repeat + 1):
         for func, number, times in zip(funcs, numbers, samples):
@@ -386,8 +410,9 @@ def median_times(funcs, repeat, target=0.01, budget=None):
     return [statistics.median(times) for times in samples]
 
 
-def speed_table(cases, columns, ratios, repeat, *, key="shape", unit="ms",
-                target=0.01, budget=None):
+def speed_table(cases: Cases, columns: Sequence[str], ratios: Sequence[tuple[str, str, str]],
+                repeat: int, *, key: str = "shape", unit: str = "ms", target: float = 0.01,
+                budget: float | None = None) -> tuple[list[str], list[list[str]]]:
     """Time each case's implementations side by side: (headers, rows).
 
     `cases`: ``(label, {column: zero-argument callable})`` pairs; a column a
@@ -407,12 +432,12 @@ def speed_table(cases, columns, ratios, repeat, *, key="shape", unit="ms",
     return headers, rows
 
 
-def ours_over(columns):
+def ours_over(columns: Iterable[str]) -> list[tuple[str, str, str]]:
     """Ratio columns "ours/X" (our time / X's time) for every other column."""
     return [(f"ours/{c}", "fastsoftmax", c) for c in columns if c != "fastsoftmax"]
 
 
-def _number(value, digits=4):
+def _number(value: float, digits: int = 4) -> str:
     """`digits` significant digits (more left of the point), no exponent."""
     if not math.isfinite(value) or value <= 0:
         return f"{value:g}"
@@ -420,18 +445,19 @@ def _number(value, digits=4):
     return f"{value:.{decimals}f}"
 
 
-def _ratio(a, b):
+def _ratio(a: float | None, b: float | None) -> str:
     return "-" if a is None or b is None else f"{_number(a / b, digits=3)}x"
 
 
-def print_table(headers, rows, title=None):
+def print_table(headers: Sequence[str], rows: Sequence[Sequence[str]],
+                title: str | None = None) -> None:
     """Print an aligned plain-text table: text left, numbers right."""
     widths = [max(len(str(c)) for c in col) for col in zip(headers, *rows)]
 
-    def numeric(cell):
+    def numeric(cell: str) -> bool:
         return cell[:1].isdigit() or cell[:1] in "-." or cell in ("nan", "inf")
 
-    def line(cells):
+    def line(cells: Iterable[object]) -> str:
         return "  ".join(c.rjust(w) if numeric(c) else c.ljust(w)
                          for c, w in zip(map(str, cells), widths)).rstrip()
 
@@ -451,22 +477,22 @@ def print_table(headers, rows, title=None):
 @dataclass(frozen=True)
 class Sizes:
     """What the bench times, and how long it tries."""
-    forward: tuple          # softmax and log_softmax shapes
-    vjp: tuple
-    jacobian: tuple         # (rows, n): the result is rows x n x n
-    cross_entropy: tuple    # class-index targets, return_grad=True
-    tiny: tuple             # every op, whole-call microseconds
-    threads_min_work: int   # the thread table: shapes with at least this work
-    plot_total: int         # throughput plot: elements per call (rows = total / n)
-    plot_ns: tuple          # throughput plot: row lengths
-    scaling_shape: tuple    # threads plot
-    repeat: int             # rounds per case (at most)
-    target: float           # seconds per measurement (calls are calibrated)
-    tiny_target: float      # the same for the (1, 10) table: many calls each
-    budget: float           # seconds per case after which rounds stop (>= 3 done)
+    forward: tuple[Shape, ...]        # softmax and log_softmax shapes
+    vjp: tuple[Shape, ...]
+    jacobian: tuple[Shape, ...]       # (rows, n): the result is rows x n x n
+    cross_entropy: tuple[Shape, ...]  # class-index targets, return_grad=True
+    tiny: Shape                       # every op, whole-call microseconds
+    threads_min_work: int             # the thread table: shapes with at least this work
+    plot_total: int                   # throughput plot: elements per call (rows = total / n)
+    plot_ns: tuple[int, ...]          # throughput plot: row lengths
+    scaling_shape: Shape              # threads plot
+    repeat: int                       # rounds per case (at most)
+    target: float                     # seconds per measurement (calls are calibrated)
+    tiny_target: float                # the same for the (1, 10) table: many calls each
+    budget: float                     # seconds per case after which rounds stop (>= 3 done)
     quick: bool = False
 
-    def shapes(self, op):
+    def shapes(self, op: str) -> tuple[Shape, ...]:
         return {"softmax": self.forward, "log_softmax": self.forward,
                 "softmax_vjp": self.vjp, "softmax_jacobian": self.jacobian,
                 "softmax_cross_entropy": self.cross_entropy}[op]
@@ -515,21 +541,21 @@ SCALING_OPS = ("softmax", "log_softmax", "softmax_vjp", "softmax_cross_entropy")
 # Bench: the tables
 # --------------------------------------------------------------------------
 
-def _progress(message):
+def _progress(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
 
 
-def _import_torch(threads):
+def _import_torch(threads: int) -> Any:
     """PyTorch on `threads` threads, or None when it is not installed."""
     try:
-        import torch
+        import torch  # type: ignore[import, unused-ignore]
     except ImportError:
         return None
     torch.set_num_threads(threads)
     return torch
 
 
-def _cpu_name():
+def _cpu_name() -> str:
     try:
         with open("/proc/cpuinfo") as f:
             for line in f:
@@ -540,7 +566,7 @@ def _cpu_name():
     return platform.processor() or platform.machine()
 
 
-def print_bench_header(sizes, repeat, threads, torch):
+def print_bench_header(sizes: Sizes, repeat: int, threads: int, torch: Any) -> None:
     if sizes.quick:
         print("QUICK RUN (--quick): small shapes, few repeats. A smoke test, not a measurement.\n")
     fs.show_config()
@@ -561,7 +587,7 @@ once 3 rounds are done).  fastsoftmax and torch run on {threads} thread(s).
 ours/X = fastsoftmax time / X time: below 1x fastsoftmax is faster.""")
 
 
-def op_tables(sizes, repeat, torch):
+def op_tables(sizes: Sizes, repeat: int, torch: Any) -> None:
     """One table per (dtype, op): every implementation side by side."""
     for dtype in (np.float32, np.float64):
         dtype_name = np.dtype(dtype).name
@@ -575,7 +601,7 @@ def op_tables(sizes, repeat, torch):
             print_table(headers, rows, title=f"{op} {dtype_name}{note}")
 
 
-def tiny_tables(sizes, repeat, torch):
+def tiny_tables(sizes: Sizes, repeat: int, torch: Any) -> None:
     """Every op on one tiny row: the whole call, Python overhead included."""
     for dtype in (np.float32, np.float64):
         dtype_name = np.dtype(dtype).name
@@ -589,7 +615,7 @@ def tiny_tables(sizes, repeat, torch):
                                          f"microseconds per whole call")
 
 
-def thread_table(sizes, repeat, threads):
+def thread_table(sizes: Sizes, repeat: int, threads: int) -> None:
     """fastsoftmax on 1 thread against all threads, float32, large shapes."""
     if threads < 2:
         print(f"\nThread scaling: skipped, {threads} thread available "
@@ -598,7 +624,7 @@ def thread_table(sizes, repeat, threads):
     _progress(f"timing 1 vs {threads} threads ...")
     one, many = "1 thread", f"{threads} threads"
 
-    def cases():
+    def cases() -> Iterator[tuple[str, dict[str, Timed]]]:
         for op in OPS:
             for shape in sizes.shapes(op):
                 if _work(op, shape) >= sizes.threads_min_work:
@@ -620,10 +646,10 @@ def thread_table(sizes, repeat, threads):
 # Bench: the plots
 # --------------------------------------------------------------------------
 
-def _pyplot():
+def _pyplot() -> Any:
     """matplotlib.pyplot on the file-only Agg backend, or None."""
     try:
-        import matplotlib
+        import matplotlib  # type: ignore[import, unused-ignore]
     except ImportError:
         return None
     matplotlib.use("Agg")
@@ -631,12 +657,12 @@ def _pyplot():
     return plt
 
 
-def throughput_series(sizes, repeat, torch):
+def throughput_series(sizes: Sizes, repeat: int, torch: Any) -> dict[str, list[float]]:
     """softmax float32 effective GB/s ((bytes read + written) / time) per
     implementation, for rows of n elements, sizes.plot_total elements a call."""
     _progress("timing softmax throughput against the row length ...")
     columns = columns_for("softmax", torch)
-    series = {name: [] for name in columns}
+    series: dict[str, list[float]] = {name: [] for name in columns}
     for n in sizes.plot_ns:
         a = make_inputs("softmax", (sizes.plot_total // n, n))
         funcs = implementations("softmax", a, columns, torch)
@@ -651,11 +677,11 @@ def throughput_series(sizes, repeat, torch):
     return series
 
 
-def scaling_series(sizes, repeat, threads):
+def scaling_series(sizes: Sizes, repeat: int, threads: int) -> dict[str, list[float]]:
     """fastsoftmax speed-up on 1..threads threads over 1 thread, per op."""
     _progress("timing thread scaling ...")
     counts = list(range(1, threads + 1))
-    series = {}
+    series: dict[str, list[float]] = {}
     try:
         for op in SCALING_OPS:
             func = _ours(op, make_inputs(op, sizes.scaling_shape))
@@ -670,7 +696,8 @@ def scaling_series(sizes, repeat, threads):
     return series
 
 
-def line_plot(path, x, series, *, title, xlabel, ylabel, logx=False, ideal=False):
+def line_plot(path: str, x: Sequence[float], series: dict[str, list[float]], *, title: str,
+              xlabel: str, ylabel: str, logx: bool = False, ideal: bool = False) -> None:
     """One line per series; the floor dashed; optionally y = x dotted."""
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(7.5, 4.5))
@@ -693,7 +720,7 @@ def line_plot(path, x, series, *, title, xlabel, ylabel, logx=False, ideal=False
     _progress(f"wrote {path}")
 
 
-def write_plots(plot_dir, sizes, repeat, threads, torch):
+def write_plots(plot_dir: str, sizes: Sizes, repeat: int, threads: int, torch: Any) -> None:
     os.makedirs(plot_dir, exist_ok=True)
     where = f"{_backend.SIMD_PATH}, {threads} thread(s)"
     where += ", --quick" if sizes.quick else ""
@@ -716,7 +743,7 @@ def write_plots(plot_dir, sizes, repeat, threads, torch):
 DEMO_SHAPES = [(4096, 1024), (256, 32000), (16384, 64), (64, 128)]
 
 
-def demo():
+def demo() -> int:
     fs.show_config()
 
     rows = correctness_rows()
@@ -745,7 +772,7 @@ def demo():
     return 0
 
 
-def bench(sizes=FULL, repeat=None, plot_dir=None):
+def bench(sizes: Sizes = FULL, repeat: int | None = None, plot_dir: str | None = None) -> int:
     repeat = repeat or sizes.repeat
     threads = fs.get_num_threads()
     torch = _import_torch(threads)
@@ -758,7 +785,7 @@ def bench(sizes=FULL, repeat=None, plot_dir=None):
     return 0
 
 
-def main(argv=None):
+def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="fastsoftmax",
         description="Show the build, check correctness and gradients, time the kernels.")

@@ -7,17 +7,20 @@ reduced axes last, in float32 or float64 -- calls one kernel, and puts the
 result back in the caller's shape, dtype and ``out``.
 """
 
+from __future__ import annotations
+
 import operator
 from math import prod
+from typing import TYPE_CHECKING, Any, Literal, SupportsIndex, TypeVar, Union, overload
 
 import numpy as np
+from numpy.exceptions import AxisError
+from numpy.typing import ArrayLike, NDArray
 
 from . import _backend
 
-try:
-    from numpy.exceptions import AxisError
-except ImportError:  # NumPy < 1.25
-    from numpy import AxisError
+if TYPE_CHECKING:
+    from typing_extensions import TypeGuard  # in typing from Python 3.10 on
 
 __all__ = [
     "softmax",
@@ -34,12 +37,21 @@ _KERNEL_DTYPES = (_F32, _F64)  # native byte order: '>f8' != '<f8'
 _I64 = np.dtype(np.int64)
 _REDUCTIONS = ("mean", "sum", "none")
 
+# Types of the signatures.  A float16/32/64 array keeps its dtype (the
+# overloads say so); any other array-like gives some floating dtype.
+_FloatT = TypeVar("_FloatT", np.float16, np.float32, np.float64)
+_FloatArray = NDArray[np.floating[Any]]
+_Axis = Union[SupportsIndex, tuple[SupportsIndex, ...], None]
+_Reduction = Literal["mean", "sum", "none"]
+_CrossEntropyResult = Union[np.floating[Any], _FloatArray,
+                            tuple[Union[np.floating[Any], _FloatArray], _FloatArray]]
+
 
 # --------------------------------------------------------------------------
 # Validation helpers
 # --------------------------------------------------------------------------
 
-def _result_dtype(arr, name):
+def _result_dtype(arr: NDArray[Any], name: str) -> np.dtype[Any]:
     """The result dtype for an input array (API.md's dtype rules)."""
     dt = arr.dtype
     if dt.kind == "f" and dt.itemsize <= 8:
@@ -54,19 +66,22 @@ def _result_dtype(arr, name):
                     f"bool arrays are converted to float64)")
 
 
-def _compute_dtype(result_dtype):
+def _compute_dtype(result_dtype: np.dtype[Any]) -> np.dtype[Any]:
     """The dtype the kernels compute in: float16 goes through float32."""
     return _F32 if result_dtype.itemsize <= 4 else _F64
 
 
-def _as_array(x, name):
+def _as_array(x: ArrayLike, name: str) -> NDArray[Any]:
     if isinstance(x, np.ma.MaskedArray):
         raise TypeError(f"{name} is a masked array; fastsoftmax ignores no mask: "
                         f"write masked entries as -inf instead")
-    return np.asarray(x)
+    try:
+        return np.asarray(x)
+    except ValueError as exc:  # e.g. a ragged list: NumPy's message names no argument
+        raise ValueError(f"{name} cannot be converted to an array: {exc}") from exc
 
 
-def _axes(axis, ndim):
+def _axes(axis: _Axis, ndim: int) -> tuple[int, ...]:
     """axis (int, tuple of ints or None) as a sorted tuple of axes in [0, ndim)."""
     items = tuple(range(ndim)) if axis is None else axis
     if not isinstance(items, tuple):
@@ -88,19 +103,27 @@ def _axes(axis, ndim):
     return tuple(sorted(result))
 
 
-def _single_axis(axis, ndim, func):
+def _single_axis(axis: _Axis, ndim: int, func: str) -> tuple[int, ...]:
     """The derivatives take one int axis."""
-    if axis is None or isinstance(axis, tuple):
-        raise TypeError(f"{func} takes a single int axis, got axis={axis!r}")
+    # (checked here, not left to _axes, whose message offers tuples and None)
+    message = f"{func} takes a single int axis, got axis={axis!r}"
+    if axis is None or isinstance(axis, (tuple, bool, np.bool_)):
+        raise TypeError(message)
+    try:
+        operator.index(axis)
+    except TypeError:
+        raise TypeError(message) from None
     return _axes(axis, ndim)
 
 
-def _check_out(out, shape, dtype):
+def _check_out(out: object, shape: tuple[int, ...], dtype: np.dtype[Any]) -> None:
     """Reject a wrong `out` before anything is computed or written."""
     if out is None:
         return
     if not isinstance(out, np.ndarray):
         raise TypeError(f"out must be a numpy.ndarray, got {type(out).__name__}")
+    if isinstance(out, np.ma.MaskedArray):  # its mask would hide the result
+        raise TypeError("out is a masked array; pass a plain ndarray (out.data)")
     if out.shape != shape:
         raise ValueError(f"out has shape {out.shape}, but the result has shape {shape}")
     if out.dtype != dtype:
@@ -114,19 +137,19 @@ def _check_out(out, shape, dtype):
 # Layout: (rows, n) views for the kernels
 # --------------------------------------------------------------------------
 
-def _moved(arr, axes):
+def _moved(arr: NDArray[Any], axes: tuple[int, ...]) -> NDArray[Any]:
     """arr with `axes` moved to the end, in order (a view)."""
     k = len(axes)
     last = tuple(range(arr.ndim - k, arr.ndim))
     return arr if axes == last else np.moveaxis(arr, axes, last)
 
 
-def _split(shape, k):
+def _split(shape: tuple[int, ...], k: int) -> tuple[int, int]:
     """(rows, n) for a shape whose last k axes are reduced."""
     return prod(shape[:len(shape) - k]), prod(shape[len(shape) - k:])
 
 
-def _rows_view(moved, k):
+def _rows_view(moved: NDArray[Any], k: int) -> NDArray[Any] | None:
     """(rows, n) view of `moved` (its last k axes joined), or None if that
     needs a copy or the rows are not contiguous.  The row stride is free."""
     rows, n = _split(moved.shape, k)
@@ -143,7 +166,7 @@ def _rows_view(moved, k):
     return view
 
 
-def _input_rows(arr, axes):
+def _input_rows(arr: NDArray[Any], axes: tuple[int, ...]) -> NDArray[Any]:
     """(rows, n) array of `arr` for the kernels: a view when possible."""
     moved = _moved(arr, axes)
     view = _rows_view(moved, len(axes))
@@ -156,9 +179,11 @@ class _Output:
     """Where a kernel writes: `out` itself when its layout allows, else a
     fresh buffer that is copied (and cast, for float16) into `out`."""
 
-    def __init__(self, shape, axes, result_dtype, compute_dtype, out, inputs):
+    def __init__(self, shape: tuple[int, ...], axes: tuple[int, ...],
+                 result_dtype: np.dtype[Any], compute_dtype: np.dtype[Any],
+                 out: NDArray[Any] | None, inputs: list[NDArray[Any]]) -> None:
         self.out = out
-        self.result = None
+        self.result: NDArray[Any] | None = None
         self.result_dtype = result_dtype
         if out is not None and result_dtype == compute_dtype:
             rows = _rows_view(_moved(out, axes), len(axes))
@@ -178,7 +203,7 @@ class _Output:
         self.rows = buffer.reshape(_split(moved_shape, k))
         self.buffer = buffer if axes == trailing else np.moveaxis(buffer, trailing, axes)
 
-    def finish(self):
+    def finish(self) -> NDArray[Any]:
         if self.result is not None:
             return self.result
         if self.out is not None:
@@ -189,7 +214,7 @@ class _Output:
         return self.buffer
 
 
-def _partial_overlap(rows, other):
+def _partial_overlap(rows: NDArray[Any], other: NDArray[Any]) -> bool:
     if not np.may_share_memory(rows, other):
         return False
     same = (rows.__array_interface__["data"][0] == other.__array_interface__["data"][0]
@@ -201,7 +226,7 @@ def _partial_overlap(rows, other):
 # Forward
 # --------------------------------------------------------------------------
 
-def _is_plain_rows(x, axis):
+def _is_plain_rows(x: object, axis: object) -> TypeGuard[_FloatArray]:
     """True for the common case the kernels take as is: a C-contiguous,
     non-empty float32/float64 ndarray, reduced along its last axis."""
     return (type(x) is np.ndarray and type(axis) is int and x.ndim >= 1
@@ -209,16 +234,58 @@ def _is_plain_rows(x, axis):
             and x.flags.c_contiguous and x.size > 0)
 
 
-def _as_2d(x):
+def _as_2d(x: NDArray[Any]) -> NDArray[Any]:
     """(rows, n) view of a C-contiguous array reduced along its last axis."""
     return x if x.ndim == 2 else x.reshape(-1, x.shape[-1])
 
 
-def _forward(x, axis, out, kernel_name):
-    if out is None and _is_plain_rows(x, axis):
-        # Fast path: skips the general normalisation below (~15 us of
+def _is_plain_out(out: object, x: _FloatArray, *others: NDArray[Any]) -> TypeGuard[_FloatArray]:
+    """True when `out` can take the kernel's result for plain-rows inputs
+    (`x` and `others` alike) as is: a writeable C-contiguous ndarray like
+    `x` that is each input itself or shares no memory with it."""
+    return (type(out) is np.ndarray and out.dtype == x.dtype and out.shape == x.shape
+            and out.flags.c_contiguous and out.flags.writeable
+            and all(out is a or not np.may_share_memory(out, a) for a in (x, *others)))
+
+
+# A C-contiguous array reduced along one middle axis goes to the column
+# kernel (no transposed copy) when its rows are at least this long: shorter
+# ones would fill too few vector lanes, and their transposed copy is cheap.
+_COLS_MIN_INNER = 16
+
+
+def _takes_cols(arr: NDArray[Any], axes: tuple[int, ...]) -> bool:
+    return (len(axes) == 1 and axes[0] != arr.ndim - 1 and arr.flags.c_contiguous
+            and prod(arr.shape[axes[0] + 1:]) >= _COLS_MIN_INNER)
+
+
+def _cols_view(a: NDArray[Any], axis: int) -> NDArray[Any]:
+    """(outer, n, inner) view of a C-contiguous array, reduced along axis 1."""
+    return a.reshape(prod(a.shape[:axis]), a.shape[axis], prod(a.shape[axis + 1:]))
+
+
+def _forward_cols(arr: NDArray[Any], axis: int, out: NDArray[Any] | None,
+                  shape: tuple[int, ...], result_dtype: np.dtype[Any],
+                  take_log: bool) -> NDArray[Any]:
+    """softmax/log_softmax of a C-contiguous array along a non-last axis."""
+    direct = (out is not None and out.dtype == arr.dtype and out.flags.c_contiguous
+              and not _partial_overlap(out.reshape(arr.shape), arr))
+    result = out.reshape(arr.shape) if out is not None and direct else np.empty(arr.shape, arr.dtype)
+    _backend.kernels.softmax_cols(_cols_view(arr, axis), _cols_view(result, axis),
+                                  _backend.get_num_threads(), take_log)
+    if out is not None:
+        if not direct:
+            np.copyto(out, result.reshape(shape), casting="same_kind")
+        return out
+    return result.astype(result_dtype, copy=False).reshape(shape)
+
+
+def _forward(x: ArrayLike, axis: _Axis, out: NDArray[Any] | None,
+             kernel_name: str) -> NDArray[Any]:
+    if _is_plain_rows(x, axis) and (out is None or _is_plain_out(out, x)):
+        # Fast path: skips the general normalisation below (~5 us of
         # Python), which would find nothing to do.
-        y = np.empty_like(x)
+        y = np.empty_like(x) if out is None else out
         getattr(_backend.kernels, kernel_name)(_as_2d(x), _as_2d(y), _backend.get_num_threads())
         return y
     arr = _as_array(x, "x")
@@ -231,6 +298,9 @@ def _forward(x, axis, out, kernel_name):
     _check_out(out, shape, result_dtype)
 
     arr = arr.astype(compute_dtype, copy=False)
+    if _takes_cols(arr, axes):
+        return _forward_cols(arr, axes[0], out, shape, result_dtype,
+                             kernel_name == "log_softmax_rows")
     x_rows = _input_rows(arr, axes)
     out_nd = None if out is None else out.reshape(arr.shape)
     target = _Output(arr.shape, axes, result_dtype, compute_dtype, out_nd, [x_rows])
@@ -239,7 +309,14 @@ def _forward(x, axis, out, kernel_name):
     return out if out is not None else result.reshape(shape)
 
 
-def softmax(x, axis=-1, *, out=None):
+@overload
+def softmax(x: NDArray[_FloatT], axis: _Axis = -1, *,
+            out: NDArray[_FloatT] | None = None) -> NDArray[_FloatT]: ...
+@overload
+def softmax(x: ArrayLike, axis: _Axis = -1, *,
+            out: NDArray[Any] | None = None) -> _FloatArray: ...
+def softmax(x: ArrayLike, axis: _Axis = -1, *,
+            out: NDArray[Any] | None = None) -> NDArray[Any]:
     """Softmax, ``exp(x - max) / sum(exp(x - max))``, along `axis`.
 
     Parameters
@@ -289,7 +366,14 @@ def softmax(x, axis=-1, *, out=None):
     return _forward(x, axis, out, "softmax_rows")
 
 
-def log_softmax(x, axis=-1, *, out=None):
+@overload
+def log_softmax(x: NDArray[_FloatT], axis: _Axis = -1, *,
+                out: NDArray[_FloatT] | None = None) -> NDArray[_FloatT]: ...
+@overload
+def log_softmax(x: ArrayLike, axis: _Axis = -1, *,
+                out: NDArray[Any] | None = None) -> _FloatArray: ...
+def log_softmax(x: ArrayLike, axis: _Axis = -1, *,
+                out: NDArray[Any] | None = None) -> NDArray[Any]:
     """Log of the softmax, ``x - max - log(sum(exp(x - max)))``, along `axis`.
 
     More accurate than ``log(softmax(x))``: probabilities that underflow
@@ -326,7 +410,8 @@ def log_softmax(x, axis=-1, *, out=None):
 # Derivatives
 # --------------------------------------------------------------------------
 
-def _pair(a, b, axis, names, func):
+def _pair(a: ArrayLike, b: ArrayLike, axis: SupportsIndex, names: tuple[str, str],
+          func: str) -> tuple[NDArray[Any], NDArray[Any], np.dtype[Any]]:
     """Validate two same-shape inputs; both as arrays in the common dtype."""
     a_arr, b_arr = _as_array(a, names[0]), _as_array(b, names[1])
     result_dtype = np.result_type(_result_dtype(a_arr, names[0]),
@@ -337,11 +422,13 @@ def _pair(a, b, axis, names, func):
     return a_arr, b_arr, result_dtype
 
 
-def _product(kernel_name, func, a, b, axis, out, names):
+def _product(kernel_name: str, func: str, a: ArrayLike, b: ArrayLike, axis: SupportsIndex,
+             out: NDArray[Any] | None, names: tuple[str, str]) -> NDArray[Any]:
     """Shared body of softmax_jvp, softmax_vjp and log_softmax_vjp."""
-    if (out is None and _is_plain_rows(a, axis) and type(b) is np.ndarray
-            and b.dtype == a.dtype and b.shape == a.shape and b.flags.c_contiguous):
-        y = np.empty_like(a)
+    if (_is_plain_rows(a, axis) and type(b) is np.ndarray
+            and b.dtype == a.dtype and b.shape == a.shape and b.flags.c_contiguous
+            and (out is None or _is_plain_out(out, a, b))):
+        y = np.empty_like(a) if out is None else out
         getattr(_backend.kernels, kernel_name)(_as_2d(a), _as_2d(b), _as_2d(y),
                                                _backend.get_num_threads())
         return y
@@ -364,7 +451,14 @@ def _product(kernel_name, func, a, b, axis, out, names):
     return out if out is not None else result.reshape(shape)
 
 
-def softmax_jvp(s, v, axis=-1, *, out=None):
+@overload
+def softmax_jvp(s: NDArray[_FloatT], v: NDArray[_FloatT], axis: SupportsIndex = -1, *,
+                out: NDArray[_FloatT] | None = None) -> NDArray[_FloatT]: ...
+@overload
+def softmax_jvp(s: ArrayLike, v: ArrayLike, axis: SupportsIndex = -1, *,
+                out: NDArray[Any] | None = None) -> _FloatArray: ...
+def softmax_jvp(s: ArrayLike, v: ArrayLike, axis: SupportsIndex = -1, *,
+                out: NDArray[Any] | None = None) -> NDArray[Any]:
     """Jacobian-vector product of softmax: ``s * (v - sum(s * v, axis))``.
 
     For one row the softmax Jacobian is ``J = diag(s) - s sᵀ``; this
@@ -405,7 +499,14 @@ def softmax_jvp(s, v, axis=-1, *, out=None):
     return _product("softmax_jvp_rows", "softmax_jvp", s, v, axis, out, ("s", "v"))
 
 
-def softmax_vjp(s, g, axis=-1, *, out=None):
+@overload
+def softmax_vjp(s: NDArray[_FloatT], g: NDArray[_FloatT], axis: SupportsIndex = -1, *,
+                out: NDArray[_FloatT] | None = None) -> NDArray[_FloatT]: ...
+@overload
+def softmax_vjp(s: ArrayLike, g: ArrayLike, axis: SupportsIndex = -1, *,
+                out: NDArray[Any] | None = None) -> _FloatArray: ...
+def softmax_vjp(s: ArrayLike, g: ArrayLike, axis: SupportsIndex = -1, *,
+                out: NDArray[Any] | None = None) -> NDArray[Any]:
     """Vector-Jacobian product of softmax, the backward pass: ``s * (g - sum(s * g, axis))``.
 
     The softmax Jacobian is symmetric, so this equals :func:`softmax_jvp`;
@@ -440,7 +541,14 @@ def softmax_vjp(s, g, axis=-1, *, out=None):
     return _product("softmax_jvp_rows", "softmax_vjp", s, g, axis, out, ("s", "g"))
 
 
-def log_softmax_vjp(logp, g, axis=-1, *, out=None):
+@overload
+def log_softmax_vjp(logp: NDArray[_FloatT], g: NDArray[_FloatT], axis: SupportsIndex = -1, *,
+                    out: NDArray[_FloatT] | None = None) -> NDArray[_FloatT]: ...
+@overload
+def log_softmax_vjp(logp: ArrayLike, g: ArrayLike, axis: SupportsIndex = -1, *,
+                    out: NDArray[Any] | None = None) -> _FloatArray: ...
+def log_softmax_vjp(logp: ArrayLike, g: ArrayLike, axis: SupportsIndex = -1, *,
+                    out: NDArray[Any] | None = None) -> NDArray[Any]:
     """Vector-Jacobian product of log_softmax: ``g - exp(logp) * sum(g, axis)``.
 
     Parameters
@@ -472,7 +580,14 @@ def log_softmax_vjp(logp, g, axis=-1, *, out=None):
                     ("logp", "g"))
 
 
-def softmax_jacobian(s, axis=-1, *, out=None):
+@overload
+def softmax_jacobian(s: NDArray[_FloatT], axis: SupportsIndex = -1, *,
+                     out: NDArray[_FloatT] | None = None) -> NDArray[_FloatT]: ...
+@overload
+def softmax_jacobian(s: ArrayLike, axis: SupportsIndex = -1, *,
+                     out: NDArray[Any] | None = None) -> _FloatArray: ...
+def softmax_jacobian(s: ArrayLike, axis: SupportsIndex = -1, *,
+                     out: NDArray[Any] | None = None) -> NDArray[Any]:
     """The full softmax Jacobian ``J[..., i, j] = s_i (δ_ij - s_j)`` per row.
 
     Needed only when the matrix itself is wanted; backprop needs
@@ -538,7 +653,8 @@ def softmax_jacobian(s, axis=-1, *, out=None):
 # Fused loss
 # --------------------------------------------------------------------------
 
-def _class_indices(target, n, batch_shape):
+def _class_indices(target: NDArray[Any], n: int,
+                   batch_shape: tuple[int, ...]) -> NDArray[np.int64]:
     """Class indices as a contiguous int64 array; IndexError naming the
     first one (in C order) outside [0, n), before anything is computed."""
     flat = target if target.ndim == 1 else target.reshape(-1)
@@ -557,24 +673,54 @@ def _class_indices(target, n, batch_shape):
     return index
 
 
-def _cross_entropy_rows(x_rows, probs, index, batch_shape, reduction, return_grad,
-                        compute_dtype):
+def _cross_entropy_rows(x_rows: NDArray[Any], probs: NDArray[Any] | None,
+                        index: NDArray[np.int64] | None, batch_shape: tuple[int, ...],
+                        reduction: str, return_grad: bool, compute_dtype: np.dtype[Any],
+                        ) -> tuple[np.floating[Any] | _FloatArray, _FloatArray | None]:
     """Run the loss kernel on (rows, n) logits; (loss reduced, grad rows or None)."""
     rows, n = x_rows.shape
-    losses = np.empty(rows, np.float64)
+    # the kernel writes no loss for a row of no classes: it is a sum of nothing, 0
+    losses = np.empty(rows, np.float64) if n else np.zeros(rows, np.float64)
     grad = np.empty((rows, n), compute_dtype) if return_grad else None
     scale = 1.0 / rows if (reduction == "mean" and rows) else 1.0
     total = _backend.kernels.cross_entropy_rows(x_rows, probs, index, losses, grad, scale,
                                                 _backend.get_num_threads())
-    if reduction == "none":
-        loss = losses.reshape(batch_shape).astype(compute_dtype)
-    else:
-        loss = compute_dtype.type(total * scale if rows else
-                                  (np.nan if reduction == "mean" else 0.0))
+    # a float32 loss beyond the range is inf, as the kernels' own results are:
+    # no overflow warning from the cast
+    with np.errstate(over="ignore"):
+        if reduction == "none":
+            loss = losses.reshape(batch_shape).astype(compute_dtype)
+        else:
+            loss = compute_dtype.type(total * scale if rows else
+                                      (np.nan if reduction == "mean" else 0.0))
     return loss, grad
 
 
-def softmax_cross_entropy(logits, target, axis=-1, *, reduction="mean", return_grad=False):
+# The result's structure follows `reduction` and `return_grad`: a scalar
+# or one loss per row, alone or with the gradient.
+@overload
+def softmax_cross_entropy(logits: ArrayLike, target: ArrayLike, axis: SupportsIndex = -1, *,
+                          reduction: Literal["mean", "sum"] = "mean",
+                          return_grad: Literal[False] = False) -> np.floating[Any]: ...
+@overload
+def softmax_cross_entropy(logits: ArrayLike, target: ArrayLike, axis: SupportsIndex = -1, *,
+                          reduction: Literal["none"],
+                          return_grad: Literal[False] = False) -> _FloatArray: ...
+@overload
+def softmax_cross_entropy(logits: ArrayLike, target: ArrayLike, axis: SupportsIndex = -1, *,
+                          reduction: Literal["mean", "sum"] = "mean",
+                          return_grad: Literal[True]) -> tuple[np.floating[Any], _FloatArray]: ...
+@overload
+def softmax_cross_entropy(logits: ArrayLike, target: ArrayLike, axis: SupportsIndex = -1, *,
+                          reduction: Literal["none"],
+                          return_grad: Literal[True]) -> tuple[_FloatArray, _FloatArray]: ...
+@overload
+def softmax_cross_entropy(logits: ArrayLike, target: ArrayLike, axis: SupportsIndex = -1, *,
+                          reduction: _Reduction = "mean", return_grad: bool = False,
+                          ) -> _CrossEntropyResult: ...
+def softmax_cross_entropy(logits: ArrayLike, target: ArrayLike, axis: SupportsIndex = -1, *,
+                          reduction: _Reduction = "mean", return_grad: bool = False,
+                          ) -> _CrossEntropyResult:
     """Cross-entropy of softmax(logits) against `target`, with its gradient in one pass.
 
     Parameters
@@ -631,7 +777,8 @@ def softmax_cross_entropy(logits, target, axis=-1, *, reduction="mean", return_g
     >>> np.allclose(grad, (fs.softmax(logits) - np.eye(3)[[0, 1]]) / 2)
     True
     """
-    if reduction not in _REDUCTIONS:
+    # (the str check first: `in` would compare an array elementwise)
+    if not isinstance(reduction, str) or reduction not in _REDUCTIONS:
         raise ValueError(f"reduction must be one of {', '.join(map(repr, _REDUCTIONS))}; "
                          f"got {reduction!r}")
     if (_is_plain_rows(logits, axis) and type(target) is np.ndarray
@@ -639,10 +786,10 @@ def softmax_cross_entropy(logits, target, axis=-1, *, reduction="mean", return_g
         # Fast path (C-contiguous float logits, class indices, last axis):
         # the general normalisation below would find nothing to do.
         n = logits.shape[-1]
-        index = _class_indices(target, n, target.shape)
-        loss, grad = _cross_entropy_rows(_as_2d(logits), None, index, target.shape,
-                                         reduction, return_grad, logits.dtype)
-        return (loss, grad.reshape(logits.shape)) if return_grad else loss
+        loss, grad = _cross_entropy_rows(_as_2d(logits), None,
+                                         _class_indices(target, n, target.shape),
+                                         target.shape, reduction, return_grad, logits.dtype)
+        return loss if grad is None else (loss, grad.reshape(logits.shape))
     x = _as_array(logits, "logits")
     t = _as_array(target, "target")
     x_result = _result_dtype(x, "logits")
@@ -674,7 +821,8 @@ def softmax_cross_entropy(logits, target, axis=-1, *, reduction="mean", return_g
     compute_dtype = _compute_dtype(grad_dtype)
 
     x_rows = _input_rows(moved.astype(compute_dtype, copy=False), (moved.ndim - 1,))
-    probs = index = None
+    probs: NDArray[Any] | None = None
+    index: NDArray[np.int64] | None = None
     if is_index:
         index = _class_indices(t, n, batch_shape)
     else:
@@ -682,7 +830,7 @@ def softmax_cross_entropy(logits, target, axis=-1, *, reduction="mean", return_g
 
     loss, grad = _cross_entropy_rows(x_rows, probs, index, batch_shape, reduction,
                                      return_grad, compute_dtype)
-    if not return_grad:
+    if grad is None:  # return_grad=False
         return loss
     dlogits = np.moveaxis(grad.reshape(batch_shape + (n,)), -1, axis_)
     return loss, dlogits.astype(grad_dtype, copy=False).reshape(logits_shape)

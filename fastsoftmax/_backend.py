@@ -5,10 +5,16 @@ the best one the CPU supports is chosen; FASTSOFTMAX_SIMD=<path> forces one
 (the tests use it to run every path the CPU supports).
 """
 
+from __future__ import annotations
+
 import operator
 import os
 import sys
 from importlib import import_module
+from typing import Any, Protocol, SupportsIndex, TextIO, cast
+
+import numpy as np
+from numpy.typing import NDArray
 
 from . import _build_config
 
@@ -24,27 +30,68 @@ PATH_FEATURES = {
 }
 SIMD_ENV = "FASTSOFTMAX_SIMD"
 
-_baseline = import_module("fastsoftmax._kernels_baseline")
+# (rows, n) arrays as the kernels take them: float32 or float64, contiguous
+# rows, any row stride.  The kernels check the layout, not the annotations.
+_Rows = NDArray[np.floating[Any]]
 
 
-def built_paths():
+class KernelModule(Protocol):
+    """What every compiled kernel module (``_kernels_<path>``) provides.
+
+    The modules are compiled from one source, _kernels.pxi, and loaded by
+    name, so the type checker cannot see them: this spells out their
+    interface once (tests/test_typing.py checks it against the modules).
+    """
+
+    __file__: str
+    PARALLEL_MIN_ELEMENTS: int
+    SPLIT_ROW_MIN: int
+
+    def openmp_enabled(self) -> bool: ...
+    def omp_max_threads(self) -> int: ...
+    def omp_set_num_threads(self, n: int) -> None: ...
+    def simd_width_bytes(self) -> int: ...
+    def cpu_supports(self, feature: str) -> bool: ...
+    def parallel_team_size(self, num_threads: int) -> int: ...
+    def set_thresholds(self, parallel_min: int = ..., split_min: int = ...) -> None: ...
+
+    def softmax_rows(self, x: _Rows, out: _Rows, num_threads: int) -> None: ...
+    def log_softmax_rows(self, x: _Rows, out: _Rows, num_threads: int) -> None: ...
+    # x, out: (outer, n, inner) arrays with a contiguous inner axis; along axis 1
+    def softmax_cols(self, x: _Rows, out: _Rows, num_threads: int, take_log: bool) -> None: ...
+    def softmax_jvp_rows(self, s: _Rows, v: _Rows, out: _Rows, num_threads: int) -> None: ...
+    def log_softmax_vjp_rows(self, logp: _Rows, g: _Rows, out: _Rows,
+                             num_threads: int) -> None: ...
+    # out: a C-contiguous (rows, n, n) array, one Jacobian per row of s
+    def softmax_jacobian_rows(self, s: _Rows, out: _Rows, num_threads: int) -> None: ...
+    def cross_entropy_rows(self, logits: _Rows, target: _Rows | None,
+                           index: NDArray[np.int64] | None, loss: NDArray[np.float64],
+                           grad: _Rows | None, grad_scale: float,
+                           num_threads: int) -> float: ...
+    def first_out_of_range(self, index: NDArray[np.int64], n: int) -> int: ...
+
+
+_baseline = cast(KernelModule, import_module("fastsoftmax._kernels_baseline"))
+
+
+def built_paths() -> list[str]:
     """The SIMD paths this build compiled, best first."""
     return [p for p in PATH_PREFERENCE if p in _build_config.VARIANT_FLAGS]
 
 
-def supported_paths():
+def supported_paths() -> list[str]:
     """The built SIMD paths this CPU can run, best first."""
     return [p for p in built_paths()
             if all(_baseline.cpu_supports(f) for f in PATH_FEATURES[p])]
 
 
-def load(path):
+def load(path: str) -> KernelModule:
     """The kernel module of one SIMD path."""
     if path not in supported_paths():
         raise ImportError(
             f"fastsoftmax: SIMD path {path!r} is not available here; "
             f"this build and CPU support {supported_paths()}")
-    return import_module(f"fastsoftmax._kernels_{path}")
+    return cast(KernelModule, import_module(f"fastsoftmax._kernels_{path}"))
 
 
 SIMD_PATH = os.environ.get(SIMD_ENV) or supported_paths()[0]
@@ -53,10 +100,11 @@ kernels = load(SIMD_PATH)
 # The default thread count is OpenMP's, read once at import: OMP_NUM_THREADS
 # or the number of cores this process may run on.
 _DEFAULT_THREADS = kernels.omp_max_threads()
-_requested_threads = None
+_requested_threads: int | None = None
+_MAX_THREADS = 2**31 - 1
 
 
-def get_num_threads():
+def get_num_threads() -> int:
     """Number of threads the kernels use for large inputs.
 
     This is OpenMP's limit for the calling thread (``OMP_NUM_THREADS``, the
@@ -76,7 +124,7 @@ def get_num_threads():
     return min(limit, _requested_threads)
 
 
-def set_num_threads(n):
+def set_num_threads(n: SupportsIndex | None) -> None:
     """Set the number of threads the kernels use; ``None`` restores the default.
 
     Parameters
@@ -88,7 +136,7 @@ def set_num_threads(n):
     Raises
     ------
     ValueError
-        If `n` is less than 1.
+        If `n` is less than 1 or more than 2**31 - 1.
     TypeError
         If `n` is not an integer or None.
 
@@ -119,11 +167,13 @@ def set_num_threads(n):
         raise TypeError(f"n must be an int >= 1 or None, got {n!r}") from None
     if n < 1:
         raise ValueError(f"n must be >= 1 (or None for the default), got {n}")
+    if n > _MAX_THREADS:  # OpenMP takes a C int
+        raise ValueError(f"n must be at most {_MAX_THREADS}, got {n}")
     _requested_threads = n
     kernels.omp_set_num_threads(n)
 
 
-def config():
+def config() -> dict[str, Any]:
     """The facts show_config prints, as a dict."""
     from . import __version__
     return {
@@ -142,7 +192,7 @@ def config():
     }
 
 
-def show_config(file=None):
+def show_config(file: TextIO | None = None) -> None:
     """Print the version, build flags, OpenMP, threads and SIMD path.
 
     Parameters

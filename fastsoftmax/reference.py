@@ -17,14 +17,14 @@ higher-precision oracle for float64 results.
 This module imports nothing but NumPy and the standard library.
 """
 
+from __future__ import annotations
+
 import operator
+from typing import Any, Literal, SupportsIndex, Union, overload
 
 import numpy as np
-
-try:
-    from numpy.exceptions import AxisError
-except ImportError:  # NumPy < 1.25
-    from numpy import AxisError
+from numpy.exceptions import AxisError
+from numpy.typing import ArrayLike, NDArray
 
 __all__ = [
     "softmax",
@@ -38,8 +38,14 @@ __all__ = [
 
 _REDUCTIONS = ("mean", "sum", "none")
 
+# Types of the signatures (those of fastsoftmax, less its dtype overloads).
+_FloatArray = NDArray[np.floating[Any]]
+_Axis = Union[SupportsIndex, tuple[SupportsIndex, ...], None]
+_Reduction = Literal["mean", "sum", "none"]
+_Loss = Union[np.floating[Any], _FloatArray]  # a scalar, or one loss per row
 
-def _quiet():
+
+def _quiet() -> np.errstate:
     """Silence float warnings where they are expected, not errors.
 
     Overflow in ``x - max`` (e.g. -max - max) correctly rounds to -inf, and
@@ -52,7 +58,7 @@ def _quiet():
 # helpers: dtypes, axes, out=
 # --------------------------------------------------------------------------
 
-def _result_dtype(dtype):
+def _result_dtype(dtype: np.dtype[Any]) -> np.dtype[Any]:
     """The dtype of the result for an input of ``dtype`` (API.md's rules)."""
     if dtype.kind == "f":  # float16, float32, float64, longdouble
         return np.dtype(dtype.type)  # native byte order
@@ -63,17 +69,17 @@ def _result_dtype(dtype):
     )
 
 
-def _compute_dtype(result_dtype):
+def _compute_dtype(result_dtype: np.dtype[Any]) -> np.dtype[Any]:
     """float16 is computed in float32; every other dtype natively."""
     return np.dtype(np.float32) if result_dtype == np.float16 else result_dtype
 
 
-def _as_rows(x):
+def _as_rows(x: NDArray[Any]) -> NDArray[Any]:
     """A 0-d input is a one-element row: view it as shape (1,)."""
     return x.reshape(1) if x.ndim == 0 else x
 
 
-def _normalize_axes(axis, ndim):
+def _normalize_axes(axis: _Axis, ndim: int) -> tuple[int, ...]:
     """``axis`` (int, tuple of ints or None) as a tuple of axes in [0, ndim)."""
     if axis is None:
         return tuple(range(ndim))
@@ -90,7 +96,7 @@ def _normalize_axes(axis, ndim):
     return tuple(result)
 
 
-def _single_axis(axis, ndim):
+def _single_axis(axis: SupportsIndex, ndim: int) -> int:
     """``axis`` as one int in [0, ndim); the derivatives take no tuples."""
     try:
         axis = operator.index(axis)
@@ -101,7 +107,7 @@ def _single_axis(axis, ndim):
     return axis % ndim
 
 
-def _finish(result, out):
+def _finish(result: NDArray[Any], out: object) -> NDArray[Any]:
     """Return ``result``, or check ``out`` fully, then copy it there."""
     if out is None:
         return result
@@ -117,7 +123,8 @@ def _finish(result, out):
     return out
 
 
-def _prepare_pair(a, b, axis, names):
+def _prepare_pair(a: ArrayLike, b: ArrayLike, axis: SupportsIndex, names: tuple[str, str],
+                  ) -> tuple[NDArray[Any], NDArray[Any], int, np.dtype[Any], tuple[int, ...]]:
     """Check and convert the two inputs of a Jacobian product.
 
     Returns both as arrays (at least 1-d) in the computation dtype, the
@@ -141,7 +148,8 @@ def _prepare_pair(a, b, axis, names):
 # forward
 # --------------------------------------------------------------------------
 
-def _shift_by_max(x, axes):
+def _shift_by_max(x: NDArray[Any],
+                  axes: tuple[int, ...]) -> tuple[NDArray[Any], NDArray[np.bool_]]:
     """Return ``x - max(x)`` over ``axes`` and the mask of the NaN rows.
 
     A row is NaN in every entry when it holds a NaN or +inf, or when all its
@@ -155,7 +163,7 @@ def _shift_by_max(x, axes):
     return x - row_max, nan_row
 
 
-def _log_total(shifted, exps, axes):
+def _log_total(shifted: NDArray[Any], exps: NDArray[Any], axes: tuple[int, ...]) -> NDArray[Any]:
     """log(sum(exps)), accurate also when the sum is close to 1.
 
     The entries at the max (``shifted == 0``) contribute exactly 1 each, so
@@ -166,10 +174,11 @@ def _log_total(shifted, exps, axes):
     """
     at_max = shifted == 0
     others = np.sum(np.where(at_max, 0, exps), axis=axes, keepdims=True)
-    return np.log1p(others + (np.sum(at_max, axis=axes, keepdims=True) - 1))
+    log_total: NDArray[Any] = np.log1p(others + (np.sum(at_max, axis=axes, keepdims=True) - 1))
+    return log_total
 
 
-def _forward(x, axis, out, log):
+def _forward(x: ArrayLike, axis: _Axis, out: NDArray[Any] | None, log: bool) -> _FloatArray:
     x = np.asarray(x)
     shape, rdt = x.shape, _result_dtype(x.dtype)
     x = _as_rows(x).astype(_compute_dtype(rdt))
@@ -186,7 +195,7 @@ def _forward(x, axis, out, log):
     return _finish(result, out)
 
 
-def softmax(x, axis=-1, *, out=None):
+def softmax(x: ArrayLike, axis: _Axis = -1, *, out: NDArray[Any] | None = None) -> _FloatArray:
     """Softmax ``exp(x - max) / sum(exp(x - max))`` along ``axis``.
 
     Parameters
@@ -215,7 +224,8 @@ def softmax(x, axis=-1, *, out=None):
     return _forward(x, axis, out, log=False)
 
 
-def log_softmax(x, axis=-1, *, out=None):
+def log_softmax(x: ArrayLike, axis: _Axis = -1, *,
+                out: NDArray[Any] | None = None) -> _FloatArray:
     """Log-softmax ``x - max - log(sum(exp(x - max)))`` along ``axis``.
 
     Parameters
@@ -249,12 +259,13 @@ def log_softmax(x, axis=-1, *, out=None):
 # derivatives, from the softmax output s
 # --------------------------------------------------------------------------
 
-def _row_jacobian(s_row):
+def _row_jacobian(s_row: NDArray[Any]) -> NDArray[Any]:
     """The Jacobian of softmax for one row: ``diag(s) - s sᵀ``."""
     return np.diag(s_row) - np.outer(s_row, s_row)
 
 
-def softmax_jacobian(s, axis=-1, *, out=None):
+def softmax_jacobian(s: ArrayLike, axis: SupportsIndex = -1, *,
+                     out: NDArray[Any] | None = None) -> _FloatArray:
     """Full Jacobian of softmax, ``J[..., i, j] = s_i (δ_ij - s_j)``.
 
     Parameters
@@ -291,7 +302,8 @@ def softmax_jacobian(s, axis=-1, *, out=None):
         return _finish(jac.astype(rdt), out)
 
 
-def _jacobian_product(s, v, axis, out, names, vector_on_left):
+def _jacobian_product(s: ArrayLike, v: ArrayLike, axis: SupportsIndex, out: NDArray[Any] | None,
+                      names: tuple[str, str], vector_on_left: bool) -> _FloatArray:
     """``J @ v`` (or ``v @ J``) per row, with J built explicitly."""
     s, v, axis, rdt, shape = _prepare_pair(s, v, axis, names)
     s_rows, v_rows = np.moveaxis(s, axis, -1), np.moveaxis(v, axis, -1)
@@ -304,7 +316,8 @@ def _jacobian_product(s, v, axis, out, names, vector_on_left):
         return _finish(result.astype(rdt), out)
 
 
-def softmax_jvp(s, v, axis=-1, *, out=None):
+def softmax_jvp(s: ArrayLike, v: ArrayLike, axis: SupportsIndex = -1, *,
+                out: NDArray[Any] | None = None) -> _FloatArray:
     """Jacobian-vector product ``J v`` of softmax, per row along `axis`.
 
     Equal to ``s * (v - sum(s * v, axis, keepdims=True))``; here it is
@@ -337,7 +350,8 @@ def softmax_jvp(s, v, axis=-1, *, out=None):
     return _jacobian_product(s, v, axis, out, ("s", "v"), vector_on_left=False)
 
 
-def softmax_vjp(s, g, axis=-1, *, out=None):
+def softmax_vjp(s: ArrayLike, g: ArrayLike, axis: SupportsIndex = -1, *,
+                out: NDArray[Any] | None = None) -> _FloatArray:
     """Vector-Jacobian product ``g J`` of softmax, per row along `axis`.
 
     J is symmetric, so this equals `softmax_jvp`; it is computed separately
@@ -370,7 +384,8 @@ def softmax_vjp(s, g, axis=-1, *, out=None):
     return _jacobian_product(s, g, axis, out, ("s", "g"), vector_on_left=True)
 
 
-def log_softmax_vjp(logp, g, axis=-1, *, out=None):
+def log_softmax_vjp(logp: ArrayLike, g: ArrayLike, axis: SupportsIndex = -1, *,
+                    out: NDArray[Any] | None = None) -> _FloatArray:
     """Vector-Jacobian product of log-softmax, from its output `logp`.
 
     Parameters
@@ -410,8 +425,21 @@ def log_softmax_vjp(logp, g, axis=-1, *, out=None):
 # fused loss
 # --------------------------------------------------------------------------
 
-def softmax_cross_entropy(logits, target, axis=-1, *, reduction="mean",
-                          return_grad=False):
+@overload
+def softmax_cross_entropy(logits: ArrayLike, target: ArrayLike, axis: SupportsIndex = -1, *,
+                          reduction: _Reduction = "mean",
+                          return_grad: Literal[False] = False) -> _Loss: ...
+@overload
+def softmax_cross_entropy(logits: ArrayLike, target: ArrayLike, axis: SupportsIndex = -1, *,
+                          reduction: _Reduction = "mean",
+                          return_grad: Literal[True]) -> tuple[_Loss, _FloatArray]: ...
+@overload
+def softmax_cross_entropy(logits: ArrayLike, target: ArrayLike, axis: SupportsIndex = -1, *,
+                          reduction: _Reduction = "mean",
+                          return_grad: bool = False) -> _Loss | tuple[_Loss, _FloatArray]: ...
+def softmax_cross_entropy(logits: ArrayLike, target: ArrayLike, axis: SupportsIndex = -1, *,
+                          reduction: _Reduction = "mean",
+                          return_grad: bool = False) -> _Loss | tuple[_Loss, _FloatArray]:
     """Cross-entropy ``-sum(target * log_softmax(logits))`` per row.
 
     Parameters

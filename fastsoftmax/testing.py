@@ -13,10 +13,15 @@ check_vjp
 check_grad
     Check the gradient of a scalar function.
 
-This module imports nothing but NumPy.
+This module imports nothing but NumPy and the standard library.
 """
 
+from __future__ import annotations
+
+from collections.abc import Callable
+
 import numpy as np
+from numpy.typing import ArrayLike, NDArray
 
 __all__ = ["numerical_jacobian", "check_vjp", "check_grad"]
 
@@ -27,7 +32,8 @@ __all__ = ["numerical_jacobian", "check_vjp", "check_grad"]
 DEFAULT_RTOL = 1e-6
 
 
-def numerical_jacobian(f, x, eps=None):
+def numerical_jacobian(f: Callable[[NDArray[np.float64]], ArrayLike], x: ArrayLike,
+                       eps: float | None = None) -> NDArray[np.float64]:
     """Jacobian of `f` at `x` by central differences, in float64.
 
     Parameters
@@ -73,7 +79,8 @@ def numerical_jacobian(f, x, eps=None):
     return jac
 
 
-def _compare(claimed, numerical, rtol, what):
+def _compare(claimed: NDArray[np.float64], numerical: NDArray[np.float64], rtol: float | None,
+             what: str) -> float:
     """Max error of `claimed` against `numerical`; raise if above `rtol`.
 
     The error is ``max|claimed - numerical| / max(max|numerical|, 1)``:
@@ -103,7 +110,10 @@ def _compare(claimed, numerical, rtol, what):
     return error
 
 
-def check_vjp(f, vjp, x, g, *, rtol=None, eps=None):
+def check_vjp(f: Callable[[NDArray[np.float64]], ArrayLike],
+              vjp: Callable[[NDArray[np.float64], NDArray[np.float64]], ArrayLike],
+              x: ArrayLike, g: ArrayLike, *, rtol: float | None = None,
+              eps: float | None = None) -> float:
     """Check a vector-Jacobian product against finite differences.
 
     Parameters
@@ -175,7 +185,9 @@ def check_vjp(f, vjp, x, g, *, rtol=None, eps=None):
     return _compare(claimed, numerical, rtol, "vjp")
 
 
-def check_grad(f, grad, x, *, rtol=None, eps=None):
+def check_grad(f: Callable[[NDArray[np.float64]], ArrayLike],
+               grad: Callable[[NDArray[np.float64]], ArrayLike], x: ArrayLike, *,
+               rtol: float | None = None, eps: float | None = None) -> float:
     """Check the gradient of a scalar function against finite differences.
 
     Parameters
