@@ -300,10 +300,16 @@ def test_threadpoolctl(restore_threads, rng):
     before = fs.get_num_threads()
     x = rng.standard_normal((300, 200))
     expected = fs.softmax(x)
+    kernels = _backend.kernels
     with threadpoolctl.threadpool_limits(1):
         assert fs.get_num_threads() == 1
+        # the team a kernel really gets (the prange's num_threads clause
+        # would override OpenMP's limit if the kernels ignored it)
+        assert kernels.parallel_team_size(fs.get_num_threads()) == 1
         np.testing.assert_array_equal(fs.softmax(x), expected)
     assert fs.get_num_threads() == before
+    if openmp() and before > 1:
+        assert kernels.parallel_team_size(fs.get_num_threads()) == before
     if openmp():
         # the kernels' OpenMP runtime is one threadpoolctl sees and limits
         apis = {info["user_api"] for info in threadpoolctl.threadpool_info()}
