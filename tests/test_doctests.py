@@ -2,6 +2,7 @@
 
 import doctest
 import importlib
+import importlib.util
 import inspect
 
 import pytest
@@ -16,7 +17,10 @@ MODULES = {
     "fastsoftmax._backend": True,
     "fastsoftmax.reference": True,
     "fastsoftmax.testing": True,
+    "fastsoftmax.nn": True,
 }
+if importlib.util.find_spec("dask") is not None:  # an optional dependency
+    MODULES["fastsoftmax.dask"] = True
 
 # The functions of __all__ that compute something (and so must show how);
 # the rest configure or report.
