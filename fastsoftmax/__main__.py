@@ -653,7 +653,7 @@ def _pyplot() -> Any:
     except ImportError:
         return None
     matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    import matplotlib.pyplot as plt  # type: ignore[import, unused-ignore]
     return plt
 
 

@@ -13,6 +13,7 @@ import importlib.util
 import inspect
 import os
 import re
+import shutil
 from pathlib import Path
 
 import pytest
@@ -63,7 +64,14 @@ def mypy_errors(tmp_path_factory):
     folder = tmp_path_factory.mktemp("mypy")
     config = folder / "mypy.ini"
     config.write_text(MYPY_CONFIG.format(cache_dir=folder / "cache"))
-    files = [str(PACKAGE_DIR / name) for name in MODULES] + [str(USAGE_FILE)]
+    # A copy of the package's Python files: given files inside site-packages,
+    # mypy would take site-packages itself for a source folder, and its other
+    # modules (typing_extensions) for user modules shadowing the library.
+    package = folder / "src" / "fastsoftmax"
+    package.mkdir(parents=True)
+    for source in [*PACKAGE_DIR.glob("*.py"), PACKAGE_DIR / "py.typed"]:
+        shutil.copy(source, package)
+    files = [str(package / name) for name in MODULES] + [str(USAGE_FILE)]
     stdout, stderr, status = api.run(["--config-file", str(config), *files])
     # 0: no errors, 1: errors (listed in stdout); anything else is a crash
     # or a bad command line.
