@@ -221,13 +221,16 @@ static inline double fs_exp2w_f64(double hi, double lo)
  * is a normal number, made by adding k + 126 to p's exponent bits (exact),
  * and the second rounds once, into the subnormal range if need be.  No
  * clamp: below the lowest argument (-inf included) the garbage computed
- * from an out-of-range k is replaced by 0 at the end; NaN stays NaN. */
+ * from an out-of-range k is replaced by 0 at the end, and a NaN argument
+ * is passed through (adding k's bits to a NaN with a payload, such as R's
+ * NA, could make a number). */
 static inline float fs_expneg2w_f32(float hi, float lo)
 {
     float r, kf = fs_exp_reduce_f32(hi, lo, &r);
     float p = fs_exp_poly_f32(r);
     uint32_t shift = fs_bits_of_f32(kf + (126.0f + FS_F32_MAGIC)) << 23;
     float y = fs_f32_from_bits(fs_bits_of_f32(p) + shift) * 0x1p-126f;
+    y = hi == hi ? y : hi;
     return hi < FS_F32_LOWEST ? 0.0f : y;
 }
 
@@ -237,6 +240,7 @@ static inline double fs_expneg2w_f64(double hi, double lo)
     double p = fs_exp_poly_f64(r);
     uint64_t shift = fs_bits_of_f64(kf + (1022.0 + FS_F64_MAGIC)) << 52;
     double y = fs_f64_from_bits(fs_bits_of_f64(p) + shift) * 0x1p-1022;
+    y = hi == hi ? y : hi;
     return hi < FS_F64_LOWEST ? 0.0 : y;
 }
 
@@ -265,6 +269,7 @@ static inline float fs_expneg2w_scaled_f32(float hi, float lo)
     float p = fs_exp_poly_f32(r);
     uint32_t shift = fs_bits_of_f32(kf + ((float)FS_F32_TAIL_SCALE + FS_F32_MAGIC)) << 23;
     float y = fs_f32_from_bits(fs_bits_of_f32(p) + shift);
+    y = hi == hi ? y : hi;   /* NaN stays NaN, as in fs_expneg2w_f32 */
     return hi < FS_F32_TAIL_LOWEST ? 0.0f : y;
 }
 
@@ -274,6 +279,7 @@ static inline double fs_expneg2w_scaled_f64(double hi, double lo)
     double p = fs_exp_poly_f64(r);
     uint64_t shift = fs_bits_of_f64(kf + ((double)FS_F64_TAIL_SCALE + FS_F64_MAGIC)) << 52;
     double y = fs_f64_from_bits(fs_bits_of_f64(p) + shift);
+    y = hi == hi ? y : hi;
     return hi < FS_F64_TAIL_LOWEST ? 0.0 : y;
 }
 
