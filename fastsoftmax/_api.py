@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 import operator
+import sys
 from math import prod
 from typing import TYPE_CHECKING, Any, Literal, SupportsIndex, TypeVar, Union, overload
 
@@ -78,9 +79,13 @@ def _as_array(x: ArrayLike, name: str) -> NDArray[Any]:
         raise TypeError(f"{name} is a masked array; fastsoftmax ignores no mask: "
                         f"write masked entries as -inf instead")
     try:
-        return np.asarray(x)
+        arr = np.asarray(x)
     except ValueError as exc:  # e.g. a ragged list: NumPy's message names no argument
         raise ValueError(f"{name} cannot be converted to an array: {exc}") from exc
+    # Data not aligned to the item size (np.frombuffer at an odd offset, packed
+    # records, arrays received over a network) are copied: a C load of a
+    # misaligned float is undefined behaviour, even where x86 allows it.
+    return arr if arr.flags.aligned else arr.copy()
 
 
 def _axes(axis: _Axis, ndim: int) -> tuple[int, ...]:
@@ -187,7 +192,7 @@ class _Output:
         self.out = out
         self.result: NDArray[Any] | None = None
         self.result_dtype = result_dtype
-        if out is not None and result_dtype == compute_dtype:
+        if out is not None and result_dtype == compute_dtype and out.flags.aligned:
             rows = _rows_view(_moved(out, axes), len(axes))
             # writing straight into out is safe unless it overlaps an input
             # without being exactly that input (same memory, same layout)
@@ -233,7 +238,7 @@ def _is_plain_rows(x: object, axis: object) -> TypeGuard[_FloatArray]:
     non-empty float32/float64 ndarray, reduced along its last axis."""
     return (type(x) is np.ndarray and type(axis) is int and x.ndim >= 1
             and (axis == -1 or axis == x.ndim - 1) and x.dtype in _KERNEL_DTYPES
-            and x.flags.c_contiguous and x.size > 0)
+            and x.flags.c_contiguous and x.flags.aligned and x.size > 0)
 
 
 def _as_2d(x: NDArray[Any]) -> NDArray[Any]:
@@ -246,7 +251,7 @@ def _is_plain_out(out: object, x: _FloatArray, *others: NDArray[Any]) -> TypeGua
     (`x` and `others` alike) as is: a writeable C-contiguous ndarray like
     `x` that is each input itself or shares no memory with it."""
     return (type(out) is np.ndarray and out.dtype == x.dtype and out.shape == x.shape
-            and out.flags.c_contiguous and out.flags.writeable
+            and out.flags.c_contiguous and out.flags.writeable and out.flags.aligned
             and all(out is a or not np.may_share_memory(out, a) for a in (x, *others)))
 
 
@@ -271,7 +276,7 @@ def _forward_cols(arr: NDArray[Any], axis: int, out: NDArray[Any] | None,
                   take_log: bool) -> NDArray[Any]:
     """softmax/log_softmax of a C-contiguous array along a non-last axis."""
     direct = (out is not None and out.dtype == arr.dtype and out.flags.c_contiguous
-              and not _partial_overlap(out.reshape(arr.shape), arr))
+              and out.flags.aligned and not _partial_overlap(out.reshape(arr.shape), arr))
     result = out.reshape(arr.shape) if out is not None and direct else np.empty(arr.shape, arr.dtype)
     _backend.kernels.softmax_cols(_cols_view(arr, axis), _cols_view(result, axis),
                                   _backend.get_num_threads(), take_log)
@@ -620,6 +625,7 @@ def softmax_jacobian(s: ArrayLike, axis: SupportsIndex = -1, *,
     """
     if out is None and _is_plain_rows(s, axis):  # fast path, as in _forward
         n = s.shape[-1]
+        _check_jacobian_size(s.shape + (n,), s.dtype)
         jac = np.empty(s.shape + (n,), s.dtype)
         _backend.kernels.softmax_jacobian_rows(_as_2d(s), jac.reshape(-1, n, n),
                                                _backend.get_num_threads())
@@ -634,11 +640,13 @@ def softmax_jacobian(s: ArrayLike, axis: SupportsIndex = -1, *,
     n = moved.shape[-1]
     shape = moved.shape + (n,)
     _check_out(out, shape, result_dtype)
+    if out is None:  # before any copy of the input
+        _check_jacobian_size(shape, compute_dtype)
 
     s_rows = _input_rows(moved.astype(compute_dtype, copy=False), (moved.ndim - 1,))
     rows = s_rows.shape[0]
     if (out is not None and result_dtype == compute_dtype and out.flags.c_contiguous
-            and not np.may_share_memory(out, s_rows)):
+            and out.flags.aligned and not np.may_share_memory(out, s_rows)):
         _backend.kernels.softmax_jacobian_rows(s_rows, out.reshape(rows, n, n),
                                                _backend.get_num_threads())
         return out
@@ -655,17 +663,26 @@ def softmax_jacobian(s: ArrayLike, axis: SupportsIndex = -1, *,
 # Fused loss
 # --------------------------------------------------------------------------
 
+def _check_jacobian_size(shape: tuple[int, ...], dtype: np.dtype[Any]) -> None:
+    """A MemoryError naming the size of a Jacobian too big to even index
+    (NumPy's own "array is too big" names none)."""
+    nbytes = prod(shape) * dtype.itemsize
+    if nbytes > sys.maxsize:
+        raise MemoryError(f"softmax_jacobian: the result, shape {shape} of {dtype}, would "
+                          f"need {nbytes} bytes ({nbytes / 2**60:.3g} EiB)")
+
+
 def _class_indices(target: NDArray[Any], n: int,
                    batch_shape: tuple[int, ...]) -> NDArray[np.int64]:
     """Class indices as a contiguous int64 array; IndexError naming the
     first one (in C order) outside [0, n), before anything is computed."""
     flat = target if target.ndim == 1 else target.reshape(-1)
-    if flat.dtype == _I64 and flat.flags.c_contiguous:
+    if flat.dtype == _I64 and flat.flags.c_contiguous and flat.flags.aligned:
         index = flat
     elif flat.dtype == np.uint64 and flat.size and flat.max() > np.iinfo(np.int64).max:
         index = np.where(flat < n, flat, -1).astype(np.int64)  # keep huge ones out of range
     else:
-        index = np.ascontiguousarray(flat, dtype=np.int64)
+        index = np.require(flat, np.int64, ["C_CONTIGUOUS", "ALIGNED"])
     row = _backend.kernels.first_out_of_range(index, n)
     if row >= 0:
         where = (tuple(int(i) for i in np.unravel_index(row, batch_shape))

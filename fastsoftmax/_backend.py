@@ -104,6 +104,21 @@ _requested_threads: int | None = None
 _MAX_THREADS = 2**31 - 1
 
 
+def _one_thread_after_fork() -> None:
+    """In a child made by fork(): one thread.  GNU libgomp keeps a pool of
+    worker threads per calling thread and has no fork handler; the child
+    inherits the pool's bookkeeping but not its threads, so its first
+    parallel region would wait for them forever (docs/reliability.rst).
+    fs.set_num_threads(n) in the child undoes this, at that risk."""
+    global _requested_threads
+    _requested_threads = 1
+    kernels.omp_set_num_threads(1)
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_one_thread_after_fork)
+
+
 def get_num_threads() -> int:
     """Number of threads the kernels use for large inputs.
 
