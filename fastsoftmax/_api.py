@@ -434,7 +434,7 @@ def _product(kernel_name: str, func: str, a: ArrayLike, b: ArrayLike, axis: Supp
     """Shared body of softmax_jvp, softmax_vjp and log_softmax_vjp."""
     if (_is_plain_rows(a, axis) and type(b) is np.ndarray
             and b.dtype == a.dtype and b.shape == a.shape and b.flags.c_contiguous
-            and (out is None or _is_plain_out(out, a, b))):
+            and b.flags.aligned and (out is None or _is_plain_out(out, a, b))):
         y = np.empty_like(a) if out is None else out
         getattr(_backend.kernels, kernel_name)(_as_2d(a), _as_2d(b), _as_2d(y),
                                                _backend.get_num_threads())
