@@ -14,6 +14,8 @@ Environment variables:
   FASTSOFTMAX_REQUIRE_OPENMP=1  fail the build if the OpenMP probe fails
   FASTSOFTMAX_DEBUG=1           Cython bounds/initialisation checks on, -O0 -g
   FASTSOFTMAX_NATIVE=1          also build a "native" variant (-march=native)
+  FASTSOFTMAX_SANITIZE=<list>   build with -fsanitize=<list> (e.g. address,undefined),
+                                every finding fatal; see .ci/sanitizers for running it
 """
 
 import os
@@ -51,6 +53,11 @@ def env_flag(name):
 
 
 DEBUG = env_flag("FASTSOFTMAX_DEBUG")
+# Sanitizers: the same flags compile and link.  -g and the frame pointer
+# give reports with file:line; no recovery, so a finding fails the run.
+SANITIZE = os.environ.get("FASTSOFTMAX_SANITIZE", "").strip()
+SANITIZE_FLAGS = ([f"-fsanitize={SANITIZE}", f"-fno-sanitize-recover={SANITIZE}",
+                   "-fno-omit-frame-pointer", "-g"] if SANITIZE else [])
 IS_X86 = platform.machine().lower() in {"x86_64", "amd64", "i386", "i686"}
 
 # Instruction-set variants: name -> extra compiler flags.  The baseline uses
@@ -127,8 +134,8 @@ class BuildExt(build_ext):
                 print(f"fastsoftmax: compiler rejects {isa}; variant {variant} is "
                       "built without them", file=sys.stderr)
                 isa = []
-            ext.extra_compile_args = OPTIMISE + simd_flags + isa + omp_flags
-            ext.extra_link_args = omp_flags
+            ext.extra_compile_args = OPTIMISE + simd_flags + isa + omp_flags + SANITIZE_FLAGS
+            ext.extra_link_args = omp_flags + SANITIZE_FLAGS
             variants[variant] = ext.extra_compile_args
         self.write_build_config(openmp, reason, compiler_description(compiler), variants)
         super().build_extensions()
