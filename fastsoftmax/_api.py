@@ -182,6 +182,25 @@ def _input_rows(arr: NDArray[Any], axes: tuple[int, ...]) -> NDArray[Any]:
     return view
 
 
+def _cast_result(buffer: NDArray[Any], dtype: np.dtype[Any]) -> NDArray[Any]:
+    """The computed buffer in the result dtype.  A float16 result beyond
+    float16's range is +-inf, as the kernels' own results are: without
+    NumPy's overflow warning (errstate only where a cast happens: ~1 us)."""
+    if buffer.dtype == dtype:
+        return buffer
+    with np.errstate(over="ignore"):
+        return buffer.astype(dtype)
+
+
+def _copy_result(out: NDArray[Any], buffer: NDArray[Any]) -> None:
+    """Copy (and cast, as _cast_result does) a computed buffer into out."""
+    if out.dtype == buffer.dtype:
+        np.copyto(out, buffer)
+    else:
+        with np.errstate(over="ignore"):
+            np.copyto(out, buffer, casting="same_kind")
+
+
 class _Output:
     """Where a kernel writes: `out` itself when its layout allows, else a
     fresh buffer that is copied (and cast, for float16) into `out`."""
@@ -214,10 +233,10 @@ class _Output:
         if self.result is not None:
             return self.result
         if self.out is not None:
-            np.copyto(self.out, self.buffer, casting="same_kind")
+            _copy_result(self.out, self.buffer)
             return self.out
         if self.buffer.dtype != self.result_dtype:
-            return self.buffer.astype(self.result_dtype)
+            return _cast_result(self.buffer, self.result_dtype)
         return self.buffer
 
 
@@ -282,9 +301,9 @@ def _forward_cols(arr: NDArray[Any], axis: int, out: NDArray[Any] | None,
                                   _backend.get_num_threads(), take_log)
     if out is not None:
         if not direct:
-            np.copyto(out, result.reshape(shape), casting="same_kind")
+            _copy_result(out, result.reshape(shape))
         return out
-    return result.astype(result_dtype, copy=False).reshape(shape)
+    return _cast_result(result, result_dtype).reshape(shape)
 
 
 def _forward(x: ArrayLike, axis: _Axis, out: NDArray[Any] | None,
@@ -640,23 +659,28 @@ def softmax_jacobian(s: ArrayLike, axis: SupportsIndex = -1, *,
     n = moved.shape[-1]
     shape = moved.shape + (n,)
     _check_out(out, shape, result_dtype)
-    if out is None:  # before any copy of the input
+    rows = prod(moved.shape[:-1])
+    buffer = None
+    if out is None:
+        # the result (n times the input) before any copy of the input: a
+        # request too big fails on the result, naming its size
         _check_jacobian_size(shape, compute_dtype)
+        buffer = np.empty((rows, n, n), compute_dtype)
 
     s_rows = _input_rows(moved.astype(compute_dtype, copy=False), (moved.ndim - 1,))
-    rows = s_rows.shape[0]
     if (out is not None and result_dtype == compute_dtype and out.flags.c_contiguous
             and out.flags.aligned and not np.may_share_memory(out, s_rows)):
         _backend.kernels.softmax_jacobian_rows(s_rows, out.reshape(rows, n, n),
                                                _backend.get_num_threads())
         return out
-    buffer = np.empty((rows, n, n), compute_dtype)
+    if buffer is None:
+        buffer = np.empty((rows, n, n), compute_dtype)
     _backend.kernels.softmax_jacobian_rows(s_rows, buffer, _backend.get_num_threads())
     buffer = buffer.reshape(shape)
     if out is not None:
-        np.copyto(out, buffer, casting="same_kind")
+        _copy_result(out, buffer)
         return out
-    return buffer.astype(result_dtype, copy=False)
+    return _cast_result(buffer, result_dtype)
 
 
 # --------------------------------------------------------------------------
@@ -857,4 +881,4 @@ def softmax_cross_entropy(logits: ArrayLike, target: ArrayLike, axis: SupportsIn
     if grad is None:  # return_grad=False
         return loss
     dlogits = np.moveaxis(grad.reshape(batch_shape + (n,)), -1, axis_)
-    return loss, dlogits.astype(grad_dtype, copy=False).reshape(logits_shape)
+    return loss, _cast_result(dlogits, grad_dtype).reshape(logits_shape)

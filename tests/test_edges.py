@@ -25,6 +25,7 @@ the row loops matter.
 """
 
 import math
+import warnings
 
 import numpy as np
 import pytest
@@ -755,3 +756,27 @@ def test_one_row_of_ten_million_derivatives(name, dtype, rng):
     for extreme in copies_extremes(result):
         assert_ulp_close(extreme, expected, dtype.type, ulps,
                          floor=np.maximum(scale * terms, tiny(dtype)))
+
+
+# float16 results beyond float16's range are +-inf, as the kernels' own
+# float32/float64 results are, and like those come without NumPy's cast
+# warning: on the row path, the column path, into out, and the Jacobian.
+@pytest.mark.parametrize("call", ["rows", "columns", "out", "jacobian"])
+def test_float16_overflow_is_inf_without_a_warning(call):
+    big16 = float(np.finfo(np.float16).max)
+    x = np.zeros((3, 16), np.float16)
+    x[0, :2] = [big16, -big16]              # log-probability -2 max: beyond the range
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        if call == "rows":
+            r = fs.log_softmax(x)[0, 1]
+        elif call == "columns":
+            r = fs.log_softmax(np.ascontiguousarray(x.T), axis=0)[1, 0]
+        elif call == "out":
+            out = np.empty((3, 16), np.float16)
+            r = fs.log_softmax(x, out=out)[0, 1]
+        else:                               # J[0, 0] = s_0 (1 - s_0) = -89700
+            s = np.zeros((3, 16), np.float16)
+            s[0, 0] = 300.0
+            r = fs.softmax_jacobian(s)[0, 0, 0]
+    assert r == -np.inf
