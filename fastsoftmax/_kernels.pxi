@@ -373,8 +373,8 @@ def softmax_cols(const floating[:, :, ::1] x, floating[:, :, ::1] out, int num_t
     cdef Py_ssize_t item, o, c0
     if outer == 0 or n == 0 or inner == 0:
         return
-    cdef Py_ssize_t sx = x.strides[1] // sizeof(floating)
-    cdef Py_ssize_t sy = out.strides[1] // sizeof(floating)
+    cdef Py_ssize_t sx = x.strides[1] // <Py_ssize_t>sizeof(floating)
+    cdef Py_ssize_t sy = out.strides[1] // <Py_ssize_t>sizeof(floating)
     cdef int nthreads = threads_for(outer * n * inner, num_threads)
     with nogil:
         for item in prange(outer * tiles, schedule="static", num_threads=nthreads):
@@ -575,7 +575,7 @@ def cross_entropy_rows(const floating[:, :] logits, const floating[:, :] target,
     cdef floating *g = NULL
     if target is not None:
         t = &target[0, 0]
-        t_stride = target.strides[0] // sizeof(floating)
+        t_stride = target.strides[0] // <Py_ssize_t>sizeof(floating)
     if index is not None:
         idx = &index[0]
     if grad is not None:
