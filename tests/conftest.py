@@ -25,6 +25,14 @@ except ImportError:  # hypothesis is a test extra; its tests skip without it
     pass
 
 
+def pytest_configure(config):
+    # registered here, not in pyproject.toml, so the tests copied beside an
+    # installed wheel know the mark too
+    config.addinivalue_line(
+        "markers", "large: one row of 10**7 elements (about 0.1 s each); "
+                   "-m 'not large' skips them")
+
+
 @pytest.fixture(params=_backend.supported_paths(), ids=lambda p: f"simd-{p}")
 def simd_path(request, monkeypatch):
     """Run the test on every SIMD kernel module this CPU supports."""
