@@ -696,42 +696,51 @@ def _check_jacobian_size(shape: tuple[int, ...], dtype: np.dtype[Any]) -> None:
                           f"need {nbytes} bytes ({nbytes / 2**60:.3g} EiB)")
 
 
-def _class_indices(target: NDArray[Any], n: int,
-                   batch_shape: tuple[int, ...]) -> NDArray[np.int64]:
-    """Class indices as a contiguous int64 array; IndexError naming the
-    first one (in C order) outside [0, n), before anything is computed."""
+def _class_indices(target: NDArray[Any], n: int) -> NDArray[np.int64]:
+    """Class indices as a flat, contiguous int64 array (the kernel checks
+    that they lie in [0, n))."""
     flat = target if target.ndim == 1 else target.reshape(-1)
     if flat.dtype == _I64 and flat.flags.c_contiguous and flat.flags.aligned:
-        index = flat
-    elif flat.dtype == np.uint64 and flat.size and flat.max() > np.iinfo(np.int64).max:
-        index = np.where(flat < n, flat, -1).astype(np.int64)  # keep huge ones out of range
-    else:
-        index = np.require(flat, np.int64, ["C_CONTIGUOUS", "ALIGNED"])
-    row = _backend.kernels.first_out_of_range(index, n)
-    if row >= 0:
-        where = (tuple(int(i) for i in np.unravel_index(row, batch_shape))
-                 if len(batch_shape) > 1 else row)
-        raise IndexError(f"target index {flat[row]} is out of range for {n} classes "
-                         f"(at row {where}); indices must lie in [0, {n})")
-    return index
+        return flat
+    if flat.dtype == np.uint64 and flat.size and flat.max() > np.iinfo(np.int64).max:
+        return np.where(flat < n, flat, -1).astype(np.int64)  # keep huge ones out of range
+    return np.require(flat, np.int64, ["C_CONTIGUOUS", "ALIGNED"])
+
+
+def _index_error(target: NDArray[Any], row: int, n: int,
+                 batch_shape: tuple[int, ...]) -> IndexError:
+    """The error for the first class index (in C order) outside [0, n)."""
+    where = (tuple(int(i) for i in np.unravel_index(row, batch_shape))
+             if len(batch_shape) > 1 else row)
+    return IndexError(f"target index {target.reshape(-1)[row]} is out of range for {n} "
+                      f"classes (at row {where}); indices must lie in [0, {n})")
 
 
 def _cross_entropy_rows(x_rows: NDArray[Any], probs: NDArray[Any] | None,
-                        index: NDArray[np.int64] | None, batch_shape: tuple[int, ...],
+                        target: NDArray[Any] | None, batch_shape: tuple[int, ...],
                         reduction: str, return_grad: bool, compute_dtype: np.dtype[Any],
                         ) -> tuple[np.floating[Any] | _FloatArray, _FloatArray | None]:
-    """Run the loss kernel on (rows, n) logits; (loss reduced, grad rows or None)."""
+    """Run the loss kernel on (rows, n) logits, with probabilities `probs`
+    or class indices `target`; (loss reduced, grad rows or None).
+    IndexError for a class index out of range, before any result exists."""
     rows, n = x_rows.shape
-    # the kernel writes no loss for a row of no classes: it is a sum of nothing, 0
-    losses = np.empty(rows, np.float64) if n else np.zeros(rows, np.float64)
+    index = None if target is None else _class_indices(target, n)
+    # The kernel writes no loss for a row of no classes: it is a sum of
+    # nothing, 0.  Row losses are only kept for reduction="none".
+    losses = None
+    if reduction == "none":
+        losses = np.empty(rows, np.float64) if n else np.zeros(rows, np.float64)
     grad = np.empty((rows, n), compute_dtype) if return_grad else None
     scale = 1.0 / rows if (reduction == "mean" and rows) else 1.0
-    total = _backend.kernels.cross_entropy_rows(x_rows, probs, index, losses, grad, scale,
-                                                _backend.get_num_threads())
+    total, bad_row = _backend.kernels.cross_entropy_rows(x_rows, probs, index, losses, grad,
+                                                         scale, _backend.get_num_threads())
+    if bad_row >= 0:
+        assert target is not None
+        raise _index_error(target, bad_row, n, batch_shape)
     # A float32 loss beyond the range is inf, as the kernels' own results are,
     # without the cast's overflow warning (np.errstate costs ~1 us: only
     # where an array is cast).
-    if reduction == "none":
+    if losses is not None:
         loss = losses.reshape(batch_shape)
         if compute_dtype != _F64:
             with np.errstate(over="ignore"):
@@ -833,11 +842,11 @@ def softmax_cross_entropy(logits: ArrayLike, target: ArrayLike, axis: SupportsIn
             and target.dtype.kind in "iu" and target.shape == logits.shape[:-1]):
         # Fast path (C-contiguous float logits, class indices, last axis):
         # the general normalisation below would find nothing to do.
-        n = logits.shape[-1]
-        loss, grad = _cross_entropy_rows(_as_2d(logits), None,
-                                         _class_indices(target, n, target.shape),
-                                         target.shape, reduction, return_grad, logits.dtype)
-        return loss if grad is None else (loss, grad.reshape(logits.shape))
+        loss, grad = _cross_entropy_rows(_as_2d(logits), None, target, target.shape,
+                                         reduction, return_grad, logits.dtype)
+        if grad is None:
+            return loss
+        return loss, (grad if logits.ndim == 2 else grad.reshape(logits.shape))
     x = _as_array(logits, "logits")
     t = _as_array(target, "target")
     x_result = _result_dtype(x, "logits")
@@ -869,15 +878,12 @@ def softmax_cross_entropy(logits: ArrayLike, target: ArrayLike, axis: SupportsIn
     compute_dtype = _compute_dtype(grad_dtype)
 
     x_rows = _input_rows(moved.astype(compute_dtype, copy=False), (moved.ndim - 1,))
-    probs: NDArray[Any] | None = None
-    index: NDArray[np.int64] | None = None
-    if is_index:
-        index = _class_indices(t, n, batch_shape)
-    else:
+    probs = None
+    if not is_index:
         probs = _input_rows(t.reshape(x.shape).astype(compute_dtype, copy=False), (axis_,))
 
-    loss, grad = _cross_entropy_rows(x_rows, probs, index, batch_shape, reduction,
-                                     return_grad, compute_dtype)
+    loss, grad = _cross_entropy_rows(x_rows, probs, t if is_index else None, batch_shape,
+                                     reduction, return_grad, compute_dtype)
     if grad is None:  # return_grad=False
         return loss
     dlogits = np.moveaxis(grad.reshape(batch_shape + (n,)), -1, axis_)

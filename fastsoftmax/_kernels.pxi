@@ -16,6 +16,7 @@
 from cython.parallel cimport prange
 from libc.math cimport INFINITY, log
 from libc.stdint cimport int64_t
+from libc.stdlib cimport free, malloc
 
 ctypedef fused floating:
     float
@@ -552,45 +553,60 @@ cdef void xent_rows_impl(const floating[:, :] x, const floating *t, Py_ssize_t t
             loss[i] = xent_row_i(x, t, t_stride, index, grad, scale, i)
 
 
+cdef Py_ssize_t first_out_of_range(const int64_t *index, Py_ssize_t rows,
+                                   Py_ssize_t n) noexcept nogil:
+    """Position of the first index outside [0, n), or -1 if there is none."""
+    cdef Py_ssize_t i
+    for i in range(rows):
+        if index[i] < 0 or index[i] >= n:
+            return i
+    return -1
+
+
 def cross_entropy_rows(const floating[:, :] logits, const floating[:, :] target,
                        const int64_t[::1] index, double[::1] loss,
                        floating[:, ::1] grad, double grad_scale, int num_threads):
-    """loss[i] = -sum(target[i] * log_softmax(logits[i])) for every row i;
-    returns the sum of the losses.
+    """loss[i] = -sum(target[i] * log_softmax(logits[i])) for every row i.
 
     Exactly one of `target` (probabilities, rows x n) and `index` (class
-    indices, already checked to lie in [0, n)) is given, the other None.
-    `grad` (a C-contiguous rows x n array, or None) receives
+    indices) is given, the other None.  `loss` receives the rows' losses,
+    or is None when only their sum is wanted.  `grad` (a C-contiguous
+    rows x n array, or None) receives
     (softmax * sum(target) - target) * grad_scale.
+
+    Returns (sum of the losses, -1), or (nan, i) without computing anything
+    when index[i] is the first index outside [0, n).
     """
     cdef Py_ssize_t rows = logits.shape[0], n = logits.shape[1]
     require_contiguous_rows(n, logits.strides[1], sizeof(floating), "logits")
     if target is not None:
         require_contiguous_rows(n, target.strides[1], sizeof(floating), "target")
+    cdef const int64_t *idx = NULL
+    cdef Py_ssize_t bad_row
+    if index is not None:
+        idx = &index[0] if rows else NULL
+        bad_row = first_out_of_range(idx, rows, n)
+        if bad_row >= 0:
+            return float("nan"), bad_row
     if rows == 0 or n == 0:
-        return 0.0
+        return 0.0, -1
     cdef const floating *t = NULL
     cdef Py_ssize_t t_stride = 0
-    cdef const int64_t *idx = NULL
     cdef floating *g = NULL
     if target is not None:
         t = &target[0, 0]
         t_stride = target.strides[0] // <Py_ssize_t>sizeof(floating)
-    if index is not None:
-        idx = &index[0]
     if grad is not None:
         g = &grad[0, 0]
+    # the row losses are kept (here or in `loss`) for a sum that does not
+    # depend on how the rows were shared among threads
+    cdef double *row_loss = &loss[0] if loss is not None else <double *>malloc(rows * sizeof(double))
+    if row_loss == NULL:
+        raise MemoryError(f"cross-entropy: no memory for {rows} row losses")
     cdef double total
     with nogil:
-        xent_rows_impl(logits, t, t_stride, idx, &loss[0], g, grad_scale, num_threads)
-        total = fs_row_sum_f64(&loss[0], rows)  # compensated; same for any thread count
-    return total
-
-
-def first_out_of_range(const int64_t[::1] index, Py_ssize_t n):
-    """Position of the first index outside [0, n), or -1 if there is none."""
-    cdef Py_ssize_t i
-    for i in range(index.shape[0]):
-        if index[i] < 0 or index[i] >= n:
-            return i
-    return -1
+        xent_rows_impl(logits, t, t_stride, idx, row_loss, g, grad_scale, num_threads)
+        total = fs_row_sum_f64(row_loss, rows)  # compensated
+    if loss is None:
+        free(row_loss)
+    return total, -1

@@ -17,6 +17,7 @@ import numpy as np
 import pytest
 
 import fastsoftmax as fs
+from fastsoftmax import _backend
 
 try:
     from numpy.exceptions import AxisError
@@ -507,9 +508,27 @@ def test_index_out_of_range(logits, axis, target, bad, row):
     n = logits.shape[axis]
     message = (re.escape(f"target index {bad} is out of range for {n} classes "
                          f"(at row {row}); indices must lie in [0, {n})"))
-    for return_grad in (False, True):
-        with pytest.raises(IndexError, match=message):
-            fs.softmax_cross_entropy(logits, target, axis, return_grad=return_grad)
+    for reduction in ("mean", "none"):
+        for return_grad in (False, True):
+            with pytest.raises(IndexError, match=message):
+                fs.softmax_cross_entropy(logits, target, axis, reduction=reduction,
+                                         return_grad=return_grad)
+
+
+# The range check lives in the loss kernel itself, so not even a direct call
+# can read outside a row: it reports the first bad row and computes nothing.
+@pytest.mark.parametrize("index, bad_row", [([0, 3, -1], 1), ([-1, 0, 0], 0), ([0, 1, 2], -1)])
+def test_loss_kernel_checks_indices_before_computing(simd_path, index, bad_row):
+    logits = np.zeros((3, 3))
+    loss, grad = np.full(3, 7.0), np.full((3, 3), 7.0)
+    total, row = _backend.kernels.cross_entropy_rows(logits, None, np.array(index), loss, grad,
+                                                     1.0, 1)
+    assert row == bad_row
+    if bad_row >= 0:
+        assert np.isnan(total)
+        assert (loss == 7.0).all() and (grad == 7.0).all()
+    else:
+        assert total == pytest.approx(3 * np.log(3))
 
 
 # API.md: "Any other string raises `ValueError` listing the valid ones."
