@@ -295,9 +295,11 @@ cdef void softmax_row_split(const floating *x, floating *y, Py_ssize_t n,
         chunk_max[c] = m_c
         # A chunk whose max is -inf holds only -inf (a mask) and maybe NaN:
         # shifting by 0 gives a sum of 0, or NaN, where exp(x - m_c) would
-        # give NaN for the mask.
+        # give NaN for the mask.  log_softmax stores the terms too, as
+        # softmax_row does and for the same reason (10 % faster on one row
+        # of 4e6 floats).
         chunk_sum[c] = row_exp_sum(x + start, m_c if m_c != -INFINITY else 0,
-                                   <floating *>NULL if take_log else y + start,
+                                   <floating *>NULL if (take_log and y == x) else y + start,
                                    stop - start)
 
     for c in range(nchunks):
