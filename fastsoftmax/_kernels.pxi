@@ -74,6 +74,13 @@ SPLIT_ROW_MIN = 65536
 # Most chunks a split row is cut into (the partial results live on the stack).
 cdef enum:
     MAX_CHUNKS = 256
+# Rows of at most BLOCK_MAX_BYTES go through the forward passes ROW_BLOCK
+# rows at a time (see softmax_row_block): a block's input and output stay in
+# L1 cache.  Measured on 2 cores: 10-25 % faster for rows of 16 to 256
+# floats, no gain (up to 9 % slower) for rows of 2 KiB and more.
+cdef enum:
+    ROW_BLOCK = 8
+    BLOCK_MAX_BYTES = 1024
 
 cdef Py_ssize_t parallel_min_elements = PARALLEL_MIN_ELEMENTS
 cdef Py_ssize_t split_row_min = SPLIT_ROW_MIN
@@ -264,6 +271,35 @@ cdef inline void softmax_row(const floating *x, floating *y, Py_ssize_t n,
         row_scale_div(y, 1.0, total, n)
 
 
+cdef inline void softmax_row_block(const floating[:, :] x, floating[:, :] out,
+                                   Py_ssize_t first, Py_ssize_t count,
+                                   bint take_log) noexcept nogil:
+    """softmax_row for rows first .. first + count - 1 (count <= ROW_BLOCK),
+    pass by pass across the rows.  Each row's log (or reciprocal) waits for
+    its sum and the row's last pass waits for it; one row at a time, that
+    latency is paid per row (a fifth of log_softmax's time on rows of 64).
+    Here the rows' logs are independent of each other and overlap.  Each
+    row gets exactly the operations softmax_row would do."""
+    cdef floating m[ROW_BLOCK]
+    cdef double total[ROW_BLOCK]
+    cdef const floating *xr
+    cdef floating *yr
+    cdef Py_ssize_t r, n = x.shape[1]
+    for r in range(count):
+        xr = &x[first + r, 0]
+        yr = &out[first + r, 0]
+        m[r] = row_max(xr, n)
+        total[r] = row_exp_sum(xr, m[r], <floating *>NULL if take_log and yr == xr else yr, n)
+    if take_log:
+        for r in range(count):
+            total[r] = row_log_sum(&x[first + r, 0], m[r], <floating *>NULL, total[r], n)
+        for r in range(count):
+            row_shift(&x[first + r, 0], m[r], total[r], &out[first + r, 0], n)
+    else:
+        for r in range(count):
+            row_scale_div(&out[first + r, 0], 1.0, total[r], n)
+
+
 cdef inline Py_ssize_t chunk_length(Py_ssize_t n, Py_ssize_t nchunks) noexcept nogil:
     """Length of each of `nchunks` chunks covering n elements, rounded up to
     a multiple of 64 elements so that threads never share a cache line."""
@@ -329,9 +365,19 @@ cdef void softmax_rows_impl(const floating[:, :] x, floating[:, :] out,
     if rows == 0 or n == 0:
         return
     cdef int nthreads = threads_for(rows * n, num_threads)
+    cdef Py_ssize_t blocks = (rows + ROW_BLOCK - 1) // ROW_BLOCK, b
+    cdef bint by_blocks = n * <Py_ssize_t>sizeof(floating) <= BLOCK_MAX_BYTES
     if nthreads > 1 and rows < nthreads and n >= split_row_min:
         for i in range(rows):
             softmax_row_split(&x[i, 0], &out[i, 0], n, nthreads, take_log)
+    elif by_blocks and nthreads > 1:
+        for b in prange(blocks, schedule="static", num_threads=nthreads):
+            softmax_row_block(x, out, b * ROW_BLOCK, min(<Py_ssize_t>ROW_BLOCK, rows - b * ROW_BLOCK),
+                              take_log)
+    elif by_blocks:
+        for b in range(blocks):
+            softmax_row_block(x, out, b * ROW_BLOCK, min(<Py_ssize_t>ROW_BLOCK, rows - b * ROW_BLOCK),
+                              take_log)
     elif nthreads > 1:
         for i in prange(rows, schedule="static", num_threads=nthreads):
             softmax_row(&x[i, 0], &out[i, 0], n, take_log)
