@@ -7,7 +7,8 @@
 #   row stride is free (any, even negative or zero for inputs), which is why
 #   the memoryviews are [:, :] with the element stride checked on entry; the
 #   Python layer has already validated and reshaped everything, so kernels
-#   know nothing of axes, dtypes or Python objects;
+#   know nothing of axes, dtypes or Python objects (the loss kernel alone
+#   checks its class indices, which it must never follow out of a row);
 # - fused type `floating` gives one kernel per operation for float32 and
 #   float64;
 # - the per-element work lives in _vmath.h (vectorised exp and reductions);
@@ -16,7 +17,7 @@
 from cython.parallel cimport prange
 from libc.math cimport INFINITY, log
 from libc.stdint cimport int64_t
-from libc.stdlib cimport free, malloc
+from cpython.mem cimport PyMem_RawFree, PyMem_RawMalloc
 
 ctypedef fused floating:
     float
@@ -139,6 +140,18 @@ cdef int require_contiguous_rows(Py_ssize_t n, Py_ssize_t stride, Py_ssize_t ite
     return 0
 
 
+cdef int require_shape(str name, const Py_ssize_t *shape, const Py_ssize_t *expected,
+                       int ndim) except -1:
+    """The Python layer passes arrays of matching shapes; a direct call that
+    does not must not make a kernel read or write past an array's end."""
+    cdef int k
+    for k in range(ndim):
+        if shape[k] != expected[k]:
+            raise ValueError(f"{name}: shape {tuple([shape[j] for j in range(ndim)])}, "
+                             f"the kernel needs {tuple([expected[j] for j in range(ndim)])}")
+    return 0
+
+
 cdef inline int threads_for(Py_ssize_t elements, int requested) noexcept nogil:
     if requested <= 1 or elements < parallel_min_elements:
         return 1
@@ -258,6 +271,7 @@ cdef inline void row_shift(const floating *x, floating shift, double offset,
 
 cdef inline void softmax_row(const floating *x, floating *y, Py_ssize_t n,
                              bint take_log) noexcept nogil:
+    # softmax_row_block does the same per row: edit the two together
     cdef floating m = row_max(x, n)
     cdef double total
     if take_log:
@@ -272,19 +286,19 @@ cdef inline void softmax_row(const floating *x, floating *y, Py_ssize_t n,
 
 
 cdef inline void softmax_row_block(const floating[:, :] x, floating[:, :] out,
-                                   Py_ssize_t first, Py_ssize_t count,
-                                   bint take_log) noexcept nogil:
-    """softmax_row for rows first .. first + count - 1 (count <= ROW_BLOCK),
-    pass by pass across the rows.  Each row's log (or reciprocal) waits for
-    its sum and the row's last pass waits for it; one row at a time, that
-    latency is paid per row (a fifth of log_softmax's time on rows of 64).
-    Here the rows' logs are independent of each other and overlap.  Each
-    row gets exactly the operations softmax_row would do."""
+                                   Py_ssize_t block, bint take_log) noexcept nogil:
+    """softmax_row for the rows of block `block` (ROW_BLOCK rows, fewer in
+    the last block), pass by pass across the rows.  Each row's log (or
+    reciprocal) waits for its sum and the row's last pass waits for it; one
+    row at a time, that latency is paid per row (a fifth of log_softmax's
+    time on rows of 64).  Here the rows' logs are independent of each other
+    and overlap.  Each row gets exactly the operations softmax_row does."""
     cdef floating m[ROW_BLOCK]
     cdef double total[ROW_BLOCK]
     cdef const floating *xr
     cdef floating *yr
-    cdef Py_ssize_t r, n = x.shape[1]
+    cdef Py_ssize_t r, n = x.shape[1], first = block * ROW_BLOCK
+    cdef Py_ssize_t count = min(<Py_ssize_t>ROW_BLOCK, x.shape[0] - first)
     for r in range(count):
         xr = &x[first + r, 0]
         yr = &out[first + r, 0]
@@ -371,13 +385,12 @@ cdef void softmax_rows_impl(const floating[:, :] x, floating[:, :] out,
         for i in range(rows):
             softmax_row_split(&x[i, 0], &out[i, 0], n, nthreads, take_log)
     elif by_blocks and nthreads > 1:
-        for b in prange(blocks, schedule="static", num_threads=nthreads):
-            softmax_row_block(x, out, b * ROW_BLOCK, min(<Py_ssize_t>ROW_BLOCK, rows - b * ROW_BLOCK),
-                              take_log)
+        # (no more threads than blocks: a thread without one would only wait)
+        for b in prange(blocks, schedule="static", num_threads=min(<Py_ssize_t>nthreads, blocks)):
+            softmax_row_block(x, out, b, take_log)
     elif by_blocks:
         for b in range(blocks):
-            softmax_row_block(x, out, b * ROW_BLOCK, min(<Py_ssize_t>ROW_BLOCK, rows - b * ROW_BLOCK),
-                              take_log)
+            softmax_row_block(x, out, b, take_log)
     elif nthreads > 1:
         for i in prange(rows, schedule="static", num_threads=nthreads):
             softmax_row(&x[i, 0], &out[i, 0], n, take_log)
@@ -388,6 +401,7 @@ cdef void softmax_rows_impl(const floating[:, :] x, floating[:, :] out,
 
 def softmax_rows(const floating[:, :] x, floating[:, :] out, int num_threads):
     """out[i] = softmax(x[i]) for every row i (out may be x)."""
+    require_shape("out", out.shape, x.shape, 2)
     require_contiguous_rows(x.shape[1], x.strides[1], sizeof(floating), "x")
     require_contiguous_rows(out.shape[1], out.strides[1], sizeof(floating), "out")
     with nogil:
@@ -396,6 +410,7 @@ def softmax_rows(const floating[:, :] x, floating[:, :] out, int num_threads):
 
 def log_softmax_rows(const floating[:, :] x, floating[:, :] out, int num_threads):
     """out[i] = log_softmax(x[i]) for every row i (out may be x)."""
+    require_shape("out", out.shape, x.shape, 2)
     require_contiguous_rows(x.shape[1], x.strides[1], sizeof(floating), "x")
     require_contiguous_rows(out.shape[1], out.strides[1], sizeof(floating), "out")
     with nogil:
@@ -417,6 +432,7 @@ def softmax_cols(const floating[:, :, ::1] x, floating[:, :, ::1] out, int num_t
     whose inner axis is contiguous: the non-last-axis case without a
     transposed copy.  Each work item is FS_COLS columns of one outer block,
     vectorised across the columns; out may be x."""
+    require_shape("out", out.shape, x.shape, 3)
     cdef Py_ssize_t outer = x.shape[0], n = x.shape[1], inner = x.shape[2]
     cdef Py_ssize_t tiles = (inner + FS_COLS - 1) // FS_COLS
     cdef Py_ssize_t item, o, c0
@@ -503,6 +519,8 @@ cdef void product_rows_impl(const floating[:, :] a, const floating[:, :] b,
 def softmax_jvp_rows(const floating[:, :] s, const floating[:, :] v,
                      floating[:, :] out, int num_threads):
     """out[i] = s[i] * (v[i] - <s[i], v[i]>) for every row i."""
+    require_shape("v", v.shape, s.shape, 2)
+    require_shape("out", out.shape, s.shape, 2)
     require_contiguous_rows(s.shape[1], s.strides[1], sizeof(floating), "s")
     require_contiguous_rows(v.shape[1], v.strides[1], sizeof(floating), "v")
     require_contiguous_rows(out.shape[1], out.strides[1], sizeof(floating), "out")
@@ -513,6 +531,8 @@ def softmax_jvp_rows(const floating[:, :] s, const floating[:, :] v,
 def log_softmax_vjp_rows(const floating[:, :] logp, const floating[:, :] g,
                          floating[:, :] out, int num_threads):
     """out[i] = g[i] - exp(logp[i]) * sum(g[i]) for every row i."""
+    require_shape("g", g.shape, logp.shape, 2)
+    require_shape("out", out.shape, logp.shape, 2)
     require_contiguous_rows(logp.shape[1], logp.strides[1], sizeof(floating), "logp")
     require_contiguous_rows(g.shape[1], g.strides[1], sizeof(floating), "g")
     require_contiguous_rows(out.shape[1], out.strides[1], sizeof(floating), "out")
@@ -528,6 +548,9 @@ def softmax_jacobian_rows(const floating[:, :] s, floating[:, :, ::1] out,
     split across threads as well as many small ones.
     """
     cdef Py_ssize_t rows = s.shape[0], n = s.shape[1], k
+    cdef Py_ssize_t expected[3]
+    expected[:] = [rows, n, n]
+    require_shape("out", out.shape, expected, 3)
     require_contiguous_rows(n, s.strides[1], sizeof(floating), "s")
     if rows == 0 or n == 0:
         return
@@ -628,7 +651,14 @@ def cross_entropy_rows(const floating[:, :] logits, const floating[:, :] target,
     cdef Py_ssize_t rows = logits.shape[0], n = logits.shape[1]
     require_contiguous_rows(n, logits.strides[1], sizeof(floating), "logits")
     if target is not None:
+        require_shape("target", target.shape, logits.shape, 2)
         require_contiguous_rows(n, target.strides[1], sizeof(floating), "target")
+    if index is not None:
+        require_shape("index", index.shape, logits.shape, 1)
+    if loss is not None:
+        require_shape("loss", loss.shape, logits.shape, 1)
+    if grad is not None:
+        require_shape("grad", grad.shape, logits.shape, 2)
     cdef const int64_t *idx = NULL
     cdef Py_ssize_t bad_row
     if index is not None:
@@ -647,14 +677,17 @@ def cross_entropy_rows(const floating[:, :] logits, const floating[:, :] target,
     if grad is not None:
         g = &grad[0, 0]
     # the row losses are kept (here or in `loss`) for a sum that does not
-    # depend on how the rows were shared among threads
-    cdef double *row_loss = &loss[0] if loss is not None else <double *>malloc(rows * sizeof(double))
+    # depend on how the rows were shared among threads (the scratch from
+    # Python's raw allocator, which tracemalloc sees)
+    cdef double *row_loss = (&loss[0] if loss is not None
+                             else <double *>PyMem_RawMalloc(rows * sizeof(double)))
     if row_loss == NULL:
-        raise MemoryError(f"cross-entropy: no memory for {rows} row losses")
+        raise MemoryError(f"cross-entropy: cannot allocate {rows * sizeof(double)} bytes "
+                          f"for {rows} row losses")
     cdef double total
     with nogil:
         xent_rows_impl(logits, t, t_stride, idx, row_loss, g, grad_scale, num_threads)
         total = fs_row_sum_f64(row_loss, rows)  # compensated
     if loss is None:
-        free(row_loss)
+        PyMem_RawFree(row_loss)
     return total, -1

@@ -515,20 +515,55 @@ def test_index_out_of_range(logits, axis, target, bad, row):
                                          return_grad=return_grad)
 
 
-# The range check lives in the loss kernel itself, so not even a direct call
-# can read outside a row: it reports the first bad row and computes nothing.
+# The range check lives in the loss kernel itself, and the kernels check the
+# shapes they are given, so not even a direct call can read outside a row or
+# an array: the loss kernel reports the first bad row and computes nothing.
+@pytest.mark.parametrize("keep_losses", [True, False])
 @pytest.mark.parametrize("index, bad_row", [([0, 3, -1], 1), ([-1, 0, 0], 0), ([0, 1, 2], -1)])
-def test_loss_kernel_checks_indices_before_computing(simd_path, index, bad_row):
+def test_loss_kernel_checks_indices_before_computing(simd_path, index, bad_row, keep_losses):
     logits = np.zeros((3, 3))
     loss, grad = np.full(3, 7.0), np.full((3, 3), 7.0)
-    total, row = _backend.kernels.cross_entropy_rows(logits, None, np.array(index), loss, grad,
-                                                     1.0, 1)
+    total, row = _backend.kernels.cross_entropy_rows(
+        logits, None, np.array(index, np.int64), loss if keep_losses else None, grad, 1.0, 1)
     assert row == bad_row
     if bad_row >= 0:
         assert np.isnan(total)
         assert (loss == 7.0).all() and (grad == 7.0).all()
     else:
         assert total == pytest.approx(3 * np.log(3))
+        assert (grad != 7.0).all()
+        if keep_losses:
+            np.testing.assert_allclose(loss, np.log(3))
+
+
+@pytest.mark.parametrize("call, message", [
+    (lambda k: k.softmax_rows(np.zeros((3, 4)), np.zeros((2, 4)), 1),
+     "out: shape (2, 4), the kernel needs (3, 4)"),
+    (lambda k: k.log_softmax_rows(np.zeros((3, 4)), np.zeros((3, 5)), 1),
+     "out: shape (3, 5), the kernel needs (3, 4)"),
+    (lambda k: k.softmax_cols(np.zeros((2, 3, 4)), np.zeros((2, 3, 5)), 1, False),
+     "out: shape (2, 3, 5), the kernel needs (2, 3, 4)"),
+    (lambda k: k.softmax_jvp_rows(np.zeros((3, 4)), np.zeros((3, 3)), np.zeros((3, 4)), 1),
+     "v: shape (3, 3), the kernel needs (3, 4)"),
+    (lambda k: k.log_softmax_vjp_rows(np.zeros((3, 4)), np.zeros((3, 4)), np.zeros((4, 4)), 1),
+     "out: shape (4, 4), the kernel needs (3, 4)"),
+    (lambda k: k.softmax_jacobian_rows(np.zeros((3, 4)), np.zeros((3, 4, 3)), 1),
+     "out: shape (3, 4, 3), the kernel needs (3, 4, 4)"),
+    (lambda k: k.cross_entropy_rows(np.zeros((3, 4)), None, np.zeros(2, np.int64), None, None,
+                                    1.0, 1),
+     "index: shape (2,), the kernel needs (3,)"),
+    (lambda k: k.cross_entropy_rows(np.zeros((3, 4)), np.zeros((3, 3)), None, None, None, 1.0, 1),
+     "target: shape (3, 3), the kernel needs (3, 4)"),
+    (lambda k: k.cross_entropy_rows(np.zeros((3, 4)), None, np.zeros(3, np.int64),
+                                    np.zeros(4), None, 1.0, 1),
+     "loss: shape (4,), the kernel needs (3,)"),
+    (lambda k: k.cross_entropy_rows(np.zeros((3, 4)), None, np.zeros(3, np.int64), None,
+                                    np.zeros((3, 5)), 1.0, 1),
+     "grad: shape (3, 5), the kernel needs (3, 4)"),
+])
+def test_kernels_refuse_mismatched_shapes(simd_path, call, message):
+    with pytest.raises(ValueError, match="^" + re.escape(message) + "$"):
+        call(_backend.kernels)
 
 
 # API.md: "Any other string raises `ValueError` listing the valid ones."

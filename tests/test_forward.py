@@ -480,6 +480,22 @@ def test_out_in_place_one_long_row(func, dtype, threads, rng):
     np.testing.assert_array_equal(x, expected)
 
 
+# Short rows go through the kernels eight rows at a time (docs/performance.rst):
+# a row's result must not depend on its neighbours or on its place in a
+# block (full or partial), in place or not, on any path or thread count.
+@pytest.mark.parametrize("dtype", FLOAT_DTYPES, ids=DTYPE_IDS)
+@pytest.mark.parametrize("func", [fs.softmax, fs.log_softmax], ids=FORWARD_IDS)
+def test_row_result_does_not_depend_on_its_block(func, dtype, simd_path, threads, rng):
+    x = (rng.standard_normal((21, 37)) * 10).astype(dtype)  # blocks of 8, 8 and 5 rows
+    x[3, :5] = -np.inf                                       # a partly masked row
+    x[10, 7] = np.nan                                        # a NaN row mid-block
+    whole = func(x)
+    alone = np.concatenate([func(x[i:i + 1]) for i in range(len(x))])
+    np.testing.assert_array_equal(whole, alone)
+    func(x, out=x)
+    np.testing.assert_array_equal(x, whole)
+
+
 @pytest.mark.parametrize("overlap", ["reversed", "shifted+1", "shifted-1", "rows shifted",
                                      "transposed"])
 @pytest.mark.parametrize("dtype", FLOAT_DTYPES, ids=DTYPE_IDS)
