@@ -707,13 +707,11 @@ def _class_indices(target: NDArray[Any], n: int) -> NDArray[np.int64]:
     return np.require(flat, np.int64, ["C_CONTIGUOUS", "ALIGNED"])
 
 
-def _index_error(target: NDArray[Any], row: int, n: int,
-                 batch_shape: tuple[int, ...]) -> IndexError:
-    """The error for the first class index (in C order) outside [0, n)."""
-    where = (tuple(int(i) for i in np.unravel_index(row, batch_shape))
-             if len(batch_shape) > 1 else row)
-    return IndexError(f"target index {target.reshape(-1)[row]} is out of range for {n} "
-                      f"classes (at row {where}); indices must lie in [0, {n})")
+def _index_error(value: object, n: int, where: object) -> IndexError:
+    """The error for class index `value`, outside [0, n), at row `where`
+    (an int, or a tuple for a batch of more than one axis)."""
+    return IndexError(f"target index {value} is out of range for {n} classes "
+                      f"(at row {where}); indices must lie in [0, {n})")
 
 
 def _cross_entropy_rows(x_rows: NDArray[Any], probs: NDArray[Any] | None,
@@ -722,7 +720,8 @@ def _cross_entropy_rows(x_rows: NDArray[Any], probs: NDArray[Any] | None,
                         ) -> tuple[np.floating[Any] | _FloatArray, _FloatArray | None]:
     """Run the loss kernel on (rows, n) logits, with probabilities `probs`
     or class indices `target`; (loss reduced, grad rows or None).
-    IndexError for a class index out of range, before any result exists."""
+    IndexError for a class index out of range, raised before anything is
+    computed (the kernel checks first)."""
     rows, n = x_rows.shape
     index = None if target is None else _class_indices(target, n)
     # The kernel writes no loss for a row of no classes: it is a sum of
@@ -736,15 +735,14 @@ def _cross_entropy_rows(x_rows: NDArray[Any], probs: NDArray[Any] | None,
                                                          scale, _backend.get_num_threads())
     if bad_row >= 0:
         assert target is not None
-        raise _index_error(target, bad_row, n, batch_shape)
-    # A float32 loss beyond the range is inf, as the kernels' own results are,
-    # without the cast's overflow warning (np.errstate costs ~1 us: only
-    # where an array is cast).
+        where = (tuple(int(i) for i in np.unravel_index(bad_row, batch_shape))
+                 if len(batch_shape) > 1 else bad_row)
+        raise _index_error(target.reshape(-1)[bad_row], n, where)
+    # A float32 loss beyond the range is inf, as the kernels' own results
+    # are, without the cast's overflow warning (and without np.errstate,
+    # ~1 us, on the scalar path).
     if losses is not None:
-        loss = losses.reshape(batch_shape)
-        if compute_dtype != _F64:
-            with np.errstate(over="ignore"):
-                loss = loss.astype(compute_dtype)
+        loss = _cast_result(losses.reshape(batch_shape), compute_dtype)
     else:
         value = total * scale if rows else (np.nan if reduction == "mean" else 0.0)
         if compute_dtype != _F64 and abs(value) > _F32_MAX:

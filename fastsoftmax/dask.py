@@ -484,8 +484,7 @@ def _check_indices(index: NDArray[Any], n: int, start: tuple[int, ...],
     local = np.unravel_index(k, index.shape)
     row = tuple(int(s + i) for s, i in zip(start, local))
     where = row if batch_ndim > 1 else (row[0] if row else 0)
-    raise IndexError(f"target index {index.reshape(-1)[k]} is out of range for {n} classes "
-                     f"(at row {where}); indices must lie in [0, {n})")
+    raise _api._index_error(index.reshape(-1)[k], n, where)
 
 
 def _cross_entropy_block(logits: NDArray[Any], target: NDArray[Any], *, axis: int,

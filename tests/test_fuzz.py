@@ -54,10 +54,6 @@ from _helpers import assert_ulp_close, check, oracle, oracle_dtype
 
 F16, F32, F64 = np.dtype(np.float16), np.dtype(np.float32), np.dtype(np.float64)
 
-# A float16 result beyond float16's range is +-inf, as it should be, but
-# NumPy's cast to float16 warns about it (docs/reliability.rst, Findings).
-pytestmark = pytest.mark.filterwarnings("ignore:overflow encountered in cast:RuntimeWarning")
-
 # Inputs: the supported dtypes, byte-swapped ones, and two that must be refused.
 # (Repeats weight the draw: mostly float32/64, one in ~12 refused.)
 FLOAT_DTYPES = ["<f4", "<f8", "<f4", "<f8", "<f2", ">f4", ">f8"]
