@@ -696,6 +696,30 @@ def _check_jacobian_size(shape: tuple[int, ...], dtype: np.dtype[Any]) -> None:
                           f"need {nbytes} bytes ({nbytes / 2**60:.3g} EiB)")
 
 
+def _target_kind(target: Any, logits_shape: tuple[int, ...], batch_shape: tuple[int, ...],
+                 axis: int, logits_result: np.dtype[Any]) -> tuple[bool, np.dtype[Any]]:
+    """(whether `target`, a NumPy or dask array, holds class indices; the
+    gradient's dtype), or the error naming what is wrong with it."""
+    if target.dtype.kind in "iu":
+        if target.shape != batch_shape:
+            raise ValueError(
+                f"class-index target must have the shape of logits without axis "
+                f"{axis}: logits.shape={logits_shape}, so target.shape should be "
+                f"{batch_shape}, got {target.shape}")
+        return True, logits_result
+    if target.dtype.kind == "f":
+        if target.shape != logits_shape:
+            hint = (" (for class indices use an integer dtype)"
+                    if target.shape == batch_shape else "")
+            raise ValueError(f"probability target must have the shape of logits: "
+                             f"logits.shape={logits_shape}, target.shape={target.shape}{hint}")
+        t_result = _result_dtype(target, "target")
+        return False, (logits_result if t_result == logits_result
+                       else np.result_type(logits_result, t_result))
+    raise TypeError(f"target has dtype {target.dtype}: use an integer dtype for class "
+                    f"indices or a floating dtype for probabilities")
+
+
 def _class_indices(target: NDArray[Any], n: int) -> NDArray[np.int64]:
     """Class indices as a flat, contiguous int64 array (the kernel checks
     that they lie in [0, n))."""
@@ -854,25 +878,7 @@ def softmax_cross_entropy(logits: ArrayLike, target: ArrayLike, axis: SupportsIn
     (axis_,) = _single_axis(axis, x.ndim, "softmax_cross_entropy")
     moved = _moved(x, (axis_,))
     batch_shape, n = moved.shape[:-1], moved.shape[-1]
-    is_index = t.dtype.kind in "iu"
-    if is_index:
-        if t.shape != batch_shape:
-            raise ValueError(
-                f"class-index target must have the shape of logits without axis "
-                f"{axis_}: logits.shape={logits_shape}, so target.shape should be "
-                f"{batch_shape}, got {t.shape}")
-        grad_dtype = x_result
-    elif t.dtype.kind == "f":
-        if t.shape != logits_shape:
-            hint = (" (for class indices use an integer dtype)"
-                    if t.shape == batch_shape else "")
-            raise ValueError(f"probability target must have the shape of logits: "
-                             f"logits.shape={logits_shape}, target.shape={t.shape}{hint}")
-        t_result = _result_dtype(t, "target")
-        grad_dtype = x_result if t_result == x_result else np.result_type(x_result, t_result)
-    else:
-        raise TypeError(f"target has dtype {t.dtype}: use an integer dtype for class "
-                        f"indices or a floating dtype for probabilities")
+    is_index, grad_dtype = _target_kind(t, logits_shape, batch_shape, axis_, x_result)
     compute_dtype = _compute_dtype(grad_dtype)
 
     x_rows = _input_rows(moved.astype(compute_dtype, copy=False), (moved.ndim - 1,))

@@ -602,25 +602,7 @@ def softmax_cross_entropy(logits: _Input, target: _Input, axis: SupportsIndex = 
         x = x.reshape(1)
     (axis_,) = _api._single_axis(axis, x.ndim, "softmax_cross_entropy")
     batch_shape = logits_shape[:axis_] + tuple(x.shape[axis_ + 1:])
-    is_index = t.dtype.kind in "iu"
-    if is_index:
-        if t.shape != batch_shape:
-            raise ValueError(
-                f"class-index target must have the shape of logits without axis "
-                f"{axis_}: logits.shape={logits_shape}, so target.shape should be "
-                f"{batch_shape}, got {t.shape}")
-        grad_dtype = x_result
-    elif t.dtype.kind == "f":
-        if t.shape != logits_shape:
-            hint = (" (for class indices use an integer dtype)"
-                    if t.shape == batch_shape else "")
-            raise ValueError(f"probability target must have the shape of logits: "
-                             f"logits.shape={logits_shape}, target.shape={t.shape}{hint}")
-        t_result = _result_dtype(t, "target")
-        grad_dtype = x_result if t_result == x_result else np.result_type(x_result, t_result)
-    else:
-        raise TypeError(f"target has dtype {t.dtype}: use an integer dtype for class "
-                        f"indices or a floating dtype for probabilities")
+    is_index, grad_dtype = _api._target_kind(t, logits_shape, batch_shape, axis_, x_result)
     compute_dtype = _api._compute_dtype(grad_dtype)
 
     # The blocks: logits whole along the axis; the target paired with them
