@@ -393,21 +393,27 @@ static inline double fs_exp_sum_f64(const double *x, double shift, double *y, pt
 
 #define FS_DEFINE_ROW_OPS(T, SUF)                                              \
                                                                                \
-/* exp(a - b) for a <= b, the difference taken exactly (TwoSum) */            \
-static inline T fs_exp_diff_##SUF(T a, T b)                                    \
+/* a - b as hi + *lo exactly: hi the rounded difference, *lo its error     */ \
+/* (TwoSum)                                                                  */ \
+static inline T fs_two_diff_##SUF(T a, T b, T *lo)                            \
 {                                                                              \
     T hi = a - b;                                                              \
     T bv = hi - a;                                                             \
-    T lo = (a - (hi - bv)) + (-b - bv);                                        \
+    *lo = (a - (hi - bv)) + (-b - bv);                                         \
+    return hi;                                                                 \
+}                                                                              \
+                                                                               \
+/* exp(a - b) for a <= b, the difference taken exactly */                     \
+static inline T fs_exp_diff_##SUF(T a, T b)                                    \
+{                                                                              \
+    T lo, hi = fs_two_diff_##SUF(a, b, &lo);                                   \
     return fs_expneg2w_##SUF(hi, lo);                                          \
 }                                                                              \
                                                                                \
 /* exp(a - b) * 2^TAIL_SCALE for a <= b */                                    \
 static inline T fs_exp_diff_scaled_##SUF(T a, T b)                             \
 {                                                                              \
-    T hi = a - b;                                                              \
-    T bv = hi - a;                                                             \
-    T lo = (a - (hi - bv)) + (-b - bv);                                        \
+    T lo, hi = fs_two_diff_##SUF(a, b, &lo);                                   \
     return fs_expneg2w_scaled_##SUF(hi, lo);                                   \
 }                                                                              \
                                                                                \
