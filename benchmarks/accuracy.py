@@ -333,19 +333,18 @@ def measure(total, seed, paths, mp):
     {(function, dtype, regime): {path: {measure: (max, p99.9, argmax)}}} and
     the spot checks [(function, dtype, regime, worst ulp vs the oracle, the
     oracle's own error, the kernel's error vs mpmath)]."""
-    default_kernels = _backend.kernels
     started = time.perf_counter()
     results, spots = {}, []
     for dtype in (F32, F64):
         for regime, (make, _) in REGIMES.items():
             rng = np.random.default_rng(seed)
             x = make(rng, dtype, total)
-            _backend.kernels = default_kernels  # the forward results the derivatives get
-            inp = make_inputs(x, rng)
+            inp = make_inputs(x, rng)  # from the default kernels
             exact = oracles(inp)
             for path in paths:
-                _backend.kernels = _backend.load(path)
-                for name, actual in run_kernels(inp).items():
+                with _backend.use(path):
+                    outputs = run_kernels(inp)
+                for name, actual in outputs.items():
                     value, scales = exact[name]
                     entry = {"ulp": summarize(ulp_errors(actual, value, dtype))}
                     for measure_name, scale in scales.items():
@@ -361,7 +360,6 @@ def measure(total, seed, paths, mp):
                                       mp_ulp_error(actual.ravel()[worst], truth, dtype, mp)))
             print(f"{dtype.name} {regime}: done ({time.perf_counter() - started:.0f} s)",
                   file=sys.stderr)
-    _backend.kernels = default_kernels
     order = {name: i for i, name in enumerate(FUNCTIONS)}
     results = dict(sorted(results.items(), key=lambda kv: (order[kv[0][0]], kv[0][1])))
     return results, spots

@@ -307,12 +307,12 @@ def _forward_cols(arr: NDArray[Any], axis: int, out: NDArray[Any] | None,
 
 
 def _forward(x: ArrayLike, axis: _Axis, out: NDArray[Any] | None,
-             kernel_name: str) -> NDArray[Any]:
+             take_log: bool) -> NDArray[Any]:
     if _is_plain_rows(x, axis) and (out is None or _is_plain_out(out, x)):
         # Fast path: skips the general normalisation below (~5 us of
         # Python), which would find nothing to do.
         y = np.empty_like(x) if out is None else out
-        getattr(_backend.kernels, kernel_name)(_as_2d(x), _as_2d(y), _backend.get_num_threads())
+        _backend.kernels.softmax_rows(_as_2d(x), _as_2d(y), _backend.get_num_threads(), take_log)
         return y
     arr = _as_array(x, "x")
     result_dtype = _result_dtype(arr, "x")
@@ -326,11 +326,11 @@ def _forward(x: ArrayLike, axis: _Axis, out: NDArray[Any] | None,
     arr = arr.astype(compute_dtype, copy=False)
     if _takes_cols(arr, axes):
         return _forward_cols(arr, axes[0], out, shape, result_dtype,
-                             kernel_name == "log_softmax_rows")
+                             take_log)
     x_rows = _input_rows(arr, axes)
     out_nd = None if out is None else out.reshape(arr.shape)
     target = _Output(arr.shape, axes, result_dtype, compute_dtype, out_nd, [x_rows])
-    getattr(_backend.kernels, kernel_name)(x_rows, target.rows, _backend.get_num_threads())
+    _backend.kernels.softmax_rows(x_rows, target.rows, _backend.get_num_threads(), take_log)
     result = target.finish()
     return out if out is not None else result.reshape(shape)
 
@@ -389,7 +389,7 @@ def softmax(x: ArrayLike, axis: _Axis = -1, *,
     array([[1., 0.],
            [1., 0.]])
     """
-    return _forward(x, axis, out, "softmax_rows")
+    return _forward(x, axis, out, take_log=False)
 
 
 @overload
@@ -429,7 +429,7 @@ def log_softmax(x: ArrayLike, axis: _Axis = -1, *,
     >>> fs.log_softmax(np.array([1000.0, 0.0]))
     array([    0., -1000.])
     """
-    return _forward(x, axis, out, "log_softmax_rows")
+    return _forward(x, axis, out, take_log=True)
 
 
 # --------------------------------------------------------------------------
@@ -448,15 +448,15 @@ def _pair(a: ArrayLike, b: ArrayLike, axis: SupportsIndex, names: tuple[str, str
     return a_arr, b_arr, result_dtype
 
 
-def _product(kernel_name: str, func: str, a: ArrayLike, b: ArrayLike, axis: SupportsIndex,
+def _product(log_vjp: bool, func: str, a: ArrayLike, b: ArrayLike, axis: SupportsIndex,
              out: NDArray[Any] | None, names: tuple[str, str]) -> NDArray[Any]:
     """Shared body of softmax_jvp, softmax_vjp and log_softmax_vjp."""
     if (_is_plain_rows(a, axis) and type(b) is np.ndarray
             and b.dtype == a.dtype and b.shape == a.shape and b.flags.c_contiguous
             and b.flags.aligned and (out is None or _is_plain_out(out, a, b))):
         y = np.empty_like(a) if out is None else out
-        getattr(_backend.kernels, kernel_name)(_as_2d(a), _as_2d(b), _as_2d(y),
-                                               _backend.get_num_threads())
+        _backend.kernels.product_rows(_as_2d(a), _as_2d(b), _as_2d(y),
+                                      _backend.get_num_threads(), log_vjp)
         return y
     a_arr, b_arr, result_dtype = _pair(a, b, axis, names, func)
     compute_dtype = _compute_dtype(result_dtype)
@@ -471,8 +471,8 @@ def _product(kernel_name: str, func: str, a: ArrayLike, b: ArrayLike, axis: Supp
     out_nd = None if out is None else out.reshape(a_arr.shape)
     target = _Output(a_arr.shape, axes, result_dtype, compute_dtype, out_nd,
                      [a_rows, b_rows])
-    getattr(_backend.kernels, kernel_name)(a_rows, b_rows, target.rows,
-                                           _backend.get_num_threads())
+    _backend.kernels.product_rows(a_rows, b_rows, target.rows, _backend.get_num_threads(),
+                                  log_vjp)
     result = target.finish()
     return out if out is not None else result.reshape(shape)
 
@@ -522,7 +522,7 @@ def softmax_jvp(s: ArrayLike, v: ArrayLike, axis: SupportsIndex = -1, *,
     >>> np.allclose(fs.softmax_jvp(s, v), (np.diag(s) - np.outer(s, s)) @ v)
     True
     """
-    return _product("softmax_jvp_rows", "softmax_jvp", s, v, axis, out, ("s", "v"))
+    return _product(False, "softmax_jvp", s, v, axis, out, ("s", "v"))
 
 
 @overload
@@ -564,7 +564,7 @@ def softmax_vjp(s: ArrayLike, g: ArrayLike, axis: SupportsIndex = -1, *,
     >>> np.allclose(fs.softmax_vjp(s, g), s * (g - (s * g).sum(-1, keepdims=True)))
     True
     """
-    return _product("softmax_jvp_rows", "softmax_vjp", s, g, axis, out, ("s", "g"))
+    return _product(False, "softmax_vjp", s, g, axis, out, ("s", "g"))
 
 
 @overload
@@ -602,7 +602,7 @@ def log_softmax_vjp(logp: ArrayLike, g: ArrayLike, axis: SupportsIndex = -1, *,
     >>> fs.log_softmax_vjp(logp, g)        # softmax minus one-hot
     array([-0.90996943,  0.24472847,  0.66524096])
     """
-    return _product("log_softmax_vjp_rows", "log_softmax_vjp", logp, g, axis, out,
+    return _product(True, "log_softmax_vjp", logp, g, axis, out,
                     ("logp", "g"))
 
 

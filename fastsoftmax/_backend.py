@@ -7,9 +7,11 @@ the best one the CPU supports is chosen; FASTSOFTMAX_SIMD=<path> forces one
 
 from __future__ import annotations
 
+import contextlib
 import operator
 import os
 import sys
+from collections.abc import Iterator
 from importlib import import_module
 from typing import Any, Protocol, SupportsIndex, TextIO, cast
 
@@ -55,13 +57,14 @@ class KernelModule(Protocol):
     def parallel_team_size(self, num_threads: int) -> int: ...
     def set_thresholds(self, parallel_min: int = ..., split_min: int = ...) -> None: ...
 
-    def softmax_rows(self, x: _Rows, out: _Rows, num_threads: int) -> None: ...
-    def log_softmax_rows(self, x: _Rows, out: _Rows, num_threads: int) -> None: ...
+    # softmax, or log_softmax if take_log, of every row
+    def softmax_rows(self, x: _Rows, out: _Rows, num_threads: int, take_log: bool) -> None: ...
     # x, out: (outer, n, inner) arrays with a contiguous inner axis; along axis 1
     def softmax_cols(self, x: _Rows, out: _Rows, num_threads: int, take_log: bool) -> None: ...
-    def softmax_jvp_rows(self, s: _Rows, v: _Rows, out: _Rows, num_threads: int) -> None: ...
-    def log_softmax_vjp_rows(self, logp: _Rows, g: _Rows, out: _Rows,
-                             num_threads: int) -> None: ...
+    # per row: a * (b - <a, b>) (softmax_jvp, a = s), or if log_vjp
+    # b - exp(a) * sum(b) (log_softmax_vjp, a = logp)
+    def product_rows(self, a: _Rows, b: _Rows, out: _Rows, num_threads: int,
+                     log_vjp: bool) -> None: ...
     # out: a C-contiguous (rows, n, n) array, one Jacobian per row of s
     def softmax_jacobian_rows(self, s: _Rows, out: _Rows, num_threads: int) -> None: ...
     # (sum of the losses, -1), or (nan, i) when index[i] is the first out of range
@@ -96,6 +99,20 @@ def load(path: str) -> KernelModule:
 
 SIMD_PATH = os.environ.get(SIMD_ENV) or supported_paths()[0]
 kernels = load(SIMD_PATH)
+
+
+@contextlib.contextmanager
+def use(path: str) -> Iterator[KernelModule]:
+    """Run the public functions on the kernels of SIMD path `path` inside a
+    ``with`` block (tests and the accuracy script compare the paths), then
+    go back to the module in use before, also when the block raises."""
+    global kernels
+    previous = kernels
+    kernels = load(path)
+    try:
+        yield kernels
+    finally:
+        kernels = previous
 
 # The default thread count is OpenMP's, read once at import: OMP_NUM_THREADS
 # or the number of cores this process may run on.

@@ -399,22 +399,14 @@ cdef void softmax_rows_impl(const floating[:, :] x, floating[:, :] out,
             softmax_row(&x[i, 0], &out[i, 0], n, take_log)
 
 
-def softmax_rows(const floating[:, :] x, floating[:, :] out, int num_threads):
-    """out[i] = softmax(x[i]) for every row i (out may be x)."""
+def softmax_rows(const floating[:, :] x, floating[:, :] out, int num_threads, bint take_log):
+    """out[i] = softmax(x[i]), or log_softmax(x[i]) if take_log, for every
+    row i (out may be x)."""
     require_shape("out", out.shape, x.shape, 2)
     require_contiguous_rows(x.shape[1], x.strides[1], sizeof(floating), "x")
     require_contiguous_rows(out.shape[1], out.strides[1], sizeof(floating), "out")
     with nogil:
-        softmax_rows_impl(x, out, num_threads, False)
-
-
-def log_softmax_rows(const floating[:, :] x, floating[:, :] out, int num_threads):
-    """out[i] = log_softmax(x[i]) for every row i (out may be x)."""
-    require_shape("out", out.shape, x.shape, 2)
-    require_contiguous_rows(x.shape[1], x.strides[1], sizeof(floating), "x")
-    require_contiguous_rows(out.shape[1], out.strides[1], sizeof(floating), "out")
-    with nogil:
-        softmax_rows_impl(x, out, num_threads, True)
+        softmax_rows_impl(x, out, num_threads, take_log)
 
 
 cdef inline void softmax_cols_tile(const floating *x, Py_ssize_t sx, floating *y,
@@ -516,28 +508,19 @@ cdef void product_rows_impl(const floating[:, :] a, const floating[:, :] b,
             product_row(&a[i, 0], &b[i, 0], &out[i, 0], n, log_vjp)
 
 
-def softmax_jvp_rows(const floating[:, :] s, const floating[:, :] v,
-                     floating[:, :] out, int num_threads):
-    """out[i] = s[i] * (v[i] - <s[i], v[i]>) for every row i."""
-    require_shape("v", v.shape, s.shape, 2)
-    require_shape("out", out.shape, s.shape, 2)
-    require_contiguous_rows(s.shape[1], s.strides[1], sizeof(floating), "s")
-    require_contiguous_rows(v.shape[1], v.strides[1], sizeof(floating), "v")
+def product_rows(const floating[:, :] a, const floating[:, :] b,
+                 floating[:, :] out, int num_threads, bint log_vjp):
+    """For every row i: out[i] = a[i] * (b[i] - <a[i], b[i]>), the softmax
+    Jacobian-vector product (a = s, b = v); or, if log_vjp,
+    out[i] = b[i] - exp(a[i]) * sum(b[i]), the log_softmax vector-Jacobian
+    product (a = logp, b = g).  out may be a or b."""
+    require_shape("b", b.shape, a.shape, 2)
+    require_shape("out", out.shape, a.shape, 2)
+    require_contiguous_rows(a.shape[1], a.strides[1], sizeof(floating), "a")
+    require_contiguous_rows(b.shape[1], b.strides[1], sizeof(floating), "b")
     require_contiguous_rows(out.shape[1], out.strides[1], sizeof(floating), "out")
     with nogil:
-        product_rows_impl(s, v, out, num_threads, False)
-
-
-def log_softmax_vjp_rows(const floating[:, :] logp, const floating[:, :] g,
-                         floating[:, :] out, int num_threads):
-    """out[i] = g[i] - exp(logp[i]) * sum(g[i]) for every row i."""
-    require_shape("g", g.shape, logp.shape, 2)
-    require_shape("out", out.shape, logp.shape, 2)
-    require_contiguous_rows(logp.shape[1], logp.strides[1], sizeof(floating), "logp")
-    require_contiguous_rows(g.shape[1], g.strides[1], sizeof(floating), "g")
-    require_contiguous_rows(out.shape[1], out.strides[1], sizeof(floating), "out")
-    with nogil:
-        product_rows_impl(logp, g, out, num_threads, True)
+        product_rows_impl(a, b, out, num_threads, log_vjp)
 
 
 def softmax_jacobian_rows(const floating[:, :] s, floating[:, :, ::1] out,

@@ -34,10 +34,10 @@ def pytest_configure(config):
 
 
 @pytest.fixture(params=_backend.supported_paths(), ids=lambda p: f"simd-{p}")
-def simd_path(request, monkeypatch):
+def simd_path(request):
     """Run the test on every SIMD kernel module this CPU supports."""
-    monkeypatch.setattr(_backend, "kernels", _backend.load(request.param))
-    return request.param
+    with _backend.use(request.param):
+        yield request.param
 
 
 @pytest.fixture(params=[1, 2], ids=lambda n: f"threads{n}")

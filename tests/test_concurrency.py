@@ -171,13 +171,13 @@ def kernel_call(name, dtype=np.float32):
     x = np.broadcast_to(row, (rows, n))  # row stride 0: a cheap big input
     out = np.empty((rows, n), dtype)
     if name == "softmax_rows":
-        return lambda: kernels.softmax_rows(x, out, 1)
+        return lambda: kernels.softmax_rows(x, out, 1, False)
     if name == "log_softmax_rows":
-        return lambda: kernels.log_softmax_rows(x, out, 1)
+        return lambda: kernels.softmax_rows(x, out, 1, True)
     if name == "softmax_jvp_rows":
-        return lambda: kernels.softmax_jvp_rows(x, x, out, 1)
+        return lambda: kernels.product_rows(x, x, out, 1, False)
     if name == "log_softmax_vjp_rows":
-        return lambda: kernels.log_softmax_vjp_rows(x, x, out, 1)
+        return lambda: kernels.product_rows(x, x, out, 1, True)
     if name == "softmax_jacobian_rows":
         jac = np.empty((1, 2896, 2896), dtype)
         return lambda: kernels.softmax_jacobian_rows(x[:1, :2896], jac, 1)

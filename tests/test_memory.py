@@ -87,7 +87,7 @@ def raising_calls():
         "unknown reduction": (lambda: fs.softmax_cross_entropy(x, bad_index, reduction="max"),
                               ValueError),
         "kernel: rows not contiguous": (lambda: _backend.kernels.softmax_rows(
-            x[:, ::2], np.empty((4, 5)), 1), ValueError),
+            x[:, ::2], np.empty((4, 5)), 1, False), ValueError),
     }
 
 
