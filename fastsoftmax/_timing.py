@@ -15,8 +15,9 @@ Timed = Callable[[], object]  # one call, as timed
 _AUTORANGE_S = 0.2
 
 
-def calls_per_measurement(func: Timed, target: float) -> int:
-    """Calls of `func` that take about `target` seconds together.
+def calls_per_measurement(func: Timed, target: float | None) -> int:
+    """Calls of `func` that take about `target` seconds together (one
+    where `target` is None).
 
     A warm-up call first (first-touch page faults, thread pool start, lazy
     imports), then ``timeit.Timer.autorange`` (1, 2, 5, 10, 20, ... calls
@@ -24,12 +25,14 @@ def calls_per_measurement(func: Timed, target: float) -> int:
     its fixed 0.2 s stands for `target`.
     """
     func()
+    if target is None:
+        return 1
     speed = _AUTORANGE_S / target
     number, _ = timeit.Timer(func, timer=lambda: time.perf_counter() * speed).autorange()
     return number
 
 
-def median_times(funcs: Sequence[Timed], repeat: int, target: float = 0.01,
+def median_times(funcs: Sequence[Timed], repeat: int, target: float | None = 0.01,
                  budget: float | None = None, min_rounds: int = 3) -> list[float]:
     """Median seconds per call of each function, measured in turns.
 
@@ -40,9 +43,11 @@ def median_times(funcs: Sequence[Timed], repeat: int, target: float = 0.01,
     repeat : int
         Rounds, at most; each round measures every function once, so that
         a noisy moment on the machine hits every one alike.
-    target : float
+    target : float or None
         Seconds per measurement: each runs a function as many times as fill
-        about that long (see `calls_per_measurement`).
+        about that long (see `calls_per_measurement`).  None: one call per
+        measurement, for calls long enough to time alone; under load their
+        median keeps the calls no other process held up.
     budget : float, optional
         Seconds after which the rounds stop, once `min_rounds` are done, so
         that huge cases do not take minutes.
