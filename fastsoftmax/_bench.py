@@ -13,7 +13,7 @@ import platform
 import sys
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 from numpy.typing import DTypeLike
@@ -25,6 +25,7 @@ from fastsoftmax._ops import OPS, Shape, available, implementation, implementati
 from fastsoftmax._report import line_plot, number, print_table, ratio
 from fastsoftmax._timing import Timed, median_times, with_threads
 
+_T = TypeVar("_T")
 Cases = Iterable[tuple[str, dict[str, Timed]]]   # (label, {column: call})
 
 # Column order of every speed table; "fastsoftmax" is "ours" in the ratios.
@@ -44,7 +45,6 @@ class Sizes:
     vjp: tuple[Shape, ...]
     jacobian: tuple[Shape, ...]       # (rows, n): the result is rows x n x n
     cross_entropy: tuple[Shape, ...]  # class-index targets, return_grad=True
-    tiny: Shape                       # every op, whole-call microseconds
     threads_min_work: int             # the thread table: shapes with at least this work
     plot_total: int                   # throughput plot: elements per call (rows = total / n)
     plot_ns: tuple[int, ...]          # throughput plot: row lengths
@@ -54,6 +54,7 @@ class Sizes:
     tiny_target: float                # the same for the (1, 10) table: many calls each
     budget: float                     # seconds per case after which rounds stop (>= 3 done)
     quick: bool = False
+    tiny: Shape = (1, 10)             # every op, whole-call microseconds
 
     def shapes(self, op: str) -> tuple[Shape, ...]:
         """The shapes `op` is timed on."""
@@ -62,30 +63,28 @@ class Sizes:
                 "softmax_cross_entropy": self.cross_entropy}[op]
 
 
-FULL = Sizes(
-    forward=((4096, 1024), (256, 32000), (16384, 64), (64, 128), (1, 4_000_000),
-             (16384, 4096)),
-    vjp=((4096, 1024), (256, 32000)),
-    jacobian=((256, 256), (64, 1024)),
-    cross_entropy=((4096, 1024),),
-    tiny=(1, 10),
-    threads_min_work=2**20,
-    plot_total=2**22,
-    plot_ns=tuple(4**k for k in range(2, 11)),  # 16 .. 2**20
-    scaling_shape=(4096, 1024),
-    repeat=25, target=0.01, tiny_target=0.02, budget=10.0)
+def _sizes(quick: bool) -> Sizes:
+    """The full bench, or the smoke test (--quick): each value is given as
+    pick(full, quick)."""
+    def pick(full: _T, small: _T) -> _T:
+        return small if quick else full
 
-QUICK = Sizes(
-    forward=((64, 1024), (4, 8000), (512, 64), (64, 128), (1, 65536), (16, 4096)),
-    vjp=((64, 1024), (4, 8000)),
-    jacobian=((16, 64), (2, 256)),
-    cross_entropy=((64, 1024),),
-    tiny=(1, 10),
-    threads_min_work=2**15,
-    plot_total=2**16,
-    plot_ns=(16, 256, 4096, 65536),
-    scaling_shape=(64, 1024),
-    repeat=3, target=0.002, tiny_target=0.002, budget=0.5, quick=True)
+    return Sizes(
+        forward=pick(((4096, 1024), (256, 32000), (16384, 64), (64, 128), (1, 4_000_000),
+                      (16384, 4096)),
+                     ((64, 1024), (4, 8000), (512, 64), (64, 128), (1, 65536), (16, 4096))),
+        vjp=pick(((4096, 1024), (256, 32000)), ((64, 1024), (4, 8000))),
+        jacobian=pick(((256, 256), (64, 1024)), ((16, 64), (2, 256))),
+        cross_entropy=pick(((4096, 1024),), ((64, 1024),)),
+        threads_min_work=pick(2**20, 2**15),
+        plot_total=pick(2**22, 2**16),
+        plot_ns=pick(tuple(4**k for k in range(2, 11)), (16, 256, 4096, 65536)),  # 16 .. 2**20
+        scaling_shape=pick((4096, 1024), (64, 1024)),
+        repeat=pick(25, 3), target=pick(0.01, 0.002), tiny_target=pick(0.02, 0.002),
+        budget=pick(10.0, 0.5), quick=quick)
+
+
+FULL, QUICK = _sizes(quick=False), _sizes(quick=True)
 
 
 # --------------------------------------------------------------------------
