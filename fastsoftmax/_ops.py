@@ -200,9 +200,6 @@ OPS: dict[str, Op] = {
              "backward"),
 }
 
-FORWARD_OPS = tuple(name for name, op in OPS.items() if op.args == ("x",))
-
-
 def make_inputs(op: str, shape: Shape, dtype: DTypeLike = np.float32, seed: int = 0) -> Inputs:
     """The inputs of `op` on random data.
 
