@@ -46,6 +46,8 @@ import numpy as np
 import fastsoftmax as fs
 from fastsoftmax import _backend
 from fastsoftmax import reference as ref
+from fastsoftmax._checks import ulp_errors
+from fastsoftmax._report import format_table
 
 F32, F64 = np.dtype(np.float32), np.dtype(np.float64)
 HIGH = {F32: np.dtype(np.float64), F64: np.dtype(np.longdouble)}
@@ -205,32 +207,8 @@ def oracles(inp):
 
 
 # --------------------------------------------------------------------------
-# Errors in ulp
+# Errors in ulp (fastsoftmax._checks.ulp_errors: the measure above, elementwise)
 # --------------------------------------------------------------------------
-
-def ulp(exact, dtype):
-    """ulp of the exact values (an array in the higher precision)."""
-    info = np.finfo(dtype)
-    precision = info.nmant + 1
-    _, exponent = np.frexp(np.abs(exact))  # |e| = m 2**exponent, m in [0.5, 1)
-    spacing = np.ldexp(np.ones_like(exact), exponent - precision)
-    step = exact.dtype.type(info.smallest_subnormal)
-    return np.where(np.abs(exact) >= info.tiny, spacing, step)
-
-
-def ulp_errors(actual, exact, dtype, scale=None):
-    """|actual - exact| / ulp(scale or exact), elementwise; a special value
-    (NaN, inf) counts 0 if it matches the oracle's, else inf."""
-    actual = np.asarray(actual).astype(exact.dtype).ravel()
-    exact = exact.ravel()
-    unit = ulp(exact if scale is None else scale.ravel(), dtype)
-    with np.errstate(all="ignore"):
-        err = np.abs(actual - exact) / unit
-    special = ~np.isfinite(exact) | ~np.isfinite(actual)
-    same = (actual == exact) | (np.isnan(actual) & np.isnan(exact))
-    err[special] = np.where(same[special], 0.0, np.inf)
-    return err.astype(np.float64)
-
 
 def summarize(err):
     return float(err.max()), float(np.percentile(err, 99.9)), int(np.argmax(err))
@@ -314,18 +292,17 @@ def fmt(value):
 
 def table(title, lines, paths, key):
     """lines: (function, dtype, regime) -> {path: {"ulp": .., "terms": ..}}."""
-    out = [title, "-" * len(title)]
-    head = f"{'function':<20} {'dtype':<8} {'regime':<13}" + "".join(
-        f"{p + ' max / 99.9%':>22}" for p in paths)
-    out += [head, "-" * len(head)]
+    rows = []
     for (func, dtype, regime), per_path in lines.items():
         cells = []
         for p in paths:
             stats = per_path.get(p, {}).get(key)
-            cells.append(f"{'-':>22}" if stats is None else
-                         f"{fmt(stats[0]) + ' / ' + fmt(stats[1]):>22}")
-        out.append(f"{func:<20} {dtype:<8} {regime:<13}" + "".join(cells))
-    return out
+            cells.append("-" if stats is None else f"{fmt(stats[0])} / {fmt(stats[1])}")
+        rows.append([func, dtype, regime, *cells])
+    headers = ["function", "dtype", "regime", *(f"{p} max / 99.9%" for p in paths)]
+    return [title, "-" * len(title)] + format_table(
+        headers, rows, widths=[20, 8, 13, *(21 for _ in paths)],
+        align="<<<" + ">" * len(paths), sep=" ", rule="line")
 
 
 def measure(total, seed, paths, mp):
@@ -403,12 +380,12 @@ def report(results, spots, paths, total, seed, digits):
                    "s(|v| + sum|s v|), |g| + p sum|g|", cond, paths, "cond")
     if spots:
         lines += ["", f"mpmath spot checks ({digits} digits): the worst case (in ulp of the "
-                  f"exact value) of each line above, on the {paths[0]} path", "-" * 72,
-                  f"{'function':<20} {'dtype':<8} {'regime':<13} {'vs oracle':>10} "
-                  f"{'oracle err':>11} {'vs mpmath':>10}"]
-        for name, dtype, regime, vs_oracle, oracle_err, vs_mp in spots:
-            lines.append(f"{name:<20} {dtype:<8} {regime:<13} {fmt(vs_oracle):>10} "
-                         f"{fmt(oracle_err):>11} {fmt(vs_mp):>10}")
+                  f"exact value) of each line above, on the {paths[0]} path", "-" * 72]
+        lines += format_table(
+            ["function", "dtype", "regime", "vs oracle", "oracle err", "vs mpmath"],
+            [[name, dtype, regime, fmt(vs_oracle), fmt(oracle_err), fmt(vs_mp)]
+             for name, dtype, regime, vs_oracle, oracle_err, vs_mp in spots],
+            widths=[20, 8, 13, 10, 11, 10], align="<<<>>>", sep=" ", rule=None)
     return "\n".join(lines) + "\n"
 
 

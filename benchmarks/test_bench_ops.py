@@ -17,12 +17,9 @@ An implementation that does not exist for an op, or is not installed, is
 skipped with the reason.
 """
 
-import numpy as np
 import pytest
 
-import fastsoftmax as fs
-from fastsoftmax import reference as ref
-from fastsoftmax.__main__ import NAIVE
+from fastsoftmax._ops import IMPLEMENTATIONS, OPS, implementation
 
 FORWARD_SHAPES = [(4096, 1024), (256, 32000), (16384, 64), (64, 128), (1, 4_000_000),
                   (1, 10)]
@@ -36,103 +33,24 @@ CASES = ([("softmax", s) for s in FORWARD_SHAPES]
          + [("softmax_jacobian", s) for s in JACOBIAN_SHAPES]
          + [("softmax_cross_entropy", s) for s in CROSS_ENTROPY_SHAPES])
 
-IMPLEMENTATIONS = ["fastsoftmax", "reference", "numpy", "scipy", "torch", "floor"]
-
 # The reference's Jacobian products build each row's n x n Jacobian: for
 # these shapes that is 4096 matrices of 1024^2, or 256 of 32000^2 (8 GB each).
 REFERENCE_VJP_MAX_WORK = 10**8  # rows * n * n
 
 
-# --------------------------------------------------------------------------
-# One zero-argument callable per (op, implementation)
-# --------------------------------------------------------------------------
-
-def _fastsoftmax(op, a):
-    if op == "softmax":
-        return lambda: fs.softmax(a["x"])
-    if op == "log_softmax":
-        return lambda: fs.log_softmax(a["x"])
-    if op == "softmax_vjp":
-        return lambda: fs.softmax_vjp(a["s"], a["g"])
-    if op == "softmax_jacobian":
-        return lambda: fs.softmax_jacobian(a["s"])
-    return lambda: fs.softmax_cross_entropy(a["x"], a["labels"], return_grad=True)
-
-
-def _reference(op, a):
-    if op == "softmax":
-        return lambda: ref.softmax(a["x"])
-    if op == "log_softmax":
-        return lambda: ref.log_softmax(a["x"])
-    if op == "softmax_vjp":
+def _call(request, op, impl, a):
+    """The implementation's zero-argument call (fastsoftmax._ops), or skip
+    the test where it cannot run here, with the reason."""
+    if impl == "reference" and op == "softmax_vjp":
         rows, n = a["s"].shape
         if rows * n * n > REFERENCE_VJP_MAX_WORK:
             pytest.skip("the reference forms every row's n x n Jacobian: far too slow here")
-        return lambda: ref.softmax_vjp(a["s"], a["g"])
-    if op == "softmax_jacobian":
-        return lambda: ref.softmax_jacobian(a["s"])
-    return lambda: ref.softmax_cross_entropy(a["x"], a["labels"], return_grad=True)
-
-
-def _numpy(op, a):
-    # The NumPy expressions a user would write (shared with the main job's
-    # tables); the Jacobian's is diag(s) - s sᵀ by broadcasting.
-    naive = NAIVE[op]
-    if op in ("softmax", "log_softmax"):
-        return lambda: naive(a["x"])
-    if op == "softmax_vjp":
-        return lambda: naive(a["s"], a["g"])
-    if op == "softmax_jacobian":
-        return lambda: naive(a["s"])
-    return lambda: naive(a["x"], a["labels"])
-
-
-def _scipy(op, a):
-    if op not in ("softmax", "log_softmax"):
-        pytest.skip(f"scipy.special has no {op}")
-    special = pytest.importorskip("scipy.special")
-    func = getattr(special, op)
-    return lambda: func(a["x"], axis=-1)
-
-
-def _torch(op, a, torch):
-    if op in ("softmax", "log_softmax"):
-        func, x = getattr(torch, op), torch.from_numpy(a["x"])
-        return lambda: func(x, dim=-1)
-    if op == "softmax_vjp":  # softmax's own backward kernel
-        s, g = torch.from_numpy(a["s"]), torch.from_numpy(a["g"])
-        return lambda: torch._softmax_backward_data(g, s, -1, s.dtype)
-    if op == "softmax_jacobian":
-        # The Jacobian of softmax at logits log(s), whose softmax is s.
-        jacobian = torch.func.vmap(torch.func.jacrev(lambda row: torch.softmax(row, -1)))
-        logits = torch.from_numpy(np.log(a["s"]))
-        return lambda: jacobian(logits)
-    # cross-entropy: forward and backward, as training runs it
-    x = torch.from_numpy(a["x"]).requires_grad_(True)
-    labels = torch.from_numpy(a["labels"])
-    F = torch.nn.functional
-
-    def cross_entropy():
-        loss = F.cross_entropy(x, labels)
-        (grad,) = torch.autograd.grad(loss, x)
-        return loss, grad
-    return cross_entropy
-
-
-def _floor(op, a):
-    if op == "softmax_vjp":
-        # A copy reads one array; np.add reads both inputs and writes the
-        # output once, as the vjp must, and is as memory-bound as a copy.
-        s, g = a["s"], a["g"]
-        out = np.empty_like(s)
-        return lambda: np.add(s, g, out=out)
-    if op == "softmax_jacobian":  # read s, write rows * n * n
-        s = a["s"]
-        out = np.empty(s.shape + s.shape[-1:], s.dtype)
-        return lambda: np.copyto(out, s[:, :, None])
-    x = a["x"]  # forward and cross-entropy: read the logits, write as many values
-    out = np.empty_like(x)
-    return lambda: np.copyto(out, x)
+    if impl == "scipy":
+        if not OPS[op].scipy:
+            pytest.skip(f"scipy.special has no {op}")
+        pytest.importorskip("scipy.special")
+    torch = request.getfixturevalue("torch") if impl == "torch" else None
+    return implementation(op, impl, a, torch)
 
 
 # --------------------------------------------------------------------------
@@ -151,12 +69,7 @@ def _shape_id(shape):
 @pytest.mark.parametrize("op,shape", CASES,
                          ids=[f"{op}-{_shape_id(shape)}" for op, shape in CASES])
 def test_op(benchmark, request, inputs, op, shape, dtype, impl):
-    a = inputs(op, shape, dtype)
-    if impl == "torch":
-        func = _torch(op, a, request.getfixturevalue("torch"))
-    else:
-        func = {"fastsoftmax": _fastsoftmax, "reference": _reference, "numpy": _numpy,
-                "scipy": _scipy, "floor": _floor}[impl](op, a)
+    func = _call(request, op, impl, inputs(op, shape, dtype))
     benchmark.group = f"{op}-{dtype}-{shape}"
     func()  # warm-up: thread pools, first-touch page faults, lazy imports
     benchmark(func)

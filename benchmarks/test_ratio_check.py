@@ -6,10 +6,11 @@ Runs in a few seconds without pytest-benchmark flags:
 
 Why a ratio: absolute times depend on the machine, but naive NumPy on the
 same machine, measured in the same moments, is a yardstick that moves with
-it.  Medians of interleaved runs (ours, naive, ours, naive, ...) make a
-busy moment slow both sides alike, and a failing case is measured again
-(up to ATTEMPTS times) before it fails, so that a burst of activity from
-another process does not fail the build.
+it.  Medians of interleaved calls (ours, naive, ours, naive, ...;
+fastsoftmax._timing.median_times) make a busy moment slow both sides alike,
+and a failing case is measured again (up to ATTEMPTS times) before it
+fails, so that a burst of activity from another process does not fail the
+build.
 
 Why 2x: the naive expression makes five passes over memory (max, subtract,
 exp, sum, divide) and allocates three temporaries; the kernels make one or
@@ -37,20 +38,18 @@ process keeps a core busy for seconds (an OpenMP thread that is not
 scheduled holds up the rest), so run this on a runner of its own.
 """
 
-import statistics
-import time
-
-import numpy as np
 import pytest
 
 import fastsoftmax as fs
 from fastsoftmax import _backend
-from fastsoftmax.__main__ import naive_log_softmax, naive_softmax, naive_softmax_vjp
+from fastsoftmax._ops import implementation, make_inputs
+from fastsoftmax._timing import median_times
 
 MIN_SPEEDUP = 2.0  # with 2 or more threads
 MIN_SPEEDUP_ONE_THREAD = 1.3
 ROUNDS = 15  # interleaved pairs per measurement; the median discards outliers
 BUDGET_S = 1.0  # stop a measurement early after this long
+MIN_ROUNDS = 5  # ... once this many pairs are done
 ATTEMPTS = 3  # measurements before a case fails
 
 # Collected by a plain `pytest benchmarks/test_ratio_check.py` (it uses no
@@ -59,34 +58,10 @@ ATTEMPTS = 3  # measurements before a case fails
 pytestmark = pytest.mark.ratio_check
 
 
-def interleaved_medians(ours, theirs, rounds=ROUNDS, budget=BUDGET_S):
-    """Median seconds per call of each, timed alternately."""
-    ours(), theirs()  # warm-up: thread pool start, first-touch page faults
-    times_ours, times_theirs = [], []
-    start = time.perf_counter()
-    for _ in range(rounds):
-        for func, times in ((ours, times_ours), (theirs, times_theirs)):
-            t0 = time.perf_counter()
-            func()
-            times.append(time.perf_counter() - t0)
-        if time.perf_counter() - start > budget and len(times_ours) >= 5:
-            break
-    return statistics.median(times_ours), statistics.median(times_theirs)
-
-
-def _data(shape, seed=0):
-    return np.random.default_rng(seed).standard_normal(shape, dtype=np.float32)
-
-
 def _case(op, shape):
-    if op == "softmax":
-        x = _data(shape)
-        return (lambda: fs.softmax(x)), (lambda: naive_softmax(x))
-    if op == "log_softmax":
-        x = _data(shape)
-        return (lambda: fs.log_softmax(x)), (lambda: naive_log_softmax(x))
-    s, g = fs.softmax(_data(shape)), _data(shape, seed=1)
-    return (lambda: fs.softmax_vjp(s, g)), (lambda: naive_softmax_vjp(s, g))
+    """fastsoftmax's and naive NumPy's calls of `op` on float32 data."""
+    a = make_inputs(op, shape)
+    return implementation(op, "fastsoftmax", a), implementation(op, "numpy", a)
 
 
 @pytest.mark.parametrize("op,shape", [
@@ -100,7 +75,8 @@ def test_faster_than_naive_numpy(op, shape):
     bound = MIN_SPEEDUP if threads > 1 else MIN_SPEEDUP_ONE_THREAD
     ours, naive = _case(op, shape)
     for _ in range(ATTEMPTS):
-        t_ours, t_naive = interleaved_medians(ours, naive)
+        t_ours, t_naive = median_times([ours, naive], ROUNDS, target=None, budget=BUDGET_S,
+                                       min_rounds=MIN_ROUNDS)
         speedup = t_naive / t_ours
         print(f"{op} float32 {shape}: fastsoftmax {t_ours * 1e3:.3f} ms, "
               f"naive NumPy {t_naive * 1e3:.3f} ms, {speedup:.1f}x")

@@ -19,6 +19,7 @@ This module imports nothing but NumPy and the standard library.
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import TypeVar
 
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
@@ -110,6 +111,37 @@ def _compare(claimed: NDArray[np.float64], numerical: NDArray[np.float64], rtol:
     return error
 
 
+# The end of check_vjp's and check_grad's parameters, their result and
+# their failure, written once; "{shared sections}" marks the place.
+_SHARED_SECTIONS = """\
+    rtol : float, optional
+        Largest accepted error (default 1e-6; see `DEFAULT_RTOL`).
+    eps : float, optional
+        Finite-difference step (see `numerical_jacobian`).
+
+    Returns
+    -------
+    float
+        ``max|claimed - numerical| / max(max|numerical|, 1)``.
+
+    Raises
+    ------
+    AssertionError
+        If the error exceeds `rtol`, naming the worst index, the claimed and
+        the numerical value.
+"""
+
+_Check = TypeVar("_Check", bound=Callable[..., float])
+
+
+def _with_shared_sections(check: _Check) -> _Check:
+    """Complete the docstring of `check` (there is none under ``python -OO``)."""
+    if check.__doc__:
+        check.__doc__ = check.__doc__.replace("    {shared sections}\n", _SHARED_SECTIONS)
+    return check
+
+
+@_with_shared_sections
 def check_vjp(f: Callable[[NDArray[np.float64]], ArrayLike],
               vjp: Callable[[NDArray[np.float64], NDArray[np.float64]], ArrayLike],
               x: ArrayLike, g: ArrayLike, *, rtol: float | None = None,
@@ -126,21 +158,7 @@ def check_vjp(f: Callable[[NDArray[np.float64]], ArrayLike],
         The point.
     g : array_like
         The upstream gradient, the shape of ``f(x)``.
-    rtol : float, optional
-        Largest accepted error (default 1e-6; see `DEFAULT_RTOL`).
-    eps : float, optional
-        Finite-difference step (see `numerical_jacobian`).
-
-    Returns
-    -------
-    float
-        ``max|claimed - numerical| / max(max|numerical|, 1)``.
-
-    Raises
-    ------
-    AssertionError
-        If the error exceeds `rtol`, naming the worst index, the claimed and
-        the numerical value.
+    {shared sections}
 
     Examples
     --------
@@ -185,6 +203,7 @@ def check_vjp(f: Callable[[NDArray[np.float64]], ArrayLike],
     return _compare(claimed, numerical, rtol, "vjp")
 
 
+@_with_shared_sections
 def check_grad(f: Callable[[NDArray[np.float64]], ArrayLike],
                grad: Callable[[NDArray[np.float64]], ArrayLike], x: ArrayLike, *,
                rtol: float | None = None, eps: float | None = None) -> float:
@@ -198,21 +217,7 @@ def check_grad(f: Callable[[NDArray[np.float64]], ArrayLike],
         The claimed gradient, ``grad(x)``, the shape of `x`.
     x : array_like
         The point.
-    rtol : float, optional
-        Largest accepted error (default 1e-6; see `DEFAULT_RTOL`).
-    eps : float, optional
-        Finite-difference step (see `numerical_jacobian`).
-
-    Returns
-    -------
-    float
-        ``max|claimed - numerical| / max(max|numerical|, 1)``.
-
-    Raises
-    ------
-    AssertionError
-        If the error exceeds `rtol`, naming the worst index, the claimed and
-        the numerical value.
+    {shared sections}
 
     Examples
     --------

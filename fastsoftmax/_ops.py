@@ -1,0 +1,294 @@
+"""The op table of the benchmarks: every op timed, its inputs and its
+implementations.
+
+One table serves ``fastsoftmax bench``, the demo's speed table, the
+pytest-benchmark suite (``benchmarks/test_bench_ops.py``) and the CI ratio
+check (``benchmarks/test_ratio_check.py``), so that they all time the same
+calls on the same inputs.
+
+The implementations, by name (`IMPLEMENTATIONS`):
+
+fastsoftmax  the compiled kernels, allocating the result as a normal call does
+reference    fastsoftmax.reference, the plain NumPy ground truth
+numpy        the NumPy expression a user would write (several passes, temporaries)
+scipy        scipy.special (the forward ops only)
+torch        PyTorch on the same memory (torch.from_numpy), where installed
+floor        NumPy moving the bytes the op must move (read the inputs, write
+             the output) into a preallocated array, on one thread
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Union
+
+import numpy as np
+from numpy.typing import DTypeLike, NDArray
+
+import fastsoftmax as fs
+from fastsoftmax import reference as ref
+from fastsoftmax._timing import Timed
+
+# scipy is optional: it may be missing, or come without type stubs; the
+# ignores on its imports allow for both.
+try:
+    import scipy  # type: ignore[import, unused-ignore]
+    import scipy.special as sps  # type: ignore[import, unused-ignore]
+except ImportError:  # its column is left out
+    scipy = sps = None  # type: ignore[assignment, unused-ignore]
+
+Shape = tuple[int, ...]
+Inputs = dict[str, NDArray[Any]]   # an op's arguments by name (see make_inputs)
+FloatType = Union[type[np.float32], type[np.float64]]
+
+IMPLEMENTATIONS = ("fastsoftmax", "reference", "numpy", "scipy", "torch", "floor")
+
+
+# --------------------------------------------------------------------------
+# The NumPy expressions a user would write.  (NumPy's type stubs give a
+# reduction with keepdims=True the type Any, so these return Any.)
+# --------------------------------------------------------------------------
+
+def naive_softmax(x: NDArray[Any]) -> Any:
+    """``exp(x - max) / sum(exp(x - max))`` along the last axis."""
+    e = np.exp(x - x.max(-1, keepdims=True))
+    return e / e.sum(-1, keepdims=True)
+
+
+def naive_log_softmax(x: NDArray[Any]) -> Any:
+    """``x - max - log(sum(exp(x - max)))`` along the last axis."""
+    shifted = x - x.max(-1, keepdims=True)
+    return shifted - np.log(np.exp(shifted).sum(-1, keepdims=True))
+
+
+def naive_softmax_vjp(s: NDArray[Any], g: NDArray[Any]) -> Any:
+    """``s * (g - <s, g>)`` along the last axis."""
+    return s * (g - (s * g).sum(-1, keepdims=True))
+
+
+def naive_softmax_jacobian(s: NDArray[Any]) -> Any:
+    """``diag(s) - s sᵀ`` for every row of a 2-d `s`, by broadcasting."""
+    n = s.shape[-1]
+    return s[:, :, None] * np.eye(n, dtype=s.dtype) - s[:, :, None] * s[:, None, :]
+
+
+def naive_cross_entropy(x: NDArray[Any], labels: NDArray[Any]) -> tuple[Any, NDArray[Any]]:
+    """Mean loss and its gradient ``(s - onehot) / rows``, for class indices."""
+    rows = np.arange(len(x))
+    shifted = x - x.max(-1, keepdims=True)
+    e = np.exp(shifted)
+    total = e.sum(-1)
+    loss = np.mean(np.log(total) - shifted[rows, labels])
+    grad = e / total[:, None]
+    grad[rows, labels] -= 1
+    grad /= len(x)
+    return loss, grad
+
+
+# --------------------------------------------------------------------------
+# PyTorch (on the same memory: torch.from_numpy, no copies) and the floor
+# --------------------------------------------------------------------------
+
+def _torch_forward(name: str) -> Callable[[Any, Inputs], Timed]:
+    def make(torch: Any, a: Inputs) -> Timed:
+        func, x = getattr(torch, name), torch.from_numpy(a["x"])
+        return lambda: func(x, dim=-1)
+    return make
+
+
+def _torch_vjp(torch: Any, a: Inputs) -> Timed:
+    # softmax's own backward kernel:
+    # _softmax_backward_data(grad_output, output, dim, input_dtype)
+    s, g = torch.from_numpy(a["s"]), torch.from_numpy(a["g"])
+    return lambda: torch._softmax_backward_data(g, s, -1, s.dtype)
+
+
+def _torch_jacobian(torch: Any, a: Inputs) -> Timed:
+    # at logits log(s), whose softmax is s
+    jacobian = torch.func.vmap(torch.func.jacrev(lambda v: torch.softmax(v, -1)))
+    logits = torch.from_numpy(np.log(a["s"]))
+    return lambda: jacobian(logits)
+
+
+def _torch_cross_entropy(torch: Any, a: Inputs) -> Timed:
+    # forward and backward, as training runs it
+    x = torch.from_numpy(a["x"]).requires_grad_(True)
+    labels = torch.from_numpy(a["labels"])
+    cross_entropy = torch.nn.functional.cross_entropy
+
+    def forward_backward() -> tuple[Any, Any]:
+        loss = cross_entropy(x, labels)
+        (grad,) = torch.autograd.grad(loss, x)
+        return loss, grad
+    return forward_backward
+
+
+def _floor_copy(a: Inputs) -> Timed:
+    # forward and cross-entropy: read the logits, write as many values
+    x = a["x"]
+    out = np.empty_like(x)
+    return lambda: np.copyto(out, x)
+
+
+def _floor_vjp(a: Inputs) -> Timed:
+    # a copy reads one array; np.add reads both inputs and writes the output
+    # once, as the vjp must, and is as memory-bound as a copy
+    s, g = a["s"], a["g"]
+    out = np.empty_like(s)
+    return lambda: np.add(s, g, out=out)
+
+
+def _floor_jacobian(a: Inputs) -> Timed:
+    # read s, write rows * n * n values
+    s = a["s"]
+    out = np.empty(s.shape + s.shape[-1:], s.dtype)
+    return lambda: np.copyto(out, s[:, :, None])
+
+
+# --------------------------------------------------------------------------
+# The table
+# --------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Op:
+    """One op as the benchmarks time it.
+
+    Attributes
+    ----------
+    args : tuple of str
+        Its inputs, in call order, by their names in `make_inputs`.
+    naive : callable
+        The NumPy expression a user would write, called with `args`.
+    torch : callable
+        ``torch(module, inputs) -> call``: PyTorch's way to compute it.
+    floor : callable
+        ``floor(inputs) -> call``: NumPy moving the bytes the op moves.
+    scipy : bool
+        Whether ``scipy.special`` has it (as ``scipy.special.<name>``).
+    kwargs : mapping
+        Keyword arguments of fastsoftmax's and the reference's call.
+    note : str
+        What the columns time, where the name does not say it (for titles).
+    """
+
+    args: tuple[str, ...]
+    naive: Callable[..., object]
+    torch: Callable[[Any, Inputs], Timed]
+    floor: Callable[[Inputs], Timed]
+    scipy: bool = False
+    kwargs: Mapping[str, object] = field(default_factory=dict)
+    note: str = ""
+
+
+OPS: dict[str, Op] = {
+    "softmax": Op(("x",), naive_softmax, _torch_forward("softmax"), _floor_copy, scipy=True),
+    "log_softmax": Op(("x",), naive_log_softmax, _torch_forward("log_softmax"), _floor_copy,
+                      scipy=True),
+    "softmax_vjp": Op(
+        ("s", "g"), naive_softmax_vjp, _torch_vjp, _floor_vjp,
+        note="numpy: s * (g - (s * g).sum(-1)); torch: _softmax_backward_data; "
+             "floor: np.add(s, g, out=dx)"),
+    "softmax_jacobian": Op(
+        ("s",), naive_softmax_jacobian, _torch_jacobian, _floor_jacobian,
+        note="(rows, n) -> (rows, n, n); numpy: diag(s) - s s^T by broadcasting; "
+             "torch: vmap(jacrev(softmax)); floor: np.copyto(J, s[:, :, None])"),
+    "softmax_cross_entropy": Op(
+        ("x", "labels"), naive_cross_entropy, _torch_cross_entropy, _floor_copy,
+        kwargs={"return_grad": True},
+        note="class indices, return_grad=True; torch: F.cross_entropy forward + autograd "
+             "backward"),
+}
+
+def make_inputs(op: str, shape: Shape, dtype: DTypeLike = np.float32, seed: int = 0) -> Inputs:
+    """The inputs of `op` on random data.
+
+    Parameters
+    ----------
+    op : str
+        A key of `OPS`.
+    shape : tuple of int
+        The shape of the logits; 2-d for the Jacobian and the cross-entropy.
+    dtype : float32 or float64
+    seed : int
+
+    Returns
+    -------
+    dict
+        The arrays `op` takes, among x (logits), s = softmax(x), g (an
+        upstream gradient) and labels (class indices along the last axis).
+    """
+    float_type: FloatType = np.float32 if np.dtype(dtype) == np.float32 else np.float64
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal(shape, dtype=float_type)
+    made: Inputs = {}
+    for name in OPS[op].args:  # in this order: the draws from rng must not move
+        if name == "x":
+            made[name] = x
+        elif name == "s":
+            made[name] = fs.softmax(x)
+        elif name == "g":
+            made[name] = rng.standard_normal(shape, dtype=float_type)
+        else:
+            made[name] = rng.integers(0, shape[-1], shape[:-1])
+    return made
+
+
+def scipy_version() -> str | None:
+    """SciPy's version, or None where it is not installed."""
+    return None if scipy is None else str(scipy.__version__)
+
+
+def available(op: str, names: Iterable[str], torch: Any = None) -> list[str]:
+    """Those of `names` that can run `op` here, in their order.
+
+    SciPy needs the module and the op; PyTorch needs its module, `torch`.
+    """
+    present = {"scipy": sps is not None and OPS[op].scipy, "torch": torch is not None}
+    return [name for name in names if present.get(name, True)]
+
+
+def implementation(op: str, name: str, a: Inputs, torch: Any = None) -> Timed | None:
+    """A zero-argument call of `op` by implementation `name` on inputs `a`.
+
+    Parameters
+    ----------
+    op : str
+        A key of `OPS`.
+    name : str
+        One of `IMPLEMENTATIONS`.
+    a : dict
+        ``make_inputs(op, ...)``.
+    torch : module, optional
+        PyTorch, for ``name="torch"``.
+
+    Returns
+    -------
+    callable or None
+        None where `name` cannot run `op` here (see `available`).
+    """
+    spec = OPS[op]
+    args = tuple(a[arg] for arg in spec.args)
+    if name not in available(op, [name], torch):
+        return None
+    if name in ("fastsoftmax", "reference"):
+        func, kwargs = getattr(fs if name == "fastsoftmax" else ref, op), spec.kwargs
+        return lambda: func(*args, **kwargs)
+    if name == "numpy":
+        naive = spec.naive
+        return lambda: naive(*args)
+    if name == "scipy":
+        special, x = getattr(sps, op), a["x"]
+        return lambda: special(x, axis=-1)
+    if name == "torch":
+        return spec.torch(torch, a)
+    if name == "floor":
+        return spec.floor(a)
+    raise ValueError(f"unknown implementation {name!r}; expected one of {IMPLEMENTATIONS}")
+
+
+def implementations(op: str, a: Inputs, names: Sequence[str],
+                    torch: Any = None) -> dict[str, Timed]:
+    """``{name: call}`` for those of `names` that can run `op` here."""
+    calls = {name: implementation(op, name, a, torch) for name in names}
+    return {name: call for name, call in calls.items() if call is not None}
