@@ -10,6 +10,8 @@ what this build is, whether it is right, how fast it is.
     python -m fastsoftmax bench --plot DIR    # also DIR/throughput.png and
                                               # DIR/threads.png (needs matplotlib)
     python -m fastsoftmax bench --quick   # small shapes, few repeats: a smoke test
+    python -m fastsoftmax bench --placement   # only: speed against where the output
+                                              # lies relative to the input
 
 The demo exits with status 1 if any correctness or gradient check fails.
 The bench prints its tables on stdout and its progress on stderr, so that
@@ -18,7 +20,8 @@ For careful, saved benchmarks use ``pytest benchmarks/ --benchmark-only``.
 
 The work is done elsewhere: the checks in ``_checks.py``, the bench in
 ``_bench.py`` (over the op table of ``_ops.py``, timed by ``_timing.py``),
-the tables and plots in ``_report.py``.
+the tables and plots in ``_report.py``, the placement table in
+``_placement.py``.
 """
 
 from __future__ import annotations
@@ -33,6 +36,7 @@ import fastsoftmax as fs
 from fastsoftmax._bench import FULL, QUICK, bench, op_cases, speed_table
 from fastsoftmax._checks import ULP_LIMIT, correctness_rows, gradcheck_rows
 from fastsoftmax._ops import available
+from fastsoftmax._placement import placement_table
 from fastsoftmax._report import print_table, pyplot
 from fastsoftmax.testing import DEFAULT_RTOL
 
@@ -87,13 +91,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     bench_parser.add_argument("--plot", metavar="DIR",
                               help="also write DIR/throughput.png and DIR/threads.png "
                                    "(needs matplotlib: pip install \".[plot]\")")
+    bench_parser.add_argument("--placement", action="store_true",
+                              help="only the placement table: each kernel with its output "
+                                   "at several offsets from its input, 1 and all threads")
     args = parser.parse_args(argv)
     if args.command == "bench":
         if args.plot is not None and pyplot() is None:
             parser.error("--plot needs matplotlib (pip install \".[plot]\")")
         if args.repeat is not None and args.repeat < 1:
             parser.error("--repeat must be at least 1")
-        return bench(QUICK if args.quick else FULL, args.repeat, args.plot)
+        sizes = QUICK if args.quick else FULL
+        if args.placement:
+            threads = tuple(sorted({1, fs.get_num_threads()}))
+            placement_table(threads, args.repeat or sizes.repeat, args.quick)
+            return 0
+        return bench(sizes, args.repeat, args.plot)
     return demo()
 
 
