@@ -1,4 +1,4 @@
-"""Python threads, thread-count changes and fork (API.md, Threads;
+"""Python threads, thread-count changes and fork (docs/api.rst, section Threads;
 docs/reliability.rst).
 
 tests/test_build.py already runs softmax and log_softmax from 8 threads and
@@ -228,7 +228,8 @@ def heartbeats_during(call):
     return t1 - t0, [b for b in beats if t0 < b < t1]
 
 
-# API.md: "Every kernel releases the GIL: Python threads may call it concurrently."
+# docs/api.rst, section Threads:
+# "Every kernel releases the GIL: Python threads may call it concurrently."
 @pytest.mark.parametrize("name", KERNELS)
 def test_kernels_release_the_gil(name):
     call = kernel_call(name)

@@ -1,4 +1,4 @@
-"""softmax_cross_entropy (API.md, "Fused loss")."""
+"""softmax_cross_entropy (docs/api.rst, section Fused loss)."""
 
 import re
 
@@ -41,7 +41,7 @@ REDUCTIONS = ["mean", "sum", "none"]
 # --------------------------------------------------------------------------
 
 def _rule(dtype):
-    """The forward result dtype (API.md: int and bool become float64)."""
+    """The forward result dtype (docs/api.rst, section Dtypes: int and bool become float64)."""
     dtype = np.dtype(dtype)
     return dtype if dtype.kind == "f" else F64
 
@@ -191,8 +191,9 @@ TARGET_DTYPES = [pytest.param(kind, name, id=f"{kind}-{name}")
 @pytest.mark.parametrize("shape, axis", CASES, ids=[f"{s}-axis{a}" for s, a in CASES])
 @pytest.mark.parametrize("kind, dtypes", TARGET_DTYPES)
 def test_matches_reference(kind, dtypes, shape, axis, reduction, threads, rng):
-    # API.md: "Loss per row: -sum(target * log_softmax(logits))."
-    # API.md: "With return_grad=True it returns (loss, dlogits) from one pass"
+    # docs/api.rst, section Fused loss: "Loss per row: -sum(target * log_softmax(logits))."
+    # docs/api.rst, section Fused loss:
+    # "With return_grad=True it returns (loss, dlogits) from one pass"
     logits_dtype, target_dtype = DTYPES[dtypes]
     logits = make_logits(rng, shape, logits_dtype)
     target = make_target(rng, shape, axis, kind, target_dtype)
@@ -211,8 +212,9 @@ def test_matches_reference(kind, dtypes, shape, axis, reduction, threads, rng):
 
     # the loss is the same with and without the gradient
     np.testing.assert_array_equal(loss_only, loss)
-    # API.md: "`"mean"`/`"sum"` return a NumPy scalar of the computation dtype"
-    # API.md: "`"none"` (one loss per row, an array of the batch shape)"
+    # docs/api.rst, section Fused loss:
+    # "`"mean"`/`"sum"` return a NumPy scalar of the computation dtype"
+    # docs/api.rst, section Fused loss: "`"none"` (one loss per row, an array of the batch shape)"
     if reduction == "none":
         assert isinstance(loss, np.ndarray) and loss.shape == x.shape[:-1]
     else:
@@ -220,7 +222,8 @@ def test_matches_reference(kind, dtypes, shape, axis, reduction, threads, rng):
     assert loss.dtype == compute
     assert_loss_close(loss, expected_loss, x, t, reduction, compute)
 
-    # API.md: "dlogits = softmax(logits) * sum(target) - target per row ...,
+    # docs/api.rst, section Fused loss:
+    # "dlogits = softmax(logits) * sum(target) - target per row ...,
     #          divided by the row count for "mean""
     assert isinstance(grad, np.ndarray)
     assert grad.shape == logits.shape and grad.dtype == result
@@ -248,7 +251,7 @@ def test_every_simd_path(kind, simd_path, rng):
 @pytest.mark.parametrize("kind", ["index", "prob"])
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_empty_batch(kind, dtype):
-    # API.md: ""mean" over an empty batch is NaN, "sum" is 0."
+    # docs/api.rst, section Fused loss: ""mean" over an empty batch is NaN, "sum" is 0."
     logits = np.zeros((0, 4), dtype)
     target = np.zeros(0, np.int64) if kind == "index" else np.zeros((0, 4), dtype)
     mean = fs.softmax_cross_entropy(logits, target)
@@ -273,8 +276,9 @@ def test_empty_batch(kind, dtype):
     (np.int64, np.float32, F64, F64),
 ])
 def test_result_dtypes(logits_dtype, target_dtype, compute, grad_dtype, rng):
-    # API.md: ""mean"/"sum" return a NumPy scalar of the computation dtype"
-    # API.md: "an array of the batch shape" ("none")
+    # docs/api.rst, section Fused loss:
+    # ""mean"/"sum" return a NumPy scalar of the computation dtype"
+    # docs/api.rst, section Fused loss: "an array of the batch shape" ("none")
     logits = make_logits(rng, (3, 4), logits_dtype)
     if np.dtype(target_dtype).kind in "iu":
         target = np.array([0, 3, 1], target_dtype)
@@ -291,7 +295,7 @@ def test_result_dtypes(logits_dtype, target_dtype, compute, grad_dtype, rng):
 
 
 def test_zero_d_logits_with_a_probability_target():
-    # API.md: "of a floating dtype it is probabilities with the shape of
+    # docs/api.rst, section Fused loss: "of a floating dtype it is probabilities with the shape of
     #          logits"; a 0-d logits array is one row of one class, so its
     #          probability target is 0-d too.  -0.75 * log_softmax(2.0) = 0.
     loss, grad = fs.softmax_cross_entropy(np.float64(2.0), np.float64(0.75),
@@ -301,7 +305,7 @@ def test_zero_d_logits_with_a_probability_target():
 
 
 def test_zero_d_logits_with_a_one_element_target_is_a_shape_error():
-    # API.md: "Any other shape raises ValueError naming both shapes."
+    # docs/api.rst, section Errors: "Any other shape raises ValueError naming both shapes."
     with pytest.raises(ValueError):
         fs.softmax_cross_entropy(np.float64(2.0), np.array([0.75]))
 
@@ -321,7 +325,7 @@ def test_array_likes_and_defaults():
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("shape, axis", [((6, 9), -1), ((3, 7, 4), 1), ((5,), 0)])
 def test_index_targets_equal_one_hot_targets(shape, axis, dtype, reduction, rng):
-    # API.md: "for one-hot or index targets: s - y"
+    # docs/api.rst, section Fused loss: "for one-hot or index targets: s - y"
     logits = make_logits(rng, shape, dtype)
     index = make_target(rng, shape, axis, "index", None)
     x, onehot_rows = rows_of(logits, index, axis, dtype)
@@ -350,9 +354,10 @@ def test_index_targets_equal_one_hot_targets(shape, axis, dtype, reduction, rng)
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("shape, axis", [((4, 9), -1), ((3, 7, 4), 1)])
 def test_grad_formula_with_unnormalised_targets(shape, axis, dtype, reduction, rng):
-    # API.md: "dlogits = softmax(logits) * sum(target) - target per row
+    # docs/api.rst, section Fused loss: "dlogits = softmax(logits) * sum(target) - target per row
     #          ..., divided by the row count for "mean""
-    # API.md: "of a floating dtype it is probabilities ... (rows need not sum to 1)"
+    # docs/api.rst, section Fused loss:
+    # "of a floating dtype it is probabilities ... (rows need not sum to 1)"
     logits = make_logits(rng, shape, dtype)
     target = rng.random(shape)
     target /= target.sum(axis, keepdims=True)
@@ -380,7 +385,8 @@ def test_grad_formula_with_unnormalised_targets(shape, axis, dtype, reduction, r
 @pytest.mark.parametrize("scale", [2.5, 0.5, 7.0])
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_loss_is_linear_in_the_target(scale, dtype, rng):
-    # API.md: "Loss per row: -sum(target * log_softmax(logits))" -- linear in
+    # docs/api.rst, section Fused loss:
+    # "Loss per row: -sum(target * log_softmax(logits))" -- linear in
     # the target, so rows summing to `scale` give `scale` times the loss.
     logits = make_logits(rng, (5, 8), dtype)
     target = rng.random((5, 8))
@@ -403,7 +409,7 @@ def test_loss_is_linear_in_the_target(scale, dtype, rng):
 def test_grad_is_log_softmax_vjp_of_minus_target(shape, axis, dtype, kind, reduction, rng):
     # The loss is -sum(t * log_softmax(x)): its gradient is the VJP of
     # log_softmax with g = -t, scaled by 1/rows for "mean".
-    # API.md: "Loss per row: -sum(target * log_softmax(logits))."
+    # docs/api.rst, section Fused loss: "Loss per row: -sum(target * log_softmax(logits))."
     logits = make_logits(rng, shape, dtype)
     target = make_target(rng, shape, axis, kind, dtype)
     _, grad = fs.softmax_cross_entropy(logits, target, axis, reduction=reduction,
@@ -418,7 +424,7 @@ def test_grad_is_log_softmax_vjp_of_minus_target(shape, axis, dtype, kind, reduc
     # Error budget (ulp of the terms G = scale (p|T| + |t|)): the fused
     # gradient GRAD_ULPS, log_softmax_vjp 1.5 (float32) / 4 (float64), the
     # scaling 0.5; and exp(logp) inherits log_softmax's error, "a few ulp"
-    # (API.md; we allow 4) of max(1, |logp|), on p |T| scale.
+    # (docs/api.rst, section Accuracy; we allow 4) of max(1, |logp|), on p |T| scale.
     dt = np.dtype(dtype)
     ulps = GRAD_ULPS[dt] + {F32: 1.5, F64: 4}[dt] + 0.5
     g_terms = np.moveaxis(grad_terms(x, t_rows, scale), -1, axis)
@@ -435,7 +441,8 @@ def test_grad_is_log_softmax_vjp_of_minus_target(shape, axis, dtype, kind, reduc
 @pytest.mark.parametrize("shape, axis", [((7,), -1), ((4, 6), -1), ((3, 5, 2), 1),
                                          ((5, 3), 0)])
 def test_grad_vs_finite_differences(shape, axis, kind, reduction, rng):
-    # API.md: "With return_grad=True it returns (loss, dlogits)" -- dlogits is
+    # docs/api.rst, section Fused loss:
+    # "With return_grad=True it returns (loss, dlogits)" -- dlogits is
     # the gradient of the reduced loss.
     logits = make_logits(rng, shape, np.float64)
     target = make_target(rng, shape, axis, kind, np.float64)
@@ -448,7 +455,8 @@ def test_grad_vs_finite_differences(shape, axis, kind, reduction, rng):
 
 
 def test_none_gradient_is_the_gradient_of_the_sum(rng):
-    # API.md: "divided by the row count for "mean"" -- and only for "mean":
+    # docs/api.rst, section Fused loss:
+    # "divided by the row count for "mean"" -- and only for "mean":
     # "none" gives each row's own gradient, the gradient of the sum.
     logits = make_logits(rng, (4, 6), np.float64)
     target = make_target(rng, (4, 6), -1, "prob", np.float64)
@@ -465,7 +473,8 @@ def test_none_gradient_is_the_gradient_of_the_sum(rng):
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_zero_weight_on_minus_inf_contributes_zero(dtype):
-    # API.md: "A zero target weight on a -inf logit contributes 0 (the limit
+    # docs/api.rst, section Special values:
+    # "A zero target weight on a -inf logit contributes 0 (the limit
     #          of 0 · log 0), not NaN."
     logits = np.array([[0.0, -np.inf, 1.0], [2.0, -np.inf, -np.inf]], dtype)
     target = np.array([[0.25, 0.0, 0.75], [1.0, 0.0, 0.0]], dtype)
@@ -498,7 +507,7 @@ def test_positive_weight_on_minus_inf_is_infinite_loss(dtype):
 @pytest.mark.parametrize("bad", [np.nan, np.inf])
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_nan_row_only_affects_that_row(dtype, bad, kind, threads, rng):
-    # API.md (forward): "A row ... that holds a NaN or +inf, yields NaN in
+    # docs/api.rst, section Special values: "A row ... that holds a NaN or +inf, yields NaN in
     # every entry of that row only"; here: a NaN loss for that row only.
     logits = make_logits(rng, (5, 7), dtype)
     target = make_target(rng, (5, 7), -1, kind, dtype)
@@ -524,7 +533,7 @@ def _names(pattern, message):
 
 @pytest.mark.parametrize("bad, row", [(5, 3), (-1, 3), (7, 0), (-5, 5), (100, 5)])
 def test_index_out_of_range(bad, row):
-    # API.md: "A class index out of range raises IndexError naming the bad
+    # docs/api.rst, section Errors: "A class index out of range raises IndexError naming the bad
     #          value and row."  "Negative indices are out of range (no
     #          wrap-around)."
     logits = np.zeros((6, 5))
@@ -560,7 +569,7 @@ def test_index_out_of_range_other_int_dtypes(dtype):
 
 
 def test_float_target_with_index_shape():
-    # API.md: "of a floating dtype it is probabilities with the shape of
+    # docs/api.rst, section Fused loss: "of a floating dtype it is probabilities with the shape of
     #          logits ... Any other shape raises ValueError naming both shapes."
     with pytest.raises(ValueError) as excinfo:
         fs.softmax_cross_entropy(np.zeros((4, 5)), np.zeros(4))
@@ -578,7 +587,7 @@ def test_float_target_with_index_shape():
     ((3, 4, 5), (3, 5), np.int64),  # the batch of axis -1 is (3, 4)
 ])
 def test_wrong_target_shape(logits_shape, target_shape, dtype):
-    # API.md: "Any other shape raises ValueError naming both shapes."
+    # docs/api.rst, section Errors: "Any other shape raises ValueError naming both shapes."
     with pytest.raises(ValueError) as excinfo:
         fs.softmax_cross_entropy(np.zeros(logits_shape), np.zeros(target_shape, dtype))
     message = str(excinfo.value)
@@ -599,7 +608,8 @@ def test_index_target_shape_follows_axis():
                                     np.full((2, 3), "a")],
                          ids=["bool", "bool-index-shape", "complex", "object", "str"])
 def test_bad_target_dtype(target):
-    # API.md: "target of an integer dtype is class indices ...; of a floating
+    # docs/api.rst, section Fused loss:
+    # "target of an integer dtype is class indices ...; of a floating
     #          dtype it is probabilities" -- anything else is a TypeError.
     with pytest.raises(TypeError):
         fs.softmax_cross_entropy(np.zeros((2, 3)), target)
@@ -614,7 +624,7 @@ def test_bad_logits_dtype(logits):
 
 @pytest.mark.parametrize("reduction", ["avg", "Mean", "", "sum ", "elementwise"])
 def test_bad_reduction_lists_the_valid_ones(reduction):
-    # API.md: "Any other string raises ValueError listing the valid ones."
+    # docs/api.rst, section Errors: "Any other string raises ValueError listing the valid ones."
     with pytest.raises(ValueError) as excinfo:
         fs.softmax_cross_entropy(np.zeros((2, 3)), np.array([0, 1]), reduction=reduction)
     message = str(excinfo.value)

@@ -1,4 +1,5 @@
-"""softmax_jacobian, softmax_jvp, softmax_vjp and log_softmax_vjp (API.md, "Derivatives").
+"""softmax_jacobian, softmax_jvp, softmax_vjp and log_softmax_vjp (docs/api.rst,
+section Derivatives).
 
 One generic test compares every derivative with the plain-NumPy reference
 evaluated in higher precision, over dtypes x shapes x axes x layouts x
@@ -136,24 +137,25 @@ Derivative = namedtuple("Derivative", "name fast ref make_inputs terms bounds")
 # bounds: dtype -> (ulps, floor scale relative to the terms)
 
 REGISTRY = [
-    # API.md: "fs.softmax_jvp(s, v, axis=-1, *, out=None) | shape of s:
+    # docs/api.rst, section Derivatives: "fs.softmax_jvp(s, v, axis=-1, *, out=None) | shape of s:
     #          s * (v - sum(s * v, axis, keepdims=True))"
     Derivative("softmax_jvp", fs.softmax_jvp, ref.softmax_jvp, probs_and_vector,
                jvp_terms, {F32: (1, 2.0 ** -16), F64: (4, 1.0)}),
-    # API.md: "fs.softmax_vjp(s, g, axis=-1, *, out=None) | the same product"
+    # docs/api.rst, section Derivatives:
+    # "fs.softmax_vjp(s, g, axis=-1, *, out=None) | the same product"
     Derivative("softmax_vjp", fs.softmax_vjp, ref.softmax_vjp, probs_and_vector,
                jvp_terms, {F32: (1, 2.0 ** -16), F64: (4, 1.0)}),
-    # API.md: "fs.log_softmax_vjp(logp, g, axis=-1, *, out=None) |
+    # docs/api.rst, section Derivatives: "fs.log_softmax_vjp(logp, g, axis=-1, *, out=None) |
     #          g - exp(logp) * sum(g, axis, keepdims=True)"
     Derivative("log_softmax_vjp", fs.log_softmax_vjp, ref.log_softmax_vjp,
                logprobs_and_vector, log_vjp_terms, {F32: (1.5, 1.0), F64: (4, 1.0)}),
-    # API.md: "J[..., i, j] = s_i (δ_ij − s_j)"
+    # docs/api.rst, section Derivatives: "J[..., i, j] = s_i (δ_ij − s_j)"
     Derivative("softmax_jacobian", fs.softmax_jacobian, ref.softmax_jacobian, probs_only,
                jacobian_terms, {F32: (1.5, 2.0 ** -10), F64: (1.5, 2.0 ** -10)}),
 ]
 PRODUCTS = [d for d in REGISTRY if d.name != "softmax_jacobian"]
 
-# API.md: "Mixed float32/float64 computes in float64"
+# docs/api.rst, section Dtypes: "Mixed float32/float64 computes in float64"
 DTYPE_SPECS = {
     "float32": (np.float32, np.float32),
     "float64": (np.float64, np.float64),
@@ -253,10 +255,11 @@ def assert_matches_reference(deriv, inputs, axis):
         np.testing.assert_array_equal(a, b)
 
 
-# API.md: "Let s = fs.softmax(x, axis) and n = x.shape[axis]. For one row the
+# docs/api.rst, section Derivatives:
+# "Let s = fs.softmax(x, axis) and n = x.shape[axis]. For one row the
 #          Jacobian is J = diag(s) - s sᵀ" (the reference forms exactly that)
-# API.md: "J v = s * (v - <s, v>)"
-# API.md: "Mixed float32/float64 computes in float64"
+# docs/api.rst, section Derivatives: "J v = s * (v - <s, v>)"
+# docs/api.rst, section Dtypes: "Mixed float32/float64 computes in float64"
 # (and the four table rows quoted at REGISTRY)
 @pytest.mark.parametrize("layout", LAYOUTS)
 @pytest.mark.parametrize("shape, axis", SHAPE_AXES)
@@ -289,7 +292,8 @@ FD_CASES = [((7,), -1), ((7,), 0), ((4, 3, 5), 1), ((3, 6), 0), ((2, 3, 4), -1)]
 
 @pytest.mark.parametrize("shape, axis", FD_CASES)
 def test_softmax_vjp_is_the_vjp_of_softmax(shape, axis, rng):
-    # API.md: "fs.softmax_vjp(s, g, ...) | the same product (J is symmetric);
+    # docs/api.rst, section Derivatives:
+    # "fs.softmax_vjp(s, g, ...) | the same product (J is symmetric);
     #          the name backprop code looks for"
     x, g = _logits(rng, shape), rng.standard_normal(shape)
     err = check_vjp(lambda x: fs.softmax(x, axis),
@@ -299,7 +303,7 @@ def test_softmax_vjp_is_the_vjp_of_softmax(shape, axis, rng):
 
 @pytest.mark.parametrize("shape, axis", FD_CASES)
 def test_log_softmax_vjp_is_the_vjp_of_log_softmax(shape, axis, rng):
-    # API.md: "fs.log_softmax_vjp(logp, g, axis=-1, *, out=None) |
+    # docs/api.rst, section Derivatives: "fs.log_softmax_vjp(logp, g, axis=-1, *, out=None) |
     #          g - exp(logp) * sum(g, axis, keepdims=True)"
     x, g = _logits(rng, shape), rng.standard_normal(shape)
     err = check_vjp(lambda x: fs.log_softmax(x, axis),
@@ -309,7 +313,7 @@ def test_log_softmax_vjp_is_the_vjp_of_log_softmax(shape, axis, rng):
 
 @pytest.mark.parametrize("shape, axis", FD_CASES)
 def test_softmax_jvp_is_the_jvp_of_softmax(shape, axis, rng):
-    # API.md: "J v = s * (v - <s, v>)"
+    # docs/api.rst, section Derivatives: "J v = s * (v - <s, v>)"
     x, v = _logits(rng, shape), rng.standard_normal(shape)
     jac = numerical_jacobian(lambda x: fs.softmax(x, axis), x)  # f.shape + x.shape
     numerical = np.tensordot(jac, v, axes=x.ndim)
@@ -318,7 +322,7 @@ def test_softmax_jvp_is_the_jvp_of_softmax(shape, axis, rng):
 
 
 def test_softmax_jacobian_vs_finite_differences_1d(rng):
-    # API.md: "For one row the Jacobian is J = diag(s) - s sᵀ"
+    # docs/api.rst, section Derivatives: "For one row the Jacobian is J = diag(s) - s sᵀ"
     x = _logits(rng, (6,))
     numerical = numerical_jacobian(fs.softmax, x)
     np.testing.assert_allclose(fs.softmax_jacobian(fs.softmax(x)), numerical,
@@ -326,7 +330,8 @@ def test_softmax_jacobian_vs_finite_differences_1d(rng):
 
 
 def test_softmax_jacobian_vs_finite_differences_batched_non_last_axis(rng):
-    # API.md: "shape batch + (n, n): s with axis moved last, plus one more n"
+    # docs/api.rst, section Derivatives:
+    # "shape batch + (n, n): s with axis moved last, plus one more n"
     x = _logits(rng, (3, 5, 2))  # softmax along axis 1: batch (3, 2), n = 5
     numerical = numerical_jacobian(lambda x: fs.softmax(x, axis=1), x)  # (3,5,2,3,5,2)
     jac = fs.softmax_jacobian(fs.softmax(x, axis=1), axis=1)
@@ -346,7 +351,7 @@ def test_softmax_jacobian_vs_finite_differences_batched_non_last_axis(rng):
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("shape, axis", [((9,), -1), ((4, 6, 3), 1), ((5, 2), 0)])
 def test_jacobian_is_symmetric(dtype, shape, axis, rng):
-    # API.md: "J = diag(s) - s sᵀ (symmetric)"
+    # docs/api.rst, section Derivatives: "J = diag(s) - s sᵀ (symmetric)"
     s = ref.softmax(_logits(rng, shape).astype(dtype), axis)
     jac = fs.softmax_jacobian(s, axis)
     # -s_i * s_j and -s_j * s_i are the same rounded product: exactly symmetric
@@ -356,7 +361,8 @@ def test_jacobian_is_symmetric(dtype, shape, axis, rng):
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("shape, axis", [((9,), -1), ((4, 6, 3), 1), ((5, 33), -1)])
 def test_jacobian_rows_sum_to_zero(dtype, shape, axis, rng):
-    # API.md: "J[..., i, j] = s_i (δ_ij − s_j)": row i sums to s_i (1 - sum(s)),
+    # docs/api.rst, section Derivatives:
+    # "J[..., i, j] = s_i (δ_ij − s_j)": row i sums to s_i (1 - sum(s)),
     # which is 0 for a probability vector.
     s = ref.softmax(_logits(rng, shape).astype(dtype), axis)
     jac = fs.softmax_jacobian(s, axis)
@@ -374,7 +380,7 @@ def test_jacobian_rows_sum_to_zero(dtype, shape, axis, rng):
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_jacobian_rows_sum_exactly_to_zero_for_exact_probabilities(dtype):
-    # API.md: "J[..., i, j] = s_i (δ_ij − s_j)"; with binary fractions
+    # docs/api.rst, section Derivatives: "J[..., i, j] = s_i (δ_ij − s_j)"; with binary fractions
     # every entry is exact, so the rows sum to exactly 0.
     s = np.array([0.25, 0.25, 0.5], dtype)
     jac = fs.softmax_jacobian(s)
@@ -387,8 +393,8 @@ def test_jacobian_rows_sum_exactly_to_zero_for_exact_probabilities(dtype):
 @pytest.mark.parametrize("shape, axis", [((9,), -1), ((4, 6, 3), 1), ((3, 4, 5), 0),
                                          ((2, 3, 33), -1)])
 def test_jacobian_times_v_is_jvp(dtype, shape, axis, rng):
-    # API.md: "the Jacobian-vector product ...: J v = s * (v - <s, v>)"
-    # API.md: "fused: no Jacobian is formed" -- yet the same numbers.
+    # docs/api.rst, section Derivatives: "the Jacobian-vector product ...: J v = s * (v - <s, v>)"
+    # docs/api.rst, section Derivatives: "fused: no Jacobian is formed" -- yet the same numbers.
     s = ref.softmax(_logits(rng, shape).astype(dtype), axis)
     v = rng.standard_normal(shape).astype(dtype)
     hp = oracle_dtype(dtype)
@@ -406,7 +412,7 @@ def test_jacobian_times_v_is_jvp(dtype, shape, axis, rng):
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("shape, axis", [((9,), -1), ((4, 1000), -1), ((6, 5, 4), 1)])
 def test_jvp_of_ones_is_zero(dtype, shape, axis, rng):
-    # API.md: "J v = s * (v - <s, v>)": v = 1 gives s * (1 - sum(s)) = 0
+    # docs/api.rst, section Derivatives: "J v = s * (v - <s, v>)": v = 1 gives s * (1 - sum(s)) = 0
     # (softmax is invariant to adding a constant to every logit).
     dtype = np.dtype(dtype)
     s = fs.softmax(_logits(rng, shape).astype(dtype), axis)
@@ -424,7 +430,7 @@ def test_jvp_of_ones_is_zero(dtype, shape, axis, rng):
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_jvp_of_ones_is_exactly_zero_for_exact_probabilities(dtype):
-    # API.md: "J v = s * (v - <s, v>)", with <s, 1> = 1 exactly here
+    # docs/api.rst, section Derivatives: "J v = s * (v - <s, v>)", with <s, 1> = 1 exactly here
     s = np.array([[0.125, 0.375, 0.5], [0.5, 0.25, 0.25]], dtype)
     np.testing.assert_array_equal(fs.softmax_jvp(s, np.ones_like(s)), 0)
 
@@ -433,8 +439,9 @@ def test_jvp_of_ones_is_exactly_zero_for_exact_probabilities(dtype):
 @pytest.mark.parametrize("shape, axis", [((9,), -1), ((4, 6, 3), 1), ((5, 33), 0),
                                          ((3, 1000), -1)])
 def test_jvp_equals_vjp_exactly(dtypes, shape, axis, threads, rng):
-    # API.md: "the Jacobian-vector product and the vector-Jacobian product are the same"
-    # API.md: "fs.softmax_vjp ... | the same product (J is symmetric)"
+    # docs/api.rst, section Derivatives:
+    # "the Jacobian-vector product and the vector-Jacobian product are the same"
+    # docs/api.rst, section Derivatives: "fs.softmax_vjp ... | the same product (J is symmetric)"
     s, v = probs_and_vector(rng, shape, axis, dtypes)
     np.testing.assert_array_equal(fs.softmax_vjp(s, v, axis), fs.softmax_jvp(s, v, axis))
 
@@ -450,8 +457,9 @@ def test_jvp_equals_vjp_exactly(dtypes, shape, axis, threads, rng):
     ((0, 3), 1, (0, 3, 3)),
 ])
 def test_jacobian_shape_moves_axis_last(shape, axis, expected_shape, rng):
-    # API.md: "shape batch + (n, n): s with axis moved last, plus one more n"
-    # API.md: "J[..., i, j] = s_i (δ_ij − s_j)"
+    # docs/api.rst, section Derivatives:
+    # "shape batch + (n, n): s with axis moved last, plus one more n"
+    # docs/api.rst, section Derivatives: "J[..., i, j] = s_i (δ_ij − s_j)"
     s = ref.softmax(_logits(rng, shape), axis)
     jac = fs.softmax_jacobian(s, axis)
     assert jac.shape == expected_shape
@@ -462,7 +470,8 @@ def test_jacobian_shape_moves_axis_last(shape, axis, expected_shape, rng):
 
 
 def test_jvp_forms_no_jacobian():
-    # API.md: "fused: no Jacobian is formed" -- a 2e6-long row would need a
+    # docs/api.rst, section Derivatives:
+    # "fused: no Jacobian is formed" -- a 2e6-long row would need a
     # 32 TB Jacobian; the fused product needs memory of the order of the row.
     n = 2_000_000
     s = np.full(n, 1.0 / n)
@@ -493,7 +502,7 @@ def test_jvp_forms_no_jacobian():
     ((np.bool_, np.float64), np.float64),
 ])
 def test_dtype_rules(deriv, dtypes, result, rng):
-    # API.md: "Mixed float32/float64 computes in float64; otherwise the
+    # docs/api.rst, section Dtypes: "Mixed float32/float64 computes in float64; otherwise the
     #          forward dtype rules apply."
     s = fs.softmax(_logits(rng, (4, 5))) if deriv.name != "log_softmax_vjp" else \
         fs.log_softmax(_logits(rng, (4, 5)))
@@ -513,7 +522,7 @@ def test_dtype_rules(deriv, dtypes, result, rng):
 @pytest.mark.parametrize("dtype, result", [(np.float16, np.float16), (np.int64, np.float64),
                                            (np.float32, np.float32), (np.bool_, np.float64)])
 def test_jacobian_dtype_rules(dtype, result):
-    # API.md: "otherwise the forward dtype rules apply"
+    # docs/api.rst, section Dtypes: "otherwise the forward dtype rules apply"
     s = np.array([0.25, 0.75]) if np.dtype(dtype).kind == "f" else np.array([1, 0])
     jac = fs.softmax_jacobian(s.astype(dtype))
     assert jac.dtype == result
@@ -554,7 +563,7 @@ def test_out_is_returned(deriv, rng):
 @pytest.mark.parametrize("shape, axis", OUT_CASES)
 @pytest.mark.parametrize("deriv", PRODUCTS, ids=lambda d: d.name)
 def test_out_may_be_either_input(deriv, shape, axis, layout, which, threads, rng):
-    # API.md: "`out` may be the same array as either input."
+    # docs/api.rst, section out=: "`out` may be the same array as either input."
     inputs = [LAYOUTS[layout](a) for a in deriv.make_inputs(rng, shape, axis,
                                                             (np.float64, np.float64))]
     expected = deriv.fast(*inputs, axis=axis)
@@ -660,7 +669,8 @@ def test_jacobian_out_not_an_ndarray_is_rejected():
 ])
 @pytest.mark.parametrize("deriv", PRODUCTS, ids=lambda d: d.name)
 def test_shape_mismatch_names_both_shapes(deriv, shape_a, shape_b):
-    # API.md: "`s` and `v`/`g` must have the same shape (no broadcasting),
+    # docs/api.rst, section Derivatives:
+    # "`s` and `v`/`g` must have the same shape (no broadcasting),
     #          else `ValueError` naming both shapes."
     with pytest.raises(ValueError) as excinfo:
         deriv.fast(np.full(shape_a, 0.5), np.ones(shape_b))
@@ -671,7 +681,7 @@ def test_shape_mismatch_names_both_shapes(deriv, shape_a, shape_b):
 @pytest.mark.parametrize("axis", [(0,), (0, 1), None, ()])
 @pytest.mark.parametrize("deriv", REGISTRY, ids=lambda d: d.name)
 def test_axis_must_be_a_single_int(deriv, axis, rng):
-    # API.md: "`axis` here is a single int (tuples and `None` may be added later)."
+    # docs/api.rst, section Derivatives: the derivatives take a single int axis.
     inputs = deriv.make_inputs(rng, (3, 4), -1, (np.float64, np.float64))
     with pytest.raises(TypeError):
         deriv.fast(*inputs, axis=axis)
@@ -706,7 +716,7 @@ BAD_ARRAYS = [
 @pytest.mark.parametrize("position", [0, 1])
 @pytest.mark.parametrize("deriv", PRODUCTS, ids=lambda d: d.name)
 def test_bad_dtypes(deriv, position, bad, dtype_name):
-    # API.md: "otherwise the forward dtype rules apply" -- "Complex, object,
+    # docs/api.rst, section Dtypes: "otherwise the forward dtype rules apply" -- "Complex, object,
     # string inputs raise TypeError with a message that names the dtype."
     args = [np.full((2, 3), 0.5), np.ones((2, 3))]
     args[position] = bad

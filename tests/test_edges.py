@@ -1,6 +1,6 @@
 """Numerics at the edges of the floating-point range, for all seven functions.
 
-API.md, Forward "Numerics" and "Accuracy": stable for any finite input, -inf
+docs/api.rst, sections Special values and Accuracy: stable for any finite input, -inf
 masks give exactly 0 (log -inf), a bad row is NaN and leaves the others alone,
 results within a few ulp, sums that do not drift with n.  test_forward.py
 pins these down for softmax and log_softmax on ordinary data; here every
@@ -467,7 +467,8 @@ def test_bad_values_stay_in_their_row(name, where, bad, dtype, simd_path, thread
             np.testing.assert_array_equal(result[good], alone[i], strict=True)
         spoilt = result[BAD_ROWS]
         if where == "logits" or bad == "nan":
-            # API.md: "yields NaN in every entry of that row"; a NaN row of
+            # docs/api.rst, section Special values:
+            # "yields NaN in every entry of that row"; a NaN row of
             # s or logp, or a NaN in v or g (via <s, v> or sum(g)), does
             # the same to the derivatives
             assert np.isnan(spoilt).all()

@@ -1,6 +1,6 @@
 """Bad arguments to every public function raise a specific exception whose
 message names the argument and the bad value, before anything is written
-(API.md; the table in docs/errors.rst lists the messages).
+(docs/api.rst, section Errors; the table in docs/errors.rst lists the messages).
 
 Each error test fills `out` (or, in place, the input itself) with a
 sentinel and checks it is untouched after the error.  The tables below run
@@ -103,7 +103,8 @@ def _bad_inputs():
     return cases
 
 
-# API.md: "Complex, object, string inputs raise `TypeError` with a message that
+# docs/api.rst, section Dtypes:
+# "Complex, object, string inputs raise `TypeError` with a message that
 # names the dtype."  (The derivatives and the loss follow the forward rules.)
 @pytest.mark.parametrize("bad, dtype_name", _bad_inputs())
 @pytest.mark.parametrize("name, slot", ARG_SLOTS)
@@ -149,7 +150,8 @@ def test_ragged_list(name, slot):
 
 
 def test_bool_class_target():
-    # API.md: "target of an integer dtype is class indices ...; of a floating
+    # docs/api.rst, section Fused loss:
+    # "target of an integer dtype is class indices ...; of a floating
     # dtype it is probabilities": bool is neither
     for target in [np.zeros(2, bool), np.zeros((2, 3), bool)]:
         with pytest.raises(TypeError, match=r"\btarget has dtype bool\b"):
@@ -165,7 +167,7 @@ def _wrong_shapes(shape):
             "0-d": (), "longer": shape[:-1] + (shape[-1] + 1,)}
 
 
-# API.md: "A wrong shape or dtype, or a read-only `out`, raises
+# docs/api.rst, section out=: "A wrong shape or dtype, or a read-only `out`, raises
 # `ValueError`/`TypeError` before anything is written."
 @pytest.mark.parametrize("kind", list(_wrong_shapes((2, 3))))
 @pytest.mark.parametrize("x_dtype", [np.float64, np.float32])
@@ -214,7 +216,7 @@ def test_out_wrong_dtype(name, x_dtypes, out_dtype, result):
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("name", WITH_OUT)
 def test_out_byteswapped(name, dtype):
-    # API.md: "the result is always native byte order", so a non-native out
+    # docs/api.rst, section Dtypes: "the result is always native byte order", so a non-native out
     # has the wrong dtype
     swapped = np.dtype(dtype).newbyteorder()
     out = sentinel_out(result_shape(name), swapped)
@@ -321,7 +323,7 @@ def test_jacobian_out_overlapping_its_input(s_start, out_start, rng):
 # axis
 # --------------------------------------------------------------------------
 
-# API.md: "An out-of-range or repeated axis raises
+# docs/api.rst, section Axes: "An out-of-range or repeated axis raises
 # `numpy.exceptions.AxisError` (a `ValueError` and `IndexError`, as NumPy does)."
 @pytest.mark.parametrize("shape, axis, bad", [
     ((2, 3), 2, 2), ((2, 3), -3, -3), ((2, 3), 100, 100), ((2, 3), (0, 2), 2),
@@ -374,7 +376,7 @@ NOT_AN_INT = [1.5, 1.0, "0", True, np.True_, np.float64(0), np.float32(1), [0], 
               1 + 0j, np.array([1])]
 
 
-# API.md: "`axis`: an int (negative allowed), a tuple of ints, or `None`"
+# docs/api.rst, section Axes: "`axis`: an int (negative allowed), a tuple of ints, or `None`"
 @pytest.mark.parametrize("axis", NOT_AN_INT + [(0, 1.0), (0, "1"), (True,)], ids=repr)
 @pytest.mark.parametrize("name", FORWARD)
 def test_forward_axis_not_an_int(name, axis):
@@ -385,7 +387,7 @@ def test_forward_axis_not_an_int(name, axis):
     assert_untouched(out)
 
 
-# API.md: "`axis` here is a single int (tuples and `None` may be added later)."
+# docs/api.rst, section Derivatives: the derivatives (and the loss) take a single int axis.
 @pytest.mark.parametrize("axis", NOT_AN_INT + [(0,), (0, 1), (), None], ids=repr)
 @pytest.mark.parametrize("name", SINGLE_AXIS)
 def test_single_axis_not_an_int(name, axis):
@@ -426,7 +428,8 @@ def test_axis_checked_before_out(name):
 # Derivatives: s and v/g of different shapes
 # --------------------------------------------------------------------------
 
-# API.md: "`s` and `v`/`g` must have the same shape (no broadcasting), else
+# docs/api.rst, section Derivatives:
+# "`s` and `v`/`g` must have the same shape (no broadcasting), else
 # `ValueError` naming both shapes."
 @pytest.mark.parametrize("other", [(3, 2), (2, 3, 1), (1, 3), (2, 1), (6,), (), (2, 4)],
                          ids=str)
@@ -452,7 +455,8 @@ def test_products_shape_mismatch(name, slot, other):
 # Cross-entropy: target shape and class indices
 # --------------------------------------------------------------------------
 
-# API.md: "`target` of an integer dtype is class indices with the shape of
+# docs/api.rst, section Fused loss:
+# "`target` of an integer dtype is class indices with the shape of
 # `logits` without `axis`; of a floating dtype it is probabilities with the
 # shape of `logits` ... Any other shape raises `ValueError` naming both shapes."
 @pytest.mark.parametrize("logits_shape, axis, target_shape", [
@@ -482,7 +486,8 @@ def test_probability_target_wrong_shape(dtype, target_shape, hint):
         fs.softmax_cross_entropy(np.zeros((2, 3)), np.zeros(target_shape, dtype))
 
 
-# API.md: "A class index out of range raises `IndexError` naming the bad value
+# docs/api.rst, section Errors:
+# "A class index out of range raises `IndexError` naming the bad value
 # and row."  "Negative indices are out of range (no wrap-around)."
 INT64_MIN, INT64_MAX = np.iinfo(np.int64).min, np.iinfo(np.int64).max
 
@@ -566,7 +571,7 @@ def test_kernels_refuse_mismatched_shapes(simd_path, call, message):
         call(_backend.kernels)
 
 
-# API.md: "Any other string raises `ValueError` listing the valid ones."
+# docs/api.rst, section Errors: "Any other string raises `ValueError` listing the valid ones."
 @pytest.mark.parametrize("reduction", ["avg", "Mean", "MEAN", "", " mean", "sum ", "elementwise",
                                        None, 0, True, ["mean"], np.array(["mean", "sum"])],
                          ids=repr)
@@ -588,7 +593,7 @@ def restore_threads():
     fs.set_num_threads(None)
 
 
-# API.md: "`n < 1` raises `ValueError`."
+# docs/api.rst, section Errors: "`n < 1` raises `ValueError`."
 @pytest.mark.parametrize("n", [0, -1, -100, np.int64(0), np.int8(-1), -2 ** 70], ids=repr)
 def test_set_num_threads_below_one(n, restore_threads):
     with pytest.raises(ValueError,

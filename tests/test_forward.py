@@ -1,9 +1,9 @@
-"""softmax and log_softmax against the plain NumPy reference (API.md, Forward).
+"""softmax and log_softmax against the plain NumPy reference (docs/api.rst, section Forward).
 
 One generic equivalence test runs every (fast, reference) pair of `FORWARD`
 over dtypes x shapes x axes x memory layouts x thread counts; a smaller grid
 runs on every SIMD path the CPU supports.  The remaining tests pin down the
-invariants and, one by one, the lines of API.md's Forward section.
+invariants and, one by one, the contract sentences of docs/api.rst.
 """
 
 import math
@@ -155,7 +155,7 @@ GRID = ([pytest.param(*c.values, layout, id=f"{c.id}-{layout}")
            for c in ROW_LENGTH_CASES for layout in ROW_LENGTH_LAYOUTS])
 
 
-# API.md: "`exp(x - max) / sum(exp(x - max))` along `axis`" and
+# docs/api.rst, section Forward: "`exp(x - max) / sum(exp(x - max))` along `axis`" and
 # "`x - max - log(sum(exp(x - max)))` along `axis`"; "`axis`: an int (negative
 # allowed), a tuple of ints ..., or `None`"; "read-only, broadcast
 # (zero-stride) and byte-swapped arrays are accepted"
@@ -189,7 +189,7 @@ def num_threads_default_thresholds(request):
     fs.set_num_threads(None)
 
 
-# API.md: "one row of 10⁶ float32 values still sums to 1 within 1e-6"
+# docs/api.rst, section Accuracy: "one row of 10⁶ float32 values still sums to 1 within 1e-6"
 @pytest.mark.parametrize("dtype", FLOAT_DTYPES, ids=DTYPE_IDS)
 @pytest.mark.parametrize("func, reference", FORWARD, ids=FORWARD_IDS)
 def test_one_huge_row(func, reference, dtype, num_threads_default_thresholds, rng):
@@ -205,7 +205,8 @@ def test_one_huge_row(func, reference, dtype, num_threads_default_thresholds, rn
         assert abs(math.fsum(result.tolist()) - 1) <= (ulps + 0.5) * np.finfo(dtype).eps
 
 
-# API.md: "float64 likewise against long double; sums are accumulated so that
+# docs/api.rst, section Accuracy:
+# "float64 likewise against long double; sums are accumulated so that
 # the error does not grow linearly with n"
 @pytest.mark.parametrize("dtype", FLOAT_DTYPES, ids=DTYPE_IDS)
 @pytest.mark.parametrize("func, reference", FORWARD, ids=FORWARD_IDS)
@@ -221,7 +222,7 @@ def test_accuracy_when_one_logit_dominates(func, reference, dtype, simd_path):
     check(func(x), oracle(reference, x), func, dtype)
 
 
-# API.md: "float32 results within a few ulp of the exact value (computed in
+# docs/api.rst, section Accuracy: "float32 results within a few ulp of the exact value (computed in
 # float64), float64 likewise against long double"
 @pytest.mark.parametrize("dtype", FLOAT_DTYPES, ids=DTYPE_IDS)
 @pytest.mark.parametrize("func, reference", FORWARD, ids=FORWARD_IDS)
@@ -279,10 +280,10 @@ def test_shift_invariance_of_rounded_shift(dtype, threads, rng):
 
 
 # --------------------------------------------------------------------------
-# Special values (API.md Numerics)
+# Special values (docs/api.rst, section Special values)
 # --------------------------------------------------------------------------
 
-# API.md: "Numerics: stable for any finite input"
+# docs/api.rst, section Special values: "Numerics: stable for any finite input"
 @pytest.mark.parametrize("dtype", FLOAT_DTYPES, ids=DTYPE_IDS)
 def test_large_gap_is_exact(dtype, threads):
     # exp(-1000) underflows to 0 in both dtypes and 1 + 0 = 1 exactly
@@ -291,7 +292,8 @@ def test_large_gap_is_exact(dtype, threads):
     np.testing.assert_array_equal(fs.log_softmax(np.array([1000, 0], dtype)), [0, -1000])
 
 
-# API.md: "`-inf` entries get probability exactly 0 (log-prob `-inf`): this is
+# docs/api.rst, section Special values:
+# "`-inf` entries get probability exactly 0 (log-prob `-inf`): this is
 # how masks are written"
 @pytest.mark.parametrize("n", [2, 5, 33, 1000])
 @pytest.mark.parametrize("dtype", FLOAT_DTYPES, ids=DTYPE_IDS)
@@ -310,7 +312,8 @@ def test_minus_inf_mask(dtype, n, threads, rng):
         check(s[i][~mask[i]], oracle(ref.softmax, x[i][~mask[i]]), fs.softmax, dtype)
 
 
-# API.md: "A row whose entries are all `-inf`, or that holds a NaN or `+inf`,
+# docs/api.rst, section Special values:
+# "A row whose entries are all `-inf`, or that holds a NaN or `+inf`,
 # yields NaN in every entry of that row only; other rows are unaffected."
 @pytest.mark.parametrize("n", [3, 40, 1000])
 @pytest.mark.parametrize("dtype", FLOAT_DTYPES, ids=DTYPE_IDS)
@@ -386,7 +389,8 @@ HUGE = {
 }
 
 
-# API.md: "Numerics: stable for any finite input (|x| up to the dtype's max)."
+# docs/api.rst, section Special values:
+# "Numerics: stable for any finite input (|x| up to the dtype's max)."
 @pytest.mark.parametrize("dtype", FLOAT_DTYPES, ids=DTYPE_IDS)
 @pytest.mark.parametrize("func, reference", FORWARD, ids=FORWARD_IDS)
 def test_huge_logits(func, reference, dtype, threads):
@@ -415,7 +419,7 @@ def test_extreme_logits(dtype, threads):
 # out=
 # --------------------------------------------------------------------------
 
-# API.md: "With `out=` the function returns `out` itself."
+# docs/api.rst, section out=: "With `out=` the function returns `out` itself."
 @pytest.mark.parametrize("dtype", FLOAT_DTYPES + [np.float16], ids=DTYPE_IDS + ["float16"])
 @pytest.mark.parametrize("func", [fs.softmax, fs.log_softmax], ids=FORWARD_IDS)
 def test_out_is_returned(func, dtype, rng):
@@ -428,7 +432,7 @@ def test_out_is_returned(func, dtype, rng):
     assert func(x0, out=out0) is out0 and out0 == func(x0)
 
 
-# API.md: "`out`: an ndarray of the result's shape and dtype; any strides."
+# docs/api.rst, section out=: "`out`: an ndarray of the result's shape and dtype; any strides."
 @pytest.mark.parametrize("axis", [0, 1, -1, None, (0, 1)])
 @pytest.mark.parametrize("dtype", FLOAT_DTYPES, ids=DTYPE_IDS)
 @pytest.mark.parametrize("func", [fs.softmax, fs.log_softmax], ids=FORWARD_IDS)
@@ -454,7 +458,7 @@ def test_out_any_strides(func, dtype, axis, threads, rng):
         assert (big[untouched] == sentinel).all(), "out= wrote outside the view"
 
 
-# API.md: "`out=x` (in place) is allowed."
+# docs/api.rst, section out=: "`out=x` (in place) is allowed."
 @pytest.mark.parametrize("layout", ["C", "F", "strided", "reversed", "rows-reversed",
                                     "padded", "row-strided"])
 @pytest.mark.parametrize("axis", [0, -1, None, (1, 0)])
@@ -522,10 +526,10 @@ def test_out_partially_overlapping_input(func, dtype, overlap, threads, rng):
 
 
 # --------------------------------------------------------------------------
-# dtypes (API.md)
+# dtypes (docs/api.rst, section Dtypes)
 # --------------------------------------------------------------------------
 
-# API.md: "float32 and float64 are computed natively and keep their dtype."
+# docs/api.rst, section Dtypes: "float32 and float64 are computed natively and keep their dtype."
 @pytest.mark.parametrize("dtype", FLOAT_DTYPES, ids=DTYPE_IDS)
 @pytest.mark.parametrize("func, reference", FORWARD, ids=FORWARD_IDS)
 def test_float_dtypes_are_kept(func, reference, dtype, rng):
@@ -536,7 +540,7 @@ def test_float_dtypes_are_kept(func, reference, dtype, rng):
     check(result, oracle(reference, x), func, dtype)
 
 
-# API.md: "float16 is computed in float32 and returned as float16."
+# docs/api.rst, section Dtypes: "float16 is computed in float32 and returned as float16."
 @pytest.mark.parametrize("func", [fs.softmax, fs.log_softmax], ids=FORWARD_IDS)
 def test_float16(func, rng):
     x = rng.standard_normal((4, 50)).astype(np.float16)
@@ -553,7 +557,7 @@ def test_float16(func, rng):
     np.testing.assert_array_equal(result_swapped, result)
 
 
-# API.md: "Integer and bool inputs are computed and returned as float64."
+# docs/api.rst, section Dtypes: "Integer and bool inputs are computed and returned as float64."
 @pytest.mark.parametrize("dtype", [np.int8, np.uint8, np.int16, np.int32, np.int64,
                                    np.uint64, np.bool_])
 @pytest.mark.parametrize("func", [fs.softmax, fs.log_softmax], ids=FORWARD_IDS)
@@ -567,7 +571,8 @@ def test_integer_and_bool_inputs(func, dtype, rng):
     np.testing.assert_array_equal(out, result)
 
 
-# API.md: "byte-swapped arrays are accepted; the result is always native byte order."
+# docs/api.rst, section Dtypes:
+# "byte-swapped arrays are accepted; the result is always native byte order."
 @pytest.mark.parametrize("dtype", FLOAT_DTYPES, ids=DTYPE_IDS)
 @pytest.mark.parametrize("func", [fs.softmax, fs.log_softmax], ids=FORWARD_IDS)
 def test_byteswapped_input(func, dtype, rng):
@@ -580,7 +585,7 @@ def test_byteswapped_input(func, dtype, rng):
 
 
 # --------------------------------------------------------------------------
-# array-likes, shapes (API.md)
+# array-likes, shapes (docs/api.rst, sections Dtypes and Axes)
 # --------------------------------------------------------------------------
 
 class _HasArray:
@@ -591,7 +596,7 @@ class _HasArray:
         return np.asarray(self.a, dtype=dtype)
 
 
-# API.md: "Array-likes (lists, scalars, 0-d arrays, anything `np.asarray`
+# docs/api.rst, section Dtypes: "Array-likes (lists, scalars, 0-d arrays, anything `np.asarray`
 # takes) ... are accepted"
 @pytest.mark.parametrize("func", [fs.softmax, fs.log_softmax], ids=FORWARD_IDS)
 @pytest.mark.parametrize("like", ["nested list", "tuple", "__array__", "mixed int/float list"])
@@ -606,7 +611,7 @@ def test_array_likes(func, like):
     np.testing.assert_array_equal(result, func(np.array(data)))
 
 
-# API.md: "A 0-d input is a one-element softmax (result 1.0, log 0.0)."
+# docs/api.rst, section Axes: "A 0-d input is a one-element softmax (result 1.0, log 0.0)."
 @pytest.mark.parametrize("value", [3.5, -1e300, 0, True, np.float32(2.5), np.array(7.0),
                                    np.array(-2, np.int16), np.float16(1.0)])
 def test_zero_dim(value):
@@ -621,7 +626,8 @@ def test_zero_dim(value):
     assert fs.softmax(value, axis=None) == 1.0 and fs.log_softmax(value, axis=0) == 0.0
 
 
-# API.md: "The result has the shape of `x`."  /  "An empty axis gives an empty result."
+# docs/api.rst, section Axes:
+# "The result has the shape of `x`."  /  "An empty axis gives an empty result."
 @pytest.mark.parametrize("shape, axis", [((0,), -1), ((0, 5), -1), ((0, 5), 0), ((4, 0), -1),
                                          ((4, 0), 0), ((4, 0), None), ((2, 0, 3), (0, 1)),
                                          ((2, 0, 3), 2)])
@@ -637,7 +643,7 @@ def test_empty(func, dtype, shape, axis):
     assert func(x, axis=axis, out=out) is out
 
 
-# API.md: "a tuple of ints (softmax over the joint elements of those axes, as
+# docs/api.rst, section Axes: "a tuple of ints (softmax over the joint elements of those axes, as
 # `scipy.special.softmax` does), or `None` (over the whole array)"
 @pytest.mark.parametrize("axis", [(0,), (0, 2), (2, 0), (1, 2), (0, 1, 2), None, -2, 1])
 @pytest.mark.parametrize("dtype", FLOAT_DTYPES, ids=DTYPE_IDS)
@@ -663,7 +669,7 @@ def test_axis_none_is_softmax_of_the_flattened_array(func, rng):
     np.testing.assert_array_equal(func(x, axis=(2, 0)), func(x, axis=(0, -1)))
 
 
-# API.md: "`fs.softmax(x, axis=-1, *, out=None)`"
+# docs/api.rst, section Forward: "`fs.softmax(x, axis=-1, *, out=None)`"
 @pytest.mark.parametrize("func", [fs.softmax, fs.log_softmax], ids=FORWARD_IDS)
 def test_signature(func, rng):
     x = rng.standard_normal((4, 6))
@@ -677,7 +683,8 @@ def test_signature(func, rng):
         func(x, -1, np.empty_like(x))
 
 
-# API.md: "An out-of-range or repeated axis raises `numpy.exceptions.AxisError`"
+# docs/api.rst, section Axes:
+# "An out-of-range or repeated axis raises `numpy.exceptions.AxisError`"
 @pytest.mark.parametrize("axis", [2, -3, (0, 0), (1, -1), (0, 2)])
 @pytest.mark.parametrize("func", [fs.softmax, fs.log_softmax], ids=FORWARD_IDS)
 def test_bad_axis_is_axis_error(func, axis):

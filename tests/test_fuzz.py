@@ -142,7 +142,8 @@ def arrays(draw, dtypes=INPUT_DTYPES, shape=None, reshape=True):
 
 
 def result_dtype(dtype):
-    """API.md's rule: float16/32/64 stay (native order), other numbers -> float64."""
+    """docs/api.rst, section Dtypes: float16/32/64 stay (native order), other
+    numbers -> float64."""
     return np.dtype(dtype.type) if dtype.kind == "f" else F64
 
 
@@ -633,7 +634,8 @@ test_fuzz_cross_entropy = fuzz(check_cross_entropy, cross_entropy_cases())
 @pytest.mark.parametrize("nan", [R_NA, -R_NA, F32_NAN_PAYLOAD_1], ids=["R NA", "-R NA", "f32"])
 @pytest.mark.parametrize("func", [fs.softmax, fs.log_softmax], ids=["softmax", "log_softmax"])
 def test_any_nan_makes_its_row_nan(func, nan):
-    # API.md: "a row ... that holds a NaN ... yields NaN in every entry of that row"
+    # docs/api.rst, section Special values:
+    # "a row ... that holds a NaN ... yields NaN in every entry of that row"
     x = np.array([[0.0, 1.0, nan], [0.0, 1.0, 2.0]], dtype=np.asarray(nan).dtype)
     assert np.isnan(x[0, 2])
     result = func(x)

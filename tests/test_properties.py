@@ -258,7 +258,7 @@ DOMINANT_12 = (np.array([[5.0, 0, 0, 0], [0, 0, 0, 0], [0, 0, 0, 0]]), None)
 DOMINANT_SUM = (np.array([[14.0, 0, 0, 0, 0, 0], [0, 0, 0, 0, 0, 0]]), None)
 
 
-# API.md: "float32 and float64 are computed natively and keep their dtype.
+# docs/api.rst, section Dtypes: "float32 and float64 are computed natively and keep their dtype.
 # float16 is computed in float32 and returned as float16. Integer and bool
 # inputs are computed and returned as float64."  "Array-likes ..., read-only,
 # broadcast (zero-stride) ... arrays are accepted"
@@ -281,7 +281,7 @@ def test_matches_reference(func, reference, data, layout):
     np.testing.assert_array_equal(x, before)
 
 
-# API.md: "`out`: an ndarray of the result's shape and dtype; any strides.
+# docs/api.rst, section out=: "`out`: an ndarray of the result's shape and dtype; any strides.
 # `out=x` (in place) is allowed. ... With `out=` the function returns `out`
 # itself."
 @pytest.mark.parametrize("func", [fs.softmax, fs.log_softmax], ids=FORWARD_IDS)
@@ -359,7 +359,7 @@ def test_log_softmax_is_log_of_softmax(data):
 # Derivatives
 # --------------------------------------------------------------------------
 
-# (dtype of s or logp, dtype of v or g).  API.md: "Mixed float32/float64
+# (dtype of s or logp, dtype of v or g).  docs/api.rst, section Dtypes: "Mixed float32/float64
 # computes in float64; otherwise the forward dtype rules apply."
 DERIVATIVE_DTYPES = [(F16, F16), (F32, F32), (F64, F64), (F32, F64), (F64, np.dtype(np.int32))]
 
@@ -393,7 +393,7 @@ def derivative_floor(name, inputs, axis, result_dtype, scale):
     return np.maximum(scale * terms, tiny(result_dtype))
 
 
-# API.md: the four rows of "Derivatives" (the formulas are the reference's),
+# docs/api.rst, section Derivatives: the four functions (the formulas are the reference's),
 # and "`out` may be the same array as either input"
 @pytest.mark.parametrize("name", list(DERIVATIVES))
 @given(data=st.data(), out_kind=st.sampled_from(OUTS))
@@ -418,7 +418,8 @@ def test_derivative_matches_reference(name, data, out_kind):
         assert_out_result(func, inputs, {"axis": axis}, out)
 
 
-# API.md: "the Jacobian-vector product and the vector-Jacobian product are
+# docs/api.rst, section Derivatives:
+# "the Jacobian-vector product and the vector-Jacobian product are
 # the same: J v = s * (v - <s, v>)"
 @given(data=st.data())
 def test_vjp_equals_jvp(data):
@@ -430,7 +431,7 @@ def test_vjp_equals_jvp(data):
 DTYPES_32_64 = [(F32, F32), (F64, F64), (F32, F64)]
 
 
-# API.md: "J = diag(s) - s sᵀ ... J v = s * (v - <s, v>)" and
+# docs/api.rst, section Derivatives: "J = diag(s) - s sᵀ ... J v = s * (v - <s, v>)" and
 # "fused: no Jacobian is formed" -- yet the same numbers.
 @given(data=st.data())
 def test_jacobian_times_v_is_jvp(data):
@@ -454,7 +455,8 @@ def test_jacobian_times_v_is_jvp(data):
     assert (err <= bound).all(), f"max excess {np.max(err / bound)}"
 
 
-# API.md: "J v = s * (v - <s, v>)": its entries sum to <s, v> (1 - sum(s)),
+# docs/api.rst, section Derivatives:
+# "J v = s * (v - <s, v>)": its entries sum to <s, v> (1 - sum(s)),
 # 0 for an exact probability vector: <1, J v> = 0.
 @given(data=st.data())
 def test_jvp_sums_to_zero(data):
@@ -567,7 +569,7 @@ def _none_rows(logits, target, axis):
     return x, t, result, compute, hp
 
 
-# API.md: "Loss per row: -sum(target * log_softmax(logits))." and
+# docs/api.rst, section Fused loss: "Loss per row: -sum(target * log_softmax(logits))." and
 # "With return_grad=True it returns (loss, dlogits) from one pass"
 # (logits up to 30 in magnitude and no tiny weights: the budgets of
 # test_cross_entropy are relative to the terms, which a subnormal loss or
@@ -609,7 +611,7 @@ def _extreme_ce_inputs(kinds):
                        for dtype in (np.float32, np.float64)))
 
 
-# API.md: "dlogits = softmax(logits) * sum(target) - target per row (for
+# docs/api.rst, section Fused loss: "dlogits = softmax(logits) * sum(target) - target per row (for
 # one-hot or index targets: s - y)"
 @given(data=_extreme_ce_inputs(["index"]))
 def test_cross_entropy_grad_is_softmax_minus_one_hot(data):
@@ -627,7 +629,7 @@ def test_cross_entropy_grad_is_softmax_minus_one_hot(data):
     assert (err <= bound).all(), f"max excess {np.max(err / bound)}"
 
 
-# API.md: "Loss per row: -sum(target * log_softmax(logits))." and "A zero
+# docs/api.rst, section Fused loss: "Loss per row: -sum(target * log_softmax(logits))." and "A zero
 # target weight on a `-inf` logit contributes 0"
 @given(data=_extreme_ce_inputs(["index", "prob"]))
 def test_cross_entropy_loss_is_minus_target_dot_log_softmax(data):
