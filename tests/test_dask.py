@@ -25,7 +25,7 @@ from numpy.exceptions import AxisError
 import fastsoftmax as fs
 from fastsoftmax import reference as ref
 
-from _helpers import check, oracle
+from _registry import check, oracle
 
 
 def _require(name):

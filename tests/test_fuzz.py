@@ -19,7 +19,7 @@ which) or return a result of the right shape and dtype that
   float16 / integer conversions change nothing; other layouts may take
   another kernel, e.g. the column kernel, and differ by rounding), and
 - matches the plain-NumPy reference evaluated in higher precision: softmax
-  and log_softmax within the error budget of tests/_helpers.py, NaN and
+  and log_softmax within the error budget of tests/_registry.py, NaN and
   infinities included; the derivatives and the loss on every row whose
   inputs and intermediate terms are finite, within the forward error bound
   of their sums.
@@ -50,7 +50,7 @@ import fastsoftmax as fs
 from fastsoftmax import _backend
 from fastsoftmax import reference as ref
 
-from _helpers import assert_ulp_close, check, oracle, oracle_dtype
+from _registry import assert_ulp_close, check, oracle, oracle_dtype, representable
 
 F16, F32, F64 = np.dtype(np.float16), np.dtype(np.float32), np.dtype(np.float64)
 
@@ -247,14 +247,6 @@ def call(func, *args, errors, **kwargs):
 quiet = np.errstate(all="ignore")
 
 
-def representable(expected, dtype):
-    """Values beyond the dtype's range replaced by the infinity they round
-    to (log_softmax([max, -max]) has the entry -2 max)."""
-    with np.errstate(over="ignore"):
-        overflow = np.isinf(np.asarray(expected).astype(dtype)) & np.isfinite(expected)
-    return np.where(overflow, np.copysign(np.inf, expected), expected)
-
-
 def aligned(*arrays):
     return all(a.flags.aligned for a in arrays if isinstance(a, np.ndarray))
 
@@ -337,7 +329,7 @@ def check_forward(case, name):
         assert_identical(result, func(canonical(x, cdt), axis).astype(rdt))
 
     # The contract holds for every input, NaN and infinities included: the
-    # error budget of tests/_helpers.py, and the same NaN/inf pattern.
+    # error budget of tests/_registry.py, and the same NaN/inf pattern.
     with np.errstate(all="ignore"):
         expected = oracle(reference, canonical(x, cdt), axis=axis)
     if rdt == cdt:
@@ -416,7 +408,7 @@ def check_products(case, name):
 
     # Against the reference in higher precision, on rows whose inputs and
     # terms are finite, with a margin below overflow.  The bound is 4 ulp
-    # of the terms (tests/test_derivatives.py derives it).  Near underflow
+    # of the terms (tests/_registry.py derives it).  Near underflow
     # each rounding errs by up to half the subnormal spacing `tiny` instead:
     # the n products of the dot, then the difference, then the product with
     # a_j (or p_j) that scales the dot's error: (n + 2) tiny (1 + |a_j|).
@@ -487,7 +479,7 @@ def check_jacobian(case):
         assert_identical(result, fs.softmax_jacobian(s_c, axis).astype(rdt))
 
     # J_ij = s_i (δ_ij - s_j): one or two roundings, relative to the terms
-    # s_i (δ_ij + |s_j|) (tests/test_derivatives.py: 1.5 ulp of them), or
+    # s_i (δ_ij + |s_j|) (tests/_registry.py: 1.5 ulp of them), or
     # half the subnormal spacing each near underflow.
     high = oracle_dtype(cdt)
     row = np.moveaxis(s_c.reshape(s_c.shape or (1,)), axis, -1).astype(high)
