@@ -1,5 +1,5 @@
 """The build (compiled kernels, OpenMP, SIMD paths, show_config) and threads
-(API.md, Threads and Build)."""
+(docs/api.rst, sections Threads and Build)."""
 
 import concurrent.futures
 import importlib.machinery
@@ -68,7 +68,7 @@ def restore_threads():
 # what is imported
 # --------------------------------------------------------------------------
 
-# API.md: "The compiled core is Cython"
+# docs/api.rst, section Build: "The compiled core is Cython"
 def test_kernels_are_the_compiled_extension():
     package_dir = os.path.dirname(os.path.realpath(fs.__file__))
     suffixes = tuple(importlib.machinery.EXTENSION_SUFFIXES)
@@ -97,7 +97,7 @@ def test_installed_package_is_imported():
 # OpenMP
 # --------------------------------------------------------------------------
 
-# API.md: "It builds with OpenMP where the compiler has it and without it
+# docs/api.rst, section Build: "It builds with OpenMP where the compiler has it and without it
 # (serially) where it does not"
 def test_openmp_build_decision_is_what_was_compiled(restore_threads):
     compiled = _backend.kernels.openmp_enabled()
@@ -120,7 +120,7 @@ def test_openmp_build_decision_is_what_was_compiled(restore_threads):
         else:
             assert kernels.parallel_team_size(2) == 1
     if not compiled:
-        # API.md: "A build without OpenMP reports 1."
+        # docs/api.rst, section Build: "A build without OpenMP reports 1."
         assert fs.get_num_threads() == 1
         fs.set_num_threads(4)
         assert fs.get_num_threads() == 1
@@ -136,7 +136,7 @@ def _config_value(text, key):
     return match.group(1).strip()
 
 
-# API.md: "`fs.show_config()` prints the version, the compiler flags, whether
+# docs/api.rst, section Build: "`fs.show_config()` prints the version, the compiler flags, whether
 # OpenMP is on, the thread count and the SIMD width the kernels were built for."
 def test_show_config(capsys, restore_threads):
     fs.show_config()
@@ -222,7 +222,7 @@ def default_threads(env):
     return os.cpu_count()
 
 
-# API.md: "`fs.get_num_threads()` and `fs.set_num_threads(n)`; `n=None`
+# docs/api.rst, section Threads: "`fs.get_num_threads()` and `fs.set_num_threads(n)`; `n=None`
 # restores the default"
 def test_get_and_set_num_threads(restore_threads):
     default = fs.get_num_threads()
@@ -237,7 +237,8 @@ def test_get_and_set_num_threads(restore_threads):
     assert fs.get_num_threads() == default
 
 
-# API.md: "the default (what OpenMP would use: `OMP_NUM_THREADS` or the cores
+# docs/api.rst, section Threads:
+# "the default (what OpenMP would use: `OMP_NUM_THREADS` or the cores
 # this process may run on)"
 @pytest.mark.parametrize("omp_num_threads", ["1", "2", None])
 def test_default_threads_in_a_fresh_process(omp_num_threads, tmp_path):
@@ -259,7 +260,8 @@ def _split_row_threshold_inputs(rng, dtype):
             rng.standard_normal((3, 5, 40)).astype(dtype)]
 
 
-# API.md: "Results are identical whatever the thread count when rows are split
+# docs/api.rst, section Threads:
+# "Results are identical whatever the thread count when rows are split
 # among threads"
 @pytest.mark.parametrize("dtype", FLOAT_DTYPES, ids=DTYPE_IDS)
 @pytest.mark.parametrize("func", [fs.softmax, fs.log_softmax], ids=FORWARD_IDS)
@@ -275,7 +277,7 @@ def test_rows_split_among_threads_are_bit_identical(func, dtype, restore_threads
             np.testing.assert_array_equal(result, results[0])
 
 
-# API.md: "a single row split across threads may differ by rounding only"
+# docs/api.rst, section Threads: "a single row split across threads may differ by rounding only"
 @pytest.mark.parametrize("dtype", FLOAT_DTYPES, ids=DTYPE_IDS)
 @pytest.mark.parametrize("func, reference", FORWARD, ids=FORWARD_IDS)
 def test_one_row_split_across_threads(func, reference, dtype, restore_threads, rng):
@@ -292,7 +294,7 @@ def test_one_row_split_across_threads(func, reference, dtype, restore_threads, r
     check(results[3], results[1], func, dtype, factor=2)
 
 
-# API.md: "Inside `threadpoolctl.threadpool_limits(k)`, `get_num_threads()`
+# docs/api.rst, section Threads: "Inside `threadpoolctl.threadpool_limits(k)`, `get_num_threads()`
 # reports the limit." and "`threadpoolctl.threadpool_limits(k)` limits the
 # kernels as it limits NumPy's BLAS."
 def test_threadpoolctl(restore_threads, rng):
@@ -323,7 +325,8 @@ def test_threadpoolctl(restore_threads, rng):
             assert fs.get_num_threads() == 1
 
 
-# API.md: "Every kernel releases the GIL: Python threads may call it concurrently."
+# docs/api.rst, section Threads:
+# "Every kernel releases the GIL: Python threads may call it concurrently."
 @pytest.mark.parametrize("func", [fs.softmax, fs.log_softmax], ids=FORWARD_IDS)
 def test_concurrent_python_threads(func, rng):
     inputs = []

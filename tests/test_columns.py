@@ -12,7 +12,7 @@ import pytest
 
 import fastsoftmax as fs
 from fastsoftmax import _api, _backend
-from _helpers import DTYPE_IDS, FLOAT_DTYPES, FORWARD, FORWARD_IDS, check, oracle
+from _registry import DTYPE_IDS, FLOAT_DTYPES, FORWARD, FORWARD_IDS, check, oracle
 
 
 @pytest.fixture

@@ -1,4 +1,4 @@
-"""Python threads, thread-count changes and fork (API.md, Threads;
+"""Python threads, thread-count changes and fork (docs/api.rst, section Threads;
 docs/reliability.rst).
 
 tests/test_build.py already runs softmax and log_softmax from 8 threads and
@@ -19,6 +19,8 @@ import pytest
 
 import fastsoftmax as fs
 from fastsoftmax import _backend
+
+from _registry import FUNCTIONS
 
 N_THREADS = 16
 HAS_FORK = hasattr(os, "fork")
@@ -57,39 +59,34 @@ def in_thread(func):
 # --------------------------------------------------------------------------
 
 def make_calls(seed):
-    """[(label, function, args, kwargs)]: every public function, on a small
-    input (run on the calling thread), a batch large enough for row-parallel
-    threads, and one long row (split across threads), float32 and float64."""
+    """[(label, function, args, kwargs)]: every public function (its
+    registry entry's run), and the other paths (another axis, axis=None,
+    out=, class indices), on a small input (run on the calling thread), a
+    batch large enough for row-parallel threads, and one long row (split
+    across threads), float32 and float64."""
     rng = np.random.default_rng(seed)
     calls = []
     for dtype in (np.float32, np.float64):
         for shape in [(3, 33), (64, 517), (1, 70_001)]:
             x = (4 * rng.standard_normal(shape)).astype(dtype)
             x[0, 1] = -np.inf  # a mask
-            s = fs.softmax(x)
-            logp = fs.log_softmax(x)
-            v = rng.standard_normal(shape).astype(dtype)
-            index = rng.integers(0, shape[1], shape[0])
-            probs = rng.random(shape).astype(dtype)
+            other = rng.standard_normal(shape).astype(dtype)
             name = f"{np.dtype(dtype).name}{shape}"
+            for f in FUNCTIONS.values():
+                # the Jacobian has n**2 numbers per row: 8 rows of 40 (12,800
+                # numbers, threaded) stand in for the larger shapes
+                part = np.s_[:8, :40] if f.name == "softmax_jacobian" and shape != (3, 33) \
+                    else np.s_[:, :]
+                inputs = f.from_logits(x[part], other[part], -1)
+                calls.append((f"{f.name} {name}", f.run, (inputs,), {}))
+            index = rng.integers(0, shape[1], shape[0])
             calls += [
-                (f"softmax {name}", fs.softmax, (x,), {}),
-                (f"log_softmax {name}", fs.log_softmax, (x,), {}),
                 (f"softmax axis=0 {name}", fs.softmax, (x,), {"axis": 0}),
                 (f"log_softmax axis=None {name}", fs.log_softmax, (x,), {"axis": None}),
                 (f"softmax out= {name}", fs.softmax, (x,), {"out": np.empty_like(x)}),
-                (f"softmax_jvp {name}", fs.softmax_jvp, (s, v), {}),
-                (f"softmax_vjp {name}", fs.softmax_vjp, (s, v), {}),
-                (f"log_softmax_vjp {name}", fs.log_softmax_vjp, (logp, v), {}),
                 (f"cross_entropy index {name}", fs.softmax_cross_entropy, (x, index),
                  {"return_grad": True}),
-                (f"cross_entropy probs {name}", fs.softmax_cross_entropy, (x, probs),
-                 {"reduction": "none", "return_grad": True}),
             ]
-            # the Jacobian has n**2 numbers per row: 8 rows of 40 (12,800
-            # numbers, threaded) stand in for the larger shapes
-            s_jac = s if shape == (3, 33) else fs.softmax(x[:8, :40])
-            calls.append((f"softmax_jacobian {name}", fs.softmax_jacobian, (s_jac,), {}))
     return calls
 
 
@@ -228,7 +225,8 @@ def heartbeats_during(call):
     return t1 - t0, [b for b in beats if t0 < b < t1]
 
 
-# API.md: "Every kernel releases the GIL: Python threads may call it concurrently."
+# docs/api.rst, section Threads:
+# "Every kernel releases the GIL: Python threads may call it concurrently."
 @pytest.mark.parametrize("name", KERNELS)
 def test_kernels_release_the_gil(name):
     call = kernel_call(name)

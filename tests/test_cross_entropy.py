@@ -1,4 +1,10 @@
-"""softmax_cross_entropy (API.md, "Fused loss")."""
+"""softmax_cross_entropy (docs/api.rst, section Fused loss).
+
+test_equivalence.py runs it against the reference in higher precision over
+target kinds, dtypes, reductions, shapes and axes, within the budgets
+derived in _registry.py; here: result dtypes, identities, finite
+differences, special values and errors particular to the loss.
+"""
 
 import re
 
@@ -9,236 +15,10 @@ import fastsoftmax as fs
 from fastsoftmax import reference as ref
 from fastsoftmax.testing import check_grad
 
-from _helpers import assert_ulp_close
-
-F16, F32, F64 = np.dtype(np.float16), np.dtype(np.float32), np.dtype(np.float64)
-EPS = {dt: np.finfo(dt).eps for dt in (F16, F32, F64)}
-
-
-# logits dtype, probability-target dtype
-DTYPES = {
-    "float32": (np.float32, np.float32),
-    "float64": (np.float64, np.float64),
-    "float16": (np.float16, np.float16),
-    "int": (np.int64, np.float64),
-    "mixed": (np.float32, np.float64),  # probability targets only
-}
-CASES = [
-    ((), 0),             # 0-d logits: one row of one class
-    ((7,), -1), ((7,), 0),
-    ((3, 4, 5), -1), ((3, 4, 5), 1), ((3, 4, 5), -3),
-    ((0, 5), -1),        # empty batch
-    ((2, 0, 5), -1),     # empty batch, 3-d
-    ((5, 33), -1),
-    ((2, 1000), -1),
-    ((40, 3), 0),        # many rows, classes along axis 0
-]
-REDUCTIONS = ["mean", "sum", "none"]
-
-
-# --------------------------------------------------------------------------
-# helpers
-# --------------------------------------------------------------------------
-
-def _rule(dtype):
-    """The forward result dtype (API.md: int and bool become float64)."""
-    dtype = np.dtype(dtype)
-    return dtype if dtype.kind == "f" else F64
-
-
-def _compute(dtype):
-    return F32 if np.dtype(dtype).itemsize <= 4 else F64
-
-
-def _high(dtype):
-    """Precision of the expected values: float64 for float32 computations,
-    long double for float64 ones."""
-    return np.float64 if _compute(dtype) == F32 else np.longdouble
-
-
-def make_logits(rng, shape, dtype):
-    if np.dtype(dtype).kind == "i":
-        return np.asarray(rng.integers(-5, 6, shape), dtype)
-    return np.asarray(3.0 * rng.standard_normal(shape)).astype(dtype)
-
-
-def make_target(rng, shape, axis, kind, dtype):
-    """Class indices (int64, the batch shape) or probabilities (rows that
-    need not sum to 1: uniform [0, 1) entries, about n/2 per row)."""
-    ndim = max(len(shape), 1)
-    full = shape if shape else (1,)
-    n = full[axis]
-    batch = tuple(d for i, d in enumerate(full) if i != axis % ndim)
-    if not shape:
-        batch = ()
-    if kind == "index":
-        return np.asarray(rng.integers(0, n, batch), np.int64)
-    return np.asarray(rng.random(shape)).astype(dtype)
-
-
-def rows_of(logits, target, axis, dtype):
-    """(x, t) in high precision with the class axis last; t one-hot for indices."""
-    x = np.moveaxis(np.atleast_1d(np.asarray(logits, dtype)), axis, -1)
-    if np.asarray(target).dtype.kind in "iu":
-        t = np.zeros(x.shape, dtype)
-        np.put_along_axis(t, np.asarray(target)[..., None], 1, axis=-1)
-    else:
-        t = np.moveaxis(np.atleast_1d(np.asarray(target, dtype)), axis, -1)
-    return x, t
-
-
-def oracle_xent(logits, target, axis, reduction, hp):
-    """The reference in high precision (index targets stay integers)."""
-    logits = np.asarray(logits).astype(hp)
-    if np.asarray(target).dtype.kind == "f":
-        target = np.asarray(target).astype(hp)
-    return ref.softmax_cross_entropy(logits, target, axis, reduction=reduction,
-                                     return_grad=True)
-
-
-# --------------------------------------------------------------------------
-# Error bounds
-# --------------------------------------------------------------------------
-# The kernel computes per row, with m = max(x), S = sum exp(x - m) (summed in
-# double, blocked, Kahan-compensated) and T = sum(t):
-#     loss = T log S - sum_j t_j (x_j - m)         (index c: log S - (x_c - m))
-#     grad = exp(x - m) * (T scale / S) - t scale   (scale = 1/rows for "mean")
-# exp(x - m) is the kernels' polynomial exp in the computation precision:
-# within 1 ulp (truncation < 0.1 ulp plus Horner rounding; 0.86 ulp measured).
-#
-# Loss.  For targets >= 0 every term has the same sign (log S >= 0 and
-# x_j - m <= 0), so there is no cancellation; still, the errors are relative
-# to the terms, M = |T| (1 + log S) + sum_j |t_j| |x_j - m| (the "1" is for
-# the exp error, which errs log S by up to 1 eps absolute), the floor below.
-#   float32 (and float16 logits): S has <= 1 eps32 relative error (exp), so
-#   log S is off by <= 1 eps32; all else is double and negligible, then one
-#   rounding to float32: <= 0.5 |loss| + 1 M  ->  1.5 ulp of max(|loss|, M).
-#   The reductions sum the rows' double losses and round once: the same
-#   1.5 ulp of the summed (mean: averaged) floor.
-#   float64: exp 1 + S's blocked sum of positive terms (< 1.5: the lane sums
-#   of at most FS_BLOCK/lanes terms each err like a random walk, ~0.7 eps
-#   standard deviation at worst for SSE2's 2 lanes) + log 0.5 + x - m 0.5 +
-#   the weighted products 0.5 + their blocked sum (< 1.5, same argument) +
-#   the final subtraction 0.5 of |loss|: <= 6 ulp of max(|loss|, M) per row;
-#   np.sum/np.mean over the rows add their own (pairwise) rounding of
-#   positive numbers, < 1 ulp for these few rows: 7 ulp for the reductions.
-#
-# Gradient, floor G_j = scale (p_j |T| + |t_j|) (its two terms).
-#   float32: exp(x_j - m) 1 ulp + S 1 ulp (the exp errors, averaged) +
-#   for index targets the softmax term is first rounded to float32 and then
-#   the 1 subtracted (0.5 ulp of p_j scale) + the final rounding (0.5 of
-#   |grad|; everything else is double): 3 ulp of max(|grad|, G).
-#   float64: exp 1 + S (1 + blocked sum < 1.5) + T's blocked sum < 1.5 +
-#   four roundings forming T scale / S and the products (2) + the index
-#   target's intermediate rounding 0.5 + the final subtraction 0.5:
-#   <= 8 ulp of max(|grad|, G).
-#   float16 results: the float32 computation errs by <= 3 eps32 = 2^-11.4
-#   eps16 of G, then one rounding to float16, 0.5 ulp:
-#   <= 1 eps16 max(|grad|, 2^-8 G); below float16's smallest normal the
-#   rounding is absolute (half of 2^-24), hence the floor of that normal.
-# (Measured over the cases below on every SIMD path: loss 0.44 / 1.5 ulp,
-# reduced loss 0.44 / 1.3, gradient 1.1 / 2.8 (float32 / float64), float16 0.5.)
-LOSS_ULPS = {F32: 1.5, F64: 6}
-REDUCED_LOSS_ULPS = {F32: 1.5, F64: 7}
-GRAD_ULPS = {F32: 3, F64: 8, F16: 1}
-
-
-def loss_terms(x, t):
-    """M per row (see above), x and t in high precision with classes last."""
-    with np.errstate(invalid="ignore", divide="ignore"):
-        m = x.max(-1, keepdims=True)
-        log_s = np.log(np.exp(x - m).sum(-1))
-        tsum = np.abs(t.sum(-1))
-        return tsum * (1 + log_s) + np.where(t == 0, 0, np.abs(t) * np.abs(x - m)).sum(-1)
-
-
-def grad_terms(x, t, scale):
-    p = ref.softmax(x, axis=-1)
-    return scale * (p * np.abs(t.sum(-1, keepdims=True)) + np.abs(t))
-
-
-def assert_loss_close(loss, expected, x, t, reduction, compute):
-    terms = loss_terms(x, t)
-    if reduction == "none":
-        assert_ulp_close(loss, expected, compute, LOSS_ULPS[compute], terms)
-    else:
-        floor = terms.sum() if reduction == "sum" else terms.mean() if terms.size else 1.0
-        assert_ulp_close(loss, expected, compute, REDUCED_LOSS_ULPS[compute], floor=floor)
-
-
-def assert_grad_close(grad, expected, x, t, axis, scale):
-    """grad (any shape, classes along axis) vs expected (same layout)."""
-    terms = np.moveaxis(grad_terms(x, t, scale), -1, axis % grad.ndim) if grad.ndim else \
-        grad_terms(x, t, scale).reshape(())
-    dtype = grad.dtype
-    if dtype == F16:
-        floor = np.maximum(2.0 ** -8 * terms, np.finfo(np.float16).tiny)
-    else:
-        floor = terms
-    assert_ulp_close(grad, expected, dtype, GRAD_ULPS[dtype], floor)
-
-
-# --------------------------------------------------------------------------
-# Against the reference
-# --------------------------------------------------------------------------
-
-TARGET_DTYPES = [pytest.param(kind, name, id=f"{kind}-{name}")
-                 for kind in ("index", "prob") for name in DTYPES
-                 if not (kind == "index" and name == "mixed")]
-
-
-@pytest.mark.parametrize("reduction", REDUCTIONS)
-@pytest.mark.parametrize("shape, axis", CASES, ids=[f"{s}-axis{a}" for s, a in CASES])
-@pytest.mark.parametrize("kind, dtypes", TARGET_DTYPES)
-def test_matches_reference(kind, dtypes, shape, axis, reduction, threads, rng):
-    # API.md: "Loss per row: -sum(target * log_softmax(logits))."
-    # API.md: "With return_grad=True it returns (loss, dlogits) from one pass"
-    logits_dtype, target_dtype = DTYPES[dtypes]
-    logits = make_logits(rng, shape, logits_dtype)
-    target = make_target(rng, shape, axis, kind, target_dtype)
-    logits_copy, target_copy = logits.copy(), target.copy()
-
-    loss, grad = fs.softmax_cross_entropy(logits, target, axis, reduction=reduction,
-                                          return_grad=True)
-    loss_only = fs.softmax_cross_entropy(logits, target, axis, reduction=reduction)
-
-    result = _rule(logits_dtype) if kind == "index" else \
-        np.result_type(_rule(logits_dtype), _rule(target_dtype))
-    compute, hp = _compute(result), _high(result)
-    expected_loss, expected_grad = oracle_xent(logits, target, axis, reduction, hp)
-    x, t = rows_of(logits, target, axis, hp)
-    rows = int(np.prod(x.shape[:-1]))
-
-    # the loss is the same with and without the gradient
-    np.testing.assert_array_equal(loss_only, loss)
-    # API.md: "`"mean"`/`"sum"` return a NumPy scalar of the computation dtype"
-    # API.md: "`"none"` (one loss per row, an array of the batch shape)"
-    if reduction == "none":
-        assert isinstance(loss, np.ndarray) and loss.shape == x.shape[:-1]
-    else:
-        assert isinstance(loss, np.generic)
-    assert loss.dtype == compute
-    assert_loss_close(loss, expected_loss, x, t, reduction, compute)
-
-    # API.md: "dlogits = softmax(logits) * sum(target) - target per row ...,
-    #          divided by the row count for "mean""
-    assert isinstance(grad, np.ndarray)
-    assert grad.shape == logits.shape and grad.dtype == result
-    scale = 1.0 / rows if reduction == "mean" and rows else 1.0
-    assert_grad_close(grad, expected_grad, x, t, axis, scale)
-    np.testing.assert_array_equal(logits, logits_copy)  # inputs untouched
-    np.testing.assert_array_equal(target, target_copy)
-
-
-@pytest.mark.parametrize("kind", ["index", "prob"])
-def test_every_simd_path(kind, simd_path, rng):
-    logits = make_logits(rng, (6, 129), np.float64)
-    target = make_target(rng, (6, 129), -1, kind, np.float64)
-    loss, grad = fs.softmax_cross_entropy(logits, target, reduction="none", return_grad=True)
-    expected_loss, expected_grad = oracle_xent(logits, target, -1, "none", np.longdouble)
-    x, t = rows_of(logits, target, -1, np.longdouble)
-    assert_loss_close(loss, expected_loss, x, t, "none", F64)
-    assert_grad_close(grad, expected_grad, x, t, -1, 1.0)
+from _registry import (EPS, F16, F32, F64, GRAD_ULPS, LOSS_ULPS, REDUCTIONS, assert_grad_close,
+                       assert_loss_close, assert_ulp_close, cross_entropy_logits, grad_terms,
+                       high_dtype, loss_terms, rows_of)
+from _registry import target_for
 
 
 # --------------------------------------------------------------------------
@@ -248,7 +28,7 @@ def test_every_simd_path(kind, simd_path, rng):
 @pytest.mark.parametrize("kind", ["index", "prob"])
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_empty_batch(kind, dtype):
-    # API.md: ""mean" over an empty batch is NaN, "sum" is 0."
+    # docs/api.rst, section Fused loss: ""mean" over an empty batch is NaN, "sum" is 0."
     logits = np.zeros((0, 4), dtype)
     target = np.zeros(0, np.int64) if kind == "index" else np.zeros((0, 4), dtype)
     mean = fs.softmax_cross_entropy(logits, target)
@@ -273,9 +53,10 @@ def test_empty_batch(kind, dtype):
     (np.int64, np.float32, F64, F64),
 ])
 def test_result_dtypes(logits_dtype, target_dtype, compute, grad_dtype, rng):
-    # API.md: ""mean"/"sum" return a NumPy scalar of the computation dtype"
-    # API.md: "an array of the batch shape" ("none")
-    logits = make_logits(rng, (3, 4), logits_dtype)
+    # docs/api.rst, section Fused loss:
+    # ""mean"/"sum" return a NumPy scalar of the computation dtype"
+    # docs/api.rst, section Fused loss: "an array of the batch shape" ("none")
+    logits = cross_entropy_logits(rng, (3, 4), logits_dtype)
     if np.dtype(target_dtype).kind in "iu":
         target = np.array([0, 3, 1], target_dtype)
     else:
@@ -291,7 +72,7 @@ def test_result_dtypes(logits_dtype, target_dtype, compute, grad_dtype, rng):
 
 
 def test_zero_d_logits_with_a_probability_target():
-    # API.md: "of a floating dtype it is probabilities with the shape of
+    # docs/api.rst, section Fused loss: "of a floating dtype it is probabilities with the shape of
     #          logits"; a 0-d logits array is one row of one class, so its
     #          probability target is 0-d too.  -0.75 * log_softmax(2.0) = 0.
     loss, grad = fs.softmax_cross_entropy(np.float64(2.0), np.float64(0.75),
@@ -301,7 +82,7 @@ def test_zero_d_logits_with_a_probability_target():
 
 
 def test_zero_d_logits_with_a_one_element_target_is_a_shape_error():
-    # API.md: "Any other shape raises ValueError naming both shapes."
+    # docs/api.rst, section Errors: "Any other shape raises ValueError naming both shapes."
     with pytest.raises(ValueError):
         fs.softmax_cross_entropy(np.float64(2.0), np.array([0.75]))
 
@@ -321,9 +102,9 @@ def test_array_likes_and_defaults():
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("shape, axis", [((6, 9), -1), ((3, 7, 4), 1), ((5,), 0)])
 def test_index_targets_equal_one_hot_targets(shape, axis, dtype, reduction, rng):
-    # API.md: "for one-hot or index targets: s - y"
-    logits = make_logits(rng, shape, dtype)
-    index = make_target(rng, shape, axis, "index", None)
+    # docs/api.rst, section Fused loss: "for one-hot or index targets: s - y"
+    logits = cross_entropy_logits(rng, shape, dtype)
+    index = target_for(rng, shape, axis, "index", None)
     x, onehot_rows = rows_of(logits, index, axis, dtype)
     onehot = np.moveaxis(onehot_rows, -1, axis % len(shape)).reshape(shape)
     loss_i, grad_i = fs.softmax_cross_entropy(logits, index, axis, reduction=reduction,
@@ -332,7 +113,7 @@ def test_index_targets_equal_one_hot_targets(shape, axis, dtype, reduction, rng)
                                               return_grad=True)
     # The two losses are the same double-precision operations (T = 1 exactly,
     # and the weighted sum has one nonzero term): equal up to one rounding.
-    hp = _high(dtype)
+    hp = high_dtype(dtype)
     xh, th = rows_of(logits, index, axis, hp)
     terms = loss_terms(xh, th)
     floor = terms if reduction == "none" else terms.sum() if reduction == "sum" else terms.mean()
@@ -350,10 +131,11 @@ def test_index_targets_equal_one_hot_targets(shape, axis, dtype, reduction, rng)
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("shape, axis", [((4, 9), -1), ((3, 7, 4), 1)])
 def test_grad_formula_with_unnormalised_targets(shape, axis, dtype, reduction, rng):
-    # API.md: "dlogits = softmax(logits) * sum(target) - target per row
+    # docs/api.rst, section Fused loss: "dlogits = softmax(logits) * sum(target) - target per row
     #          ..., divided by the row count for "mean""
-    # API.md: "of a floating dtype it is probabilities ... (rows need not sum to 1)"
-    logits = make_logits(rng, shape, dtype)
+    # docs/api.rst, section Fused loss:
+    # "of a floating dtype it is probabilities ... (rows need not sum to 1)"
+    logits = cross_entropy_logits(rng, shape, dtype)
     target = rng.random(shape)
     target /= target.sum(axis, keepdims=True)
     # rows summing to 2.5, 1, 0.3 and 0 ... (cycled over the batch)
@@ -362,7 +144,7 @@ def test_grad_formula_with_unnormalised_targets(shape, axis, dtype, reduction, r
     target = (target * weights).astype(dtype)
     _, grad = fs.softmax_cross_entropy(logits, target, axis, reduction=reduction,
                                        return_grad=True)
-    hp = _high(dtype)
+    hp = high_dtype(dtype)
     x, t = rows_of(logits, target, axis, hp)
     rows = x.size // x.shape[-1]
     p = ref.softmax(x, axis=-1)  # in high precision
@@ -380,15 +162,16 @@ def test_grad_formula_with_unnormalised_targets(shape, axis, dtype, reduction, r
 @pytest.mark.parametrize("scale", [2.5, 0.5, 7.0])
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_loss_is_linear_in_the_target(scale, dtype, rng):
-    # API.md: "Loss per row: -sum(target * log_softmax(logits))" -- linear in
+    # docs/api.rst, section Fused loss:
+    # "Loss per row: -sum(target * log_softmax(logits))" -- linear in
     # the target, so rows summing to `scale` give `scale` times the loss.
-    logits = make_logits(rng, (5, 8), dtype)
+    logits = cross_entropy_logits(rng, (5, 8), dtype)
     target = rng.random((5, 8))
     target /= target.sum(-1, keepdims=True)
     base = fs.softmax_cross_entropy(logits, target.astype(dtype), reduction="none")
     scaled = fs.softmax_cross_entropy(logits, (scale * target).astype(dtype),
                                       reduction="none")
-    hp = _high(dtype)
+    hp = high_dtype(dtype)
     x, t = rows_of(logits, scale * target, -1, hp)
     # both within LOSS_ULPS of their exact values (scale*target rounds the
     # target by 0.5 ulp, which moves the loss by 0.5 ulp of M): sum of the two
@@ -403,12 +186,12 @@ def test_loss_is_linear_in_the_target(scale, dtype, rng):
 def test_grad_is_log_softmax_vjp_of_minus_target(shape, axis, dtype, kind, reduction, rng):
     # The loss is -sum(t * log_softmax(x)): its gradient is the VJP of
     # log_softmax with g = -t, scaled by 1/rows for "mean".
-    # API.md: "Loss per row: -sum(target * log_softmax(logits))."
-    logits = make_logits(rng, shape, dtype)
-    target = make_target(rng, shape, axis, kind, dtype)
+    # docs/api.rst, section Fused loss: "Loss per row: -sum(target * log_softmax(logits))."
+    logits = cross_entropy_logits(rng, shape, dtype)
+    target = target_for(rng, shape, axis, kind, dtype)
     _, grad = fs.softmax_cross_entropy(logits, target, axis, reduction=reduction,
                                        return_grad=True)
-    hp = _high(dtype)
+    hp = high_dtype(dtype)
     x, t_rows = rows_of(logits, target, axis, hp)
     t = np.moveaxis(t_rows, -1, axis).astype(dtype)
     rows = x.size // x.shape[-1]
@@ -418,7 +201,7 @@ def test_grad_is_log_softmax_vjp_of_minus_target(shape, axis, dtype, kind, reduc
     # Error budget (ulp of the terms G = scale (p|T| + |t|)): the fused
     # gradient GRAD_ULPS, log_softmax_vjp 1.5 (float32) / 4 (float64), the
     # scaling 0.5; and exp(logp) inherits log_softmax's error, "a few ulp"
-    # (API.md; we allow 4) of max(1, |logp|), on p |T| scale.
+    # (docs/api.rst, section Accuracy; we allow 4) of max(1, |logp|), on p |T| scale.
     dt = np.dtype(dtype)
     ulps = GRAD_ULPS[dt] + {F32: 1.5, F64: 4}[dt] + 0.5
     g_terms = np.moveaxis(grad_terms(x, t_rows, scale), -1, axis)
@@ -435,10 +218,11 @@ def test_grad_is_log_softmax_vjp_of_minus_target(shape, axis, dtype, kind, reduc
 @pytest.mark.parametrize("shape, axis", [((7,), -1), ((4, 6), -1), ((3, 5, 2), 1),
                                          ((5, 3), 0)])
 def test_grad_vs_finite_differences(shape, axis, kind, reduction, rng):
-    # API.md: "With return_grad=True it returns (loss, dlogits)" -- dlogits is
+    # docs/api.rst, section Fused loss:
+    # "With return_grad=True it returns (loss, dlogits)" -- dlogits is
     # the gradient of the reduced loss.
-    logits = make_logits(rng, shape, np.float64)
-    target = make_target(rng, shape, axis, kind, np.float64)
+    logits = cross_entropy_logits(rng, shape, np.float64)
+    target = target_for(rng, shape, axis, kind, np.float64)
     err = check_grad(
         lambda x: fs.softmax_cross_entropy(x, target, axis, reduction=reduction),
         lambda x: fs.softmax_cross_entropy(x, target, axis, reduction=reduction,
@@ -448,10 +232,11 @@ def test_grad_vs_finite_differences(shape, axis, kind, reduction, rng):
 
 
 def test_none_gradient_is_the_gradient_of_the_sum(rng):
-    # API.md: "divided by the row count for "mean"" -- and only for "mean":
+    # docs/api.rst, section Fused loss:
+    # "divided by the row count for "mean"" -- and only for "mean":
     # "none" gives each row's own gradient, the gradient of the sum.
-    logits = make_logits(rng, (4, 6), np.float64)
-    target = make_target(rng, (4, 6), -1, "prob", np.float64)
+    logits = cross_entropy_logits(rng, (4, 6), np.float64)
+    target = target_for(rng, (4, 6), -1, "prob", np.float64)
     _, g_none = fs.softmax_cross_entropy(logits, target, reduction="none", return_grad=True)
     _, g_sum = fs.softmax_cross_entropy(logits, target, reduction="sum", return_grad=True)
     _, g_mean = fs.softmax_cross_entropy(logits, target, reduction="mean", return_grad=True)
@@ -465,7 +250,8 @@ def test_none_gradient_is_the_gradient_of_the_sum(rng):
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_zero_weight_on_minus_inf_contributes_zero(dtype):
-    # API.md: "A zero target weight on a -inf logit contributes 0 (the limit
+    # docs/api.rst, section Special values:
+    # "A zero target weight on a -inf logit contributes 0 (the limit
     #          of 0 · log 0), not NaN."
     logits = np.array([[0.0, -np.inf, 1.0], [2.0, -np.inf, -np.inf]], dtype)
     target = np.array([[0.25, 0.0, 0.75], [1.0, 0.0, 0.0]], dtype)
@@ -473,7 +259,7 @@ def test_zero_weight_on_minus_inf_contributes_zero(dtype):
                                           return_grad=True)
     p = np.exp(1.0) / (1 + np.exp(1.0))  # softmax of [0, 1]
     expected = [-(0.25 * np.log(1 - p) + 0.75 * np.log(p)), 0.0]
-    x, t = rows_of(logits, target, -1, _high(dtype))
+    x, t = rows_of(logits, target, -1, high_dtype(dtype))
     assert_loss_close(loss, np.array(expected), x, t, "none", np.dtype(dtype))
     assert np.isfinite(grad).all()
     assert grad[0, 1] == 0 and (grad[1] == 0).all()
@@ -498,10 +284,10 @@ def test_positive_weight_on_minus_inf_is_infinite_loss(dtype):
 @pytest.mark.parametrize("bad", [np.nan, np.inf])
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_nan_row_only_affects_that_row(dtype, bad, kind, threads, rng):
-    # API.md (forward): "A row ... that holds a NaN or +inf, yields NaN in
+    # docs/api.rst, section Special values: "A row ... that holds a NaN or +inf, yields NaN in
     # every entry of that row only"; here: a NaN loss for that row only.
-    logits = make_logits(rng, (5, 7), dtype)
-    target = make_target(rng, (5, 7), -1, kind, dtype)
+    logits = cross_entropy_logits(rng, (5, 7), dtype)
+    target = target_for(rng, (5, 7), -1, kind, dtype)
     clean_loss, clean_grad = fs.softmax_cross_entropy(logits, target, reduction="none",
                                                       return_grad=True)
     logits[2, 3] = bad
@@ -524,7 +310,7 @@ def _names(pattern, message):
 
 @pytest.mark.parametrize("bad, row", [(5, 3), (-1, 3), (7, 0), (-5, 5), (100, 5)])
 def test_index_out_of_range(bad, row):
-    # API.md: "A class index out of range raises IndexError naming the bad
+    # docs/api.rst, section Errors: "A class index out of range raises IndexError naming the bad
     #          value and row."  "Negative indices are out of range (no
     #          wrap-around)."
     logits = np.zeros((6, 5))
@@ -560,7 +346,7 @@ def test_index_out_of_range_other_int_dtypes(dtype):
 
 
 def test_float_target_with_index_shape():
-    # API.md: "of a floating dtype it is probabilities with the shape of
+    # docs/api.rst, section Fused loss: "of a floating dtype it is probabilities with the shape of
     #          logits ... Any other shape raises ValueError naming both shapes."
     with pytest.raises(ValueError) as excinfo:
         fs.softmax_cross_entropy(np.zeros((4, 5)), np.zeros(4))
@@ -578,7 +364,7 @@ def test_float_target_with_index_shape():
     ((3, 4, 5), (3, 5), np.int64),  # the batch of axis -1 is (3, 4)
 ])
 def test_wrong_target_shape(logits_shape, target_shape, dtype):
-    # API.md: "Any other shape raises ValueError naming both shapes."
+    # docs/api.rst, section Errors: "Any other shape raises ValueError naming both shapes."
     with pytest.raises(ValueError) as excinfo:
         fs.softmax_cross_entropy(np.zeros(logits_shape), np.zeros(target_shape, dtype))
     message = str(excinfo.value)
@@ -599,7 +385,8 @@ def test_index_target_shape_follows_axis():
                                     np.full((2, 3), "a")],
                          ids=["bool", "bool-index-shape", "complex", "object", "str"])
 def test_bad_target_dtype(target):
-    # API.md: "target of an integer dtype is class indices ...; of a floating
+    # docs/api.rst, section Fused loss:
+    # "target of an integer dtype is class indices ...; of a floating
     #          dtype it is probabilities" -- anything else is a TypeError.
     with pytest.raises(TypeError):
         fs.softmax_cross_entropy(np.zeros((2, 3)), target)
@@ -614,7 +401,7 @@ def test_bad_logits_dtype(logits):
 
 @pytest.mark.parametrize("reduction", ["avg", "Mean", "", "sum ", "elementwise"])
 def test_bad_reduction_lists_the_valid_ones(reduction):
-    # API.md: "Any other string raises ValueError listing the valid ones."
+    # docs/api.rst, section Errors: "Any other string raises ValueError listing the valid ones."
     with pytest.raises(ValueError) as excinfo:
         fs.softmax_cross_entropy(np.zeros((2, 3)), np.array([0, 1]), reduction=reduction)
     message = str(excinfo.value)

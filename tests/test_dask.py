@@ -25,7 +25,7 @@ from numpy.exceptions import AxisError
 import fastsoftmax as fs
 from fastsoftmax import reference as ref
 
-from _helpers import check, oracle
+from _registry import check, oracle
 
 
 def _require(name):
@@ -148,7 +148,7 @@ def test_forward(name, dtype, layout, rng):
 
 def test_forward_rows_are_those_of_the_kernel(rng):
     """Along the last axis each block runs the same kernel on the same rows
-    as the top-level function: the results are identical (API.md: the way
+    as the top-level function: the results are identical (docs/api.rst, section Threads: the way
     rows are split among threads changes nothing)."""
     xn = rng.standard_normal((100, 33))
     x = da.from_array(xn, chunks=(9, 33))

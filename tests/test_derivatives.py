@@ -1,13 +1,13 @@
-"""softmax_jacobian, softmax_jvp, softmax_vjp and log_softmax_vjp (API.md, "Derivatives").
+"""softmax_jacobian, softmax_jvp, softmax_vjp and log_softmax_vjp (docs/api.rst,
+section Derivatives).
 
-One generic test compares every derivative with the plain-NumPy reference
-evaluated in higher precision, over dtypes x shapes x axes x layouts x
-threads; the ulp bounds are derived from the kernels' numerics next to the
-registry below.  Then finite differences, identities, ``out=`` and errors.
+test_equivalence.py compares every derivative with the plain-NumPy
+reference evaluated in higher precision, over dtypes x shapes x axes x
+layouts x threads, within the budgets derived in _registry.py.  Here:
+finite differences, identities, dtype rules, ``out=`` and errors.
 """
 
 import tracemalloc
-from collections import namedtuple
 
 import numpy as np
 import pytest
@@ -16,264 +16,22 @@ import fastsoftmax as fs
 from fastsoftmax import reference as ref
 from fastsoftmax.testing import check_vjp, numerical_jacobian
 
-from _helpers import assert_ulp_close, oracle, oracle_dtype
+from _helpers import laid_out
+from _registry import (DERIVATIVE_BOUNDS, EPS, F32, F64, FUNCTIONS, PRODUCT_NAMES,
+                       PRODUCT_VARIANTS, assert_ulp_close, jvp_terms, logits, oracle_dtype)
 
 try:
     from numpy.exceptions import AxisError
 except ImportError:  # NumPy < 1.25
     from numpy import AxisError
 
-F32, F64 = np.dtype(np.float32), np.dtype(np.float64)
-EPS = {F32: np.finfo(np.float32).eps, F64: np.finfo(np.float64).eps}
+DERIVATIVES = [FUNCTIONS[name] for name in DERIVATIVE_BOUNDS]
+PRODUCTS = [FUNCTIONS[name] for name in PRODUCT_NAMES]
 
 
-# --------------------------------------------------------------------------
-# Inputs
-# --------------------------------------------------------------------------
-
-def _logits(rng, shape):
-    # Spread 3: probabilities from ~1 down to ~1e-7 in the same row.
-    return np.asarray(3.0 * rng.standard_normal(shape))
-
-
-def _normal(rng, shape, dtype):
-    return np.asarray(rng.standard_normal(shape)).astype(dtype)
-
-
-def probs_and_vector(rng, shape, axis, dtypes):
-    """s: a real softmax row (so a valid probability vector), v: normal."""
-    s = ref.softmax(_logits(rng, shape).astype(dtypes[0]), axis)
-    return s, _normal(rng, shape, dtypes[1])
-
-
-def logprobs_and_vector(rng, shape, axis, dtypes):
-    logp = ref.log_softmax(_logits(rng, shape).astype(dtypes[0]), axis)
-    return logp, _normal(rng, shape, dtypes[1])
-
-
-def probs_only(rng, shape, axis, dtypes):
-    return (ref.softmax(_logits(rng, shape).astype(dtypes[0]), axis),)
-
-
-# --------------------------------------------------------------------------
-# Error bounds
-# --------------------------------------------------------------------------
-#
-# Each bound is `ulps * eps * max(|expected|, floor)` per element (see
-# _helpers.assert_ulp_close).  A relative bound alone would be wrong for the
-# products: y_j = s_j v_j - s_j <s, v> is a difference of two terms and can
-# be far smaller than either (v_j close to <s, v>).  Its rounding errors are
-# proportional to the *terms*, not to y_j, so the floor is the magnitude of
-# the terms, computed in high precision:
-#
-#   softmax_jvp/vjp:  terms_j = s_j * (|v_j| + sum_k |s_k v_k|)
-#   log_softmax_vjp:  terms_j = |g_j| + exp(logp_j) * sum_k |g_k|
-#
-# Since |y_j| <= terms_j, a floor of the full terms makes the bound `ulps`
-# ulp of the terms everywhere; a floor of a small fraction of them keeps it
-# relative to |y_j| except where y_j is tiny next to its terms.
-#
-# softmax_jvp/vjp, float32 data: the kernel forms everything in double --
-# s_k v_k is exact in double (24 + 24 bits), the blocked, Kahan-compensated
-# dot errs by at most ~(FS_BLOCK + 4) eps64 of sum|s_k v_k|, the update
-# s_j * (v_j - dot) adds 2 eps64 -- and rounds once to float32: 0.5 ulp.
-# The float64 oracle (J @ v, J formed with 1 rounding per entry) errs by at
-# most (n + 4) eps64 * terms.  For n <= 1000 all double-precision error is
-# below 1300 * 2^-52 * terms = 2^-18.6 eps32 * terms, so
-#     |err| <= 0.5 eps32 |y| + 2^-18.6 eps32 terms <= 1 eps32 max(|y|, 2^-16 terms):
-# 1 ulp with a floor of 2^-16 terms -- in effect "correctly rounded result,
-# within a factor 2", and a float32-accumulated dot would fail it.
-#
-# softmax_jvp/vjp, float64 data (and mixed float32/float64): all in double.
-#   the update: v_j - dot and the product with s_j round once each: 1 ulp of |y|;
-#   the products s_k v_k round: 0.5 ulp of sum|s v|  -> times s_j: <= 0.5 terms;
-#   the dot is rounded to double before the subtraction: 0.5 eps s_j|dot| <= 0.5 terms;
-#   the long-double oracle: n eps_ld <= 1000 * 2^-63 < 0.5 eps64 of terms;
-#   the blocked sum itself: its lanes sum <= FS_BLOCK/lanes terms each and the
-#   blocks are added with Kahan compensation; for random-sign terms the lane
-#   partial sums stay far below sum|s v| (they grow like sqrt(k), not k),
-#   which keeps this below 1 ulp of sum|s v| (at most 1 ulp of terms).
-# Total 1 |y| + 2.5 terms (+ < 1) <= 4 ulp of max(|y|, terms) = of terms.
-# (Measured over all the cases below on every SIMD path: at most 2.0 ulp;
-# float32 0.49, log_softmax_vjp 0.67 / 1.3, softmax_jacobian 0.75.)
-#
-# log_softmax_vjp computes exp(logp_j) with the kernels' own polynomial exp
-# in the data's precision (float32 for float32 data): within 1 ulp (the
-# truncation error is below 0.1 ulp and Horner rounding adds the rest; 0.86
-# ulp measured over 2e6 arguments in [-30, 0] on every SIMD path).
-#   float32: 1 ulp of exp(logp_j) * |sum g| <= 1 eps32 terms, plus the final
-#   rounding, 0.5 ulp of |y| (the double-precision parts are negligible):
-#   1.5 ulp of max(|y|, terms).
-#   float64: exp 1 + the product p_j * gsum 0.5 + gsum's own rounding 0.5 +
-#   the subtraction 0.5 ulp of |y| + the blocked sum of g (< 1, as above):
-#   <= 3.5, so 4 ulp of max(|y|, terms).
-#
-# softmax_jacobian: the kernel's J_ij = -s_i s_j is one rounding (0.5 ulp),
-# the diagonal s_i (1 - s_i) two (<= 1 ulp): no cancellation, 1 ulp of |J_ij|.
-# But the oracle forms diag(s) - s sᵀ, and on the diagonal s_i - s_i² cancels
-# when s_i is close to 1 (e.g. s_i = 1 - 1e-6: the result is 1e6 times smaller
-# than its terms).  Its error is relative to terms_ij = s_i (δ_ij + s_j):
-# <= eps_ld terms = 2^-11 eps64 terms for float64 data (eps64 = 2^-29 eps32
-# for float32).  So |err| <= 1 eps |J| + 2^-11 eps terms
-#                        <= 1.5 eps max(|J|, 2^-10 terms):
-# 1.5 ulp with a floor of 2^-10 terms (the extra 0.5 ulp is the oracle's).
-
-
-def jvp_terms(s, v, axis):
-    return s * (np.abs(v) + np.sum(np.abs(s * v), axis=axis, keepdims=True))
-
-
-def log_vjp_terms(logp, g, axis):
-    return np.abs(g) + np.exp(logp) * np.sum(np.abs(g), axis=axis, keepdims=True)
-
-
-def jacobian_terms(s, axis):
-    rows = np.moveaxis(s, axis, -1)
-    return rows[..., :, None] * (np.eye(rows.shape[-1]) + rows[..., None, :])
-
-
-Derivative = namedtuple("Derivative", "name fast ref make_inputs terms bounds")
-# bounds: dtype -> (ulps, floor scale relative to the terms)
-
-REGISTRY = [
-    # API.md: "fs.softmax_jvp(s, v, axis=-1, *, out=None) | shape of s:
-    #          s * (v - sum(s * v, axis, keepdims=True))"
-    Derivative("softmax_jvp", fs.softmax_jvp, ref.softmax_jvp, probs_and_vector,
-               jvp_terms, {F32: (1, 2.0 ** -16), F64: (4, 1.0)}),
-    # API.md: "fs.softmax_vjp(s, g, axis=-1, *, out=None) | the same product"
-    Derivative("softmax_vjp", fs.softmax_vjp, ref.softmax_vjp, probs_and_vector,
-               jvp_terms, {F32: (1, 2.0 ** -16), F64: (4, 1.0)}),
-    # API.md: "fs.log_softmax_vjp(logp, g, axis=-1, *, out=None) |
-    #          g - exp(logp) * sum(g, axis, keepdims=True)"
-    Derivative("log_softmax_vjp", fs.log_softmax_vjp, ref.log_softmax_vjp,
-               logprobs_and_vector, log_vjp_terms, {F32: (1.5, 1.0), F64: (4, 1.0)}),
-    # API.md: "J[..., i, j] = s_i (δ_ij − s_j)"
-    Derivative("softmax_jacobian", fs.softmax_jacobian, ref.softmax_jacobian, probs_only,
-               jacobian_terms, {F32: (1.5, 2.0 ** -10), F64: (1.5, 2.0 ** -10)}),
-]
-PRODUCTS = [d for d in REGISTRY if d.name != "softmax_jacobian"]
-
-# API.md: "Mixed float32/float64 computes in float64"
-DTYPE_SPECS = {
-    "float32": (np.float32, np.float32),
-    "float64": (np.float64, np.float64),
-    "mixed": (np.float32, np.float64),
-}
-
-
-def _arity(deriv):
-    return 1 if deriv.name == "softmax_jacobian" else 2
-
-
-FUNC_DTYPES = [
-    pytest.param(d, spec[:_arity(d)], id=f"{d.name}-{name}")
-    for d in REGISTRY for name, spec in DTYPE_SPECS.items()
-    if not (name == "mixed" and _arity(d) == 1)
-]
-
-SHAPES = [
-    (),            # 0-d: a one-element softmax
-    (1,),          # n = 1
-    (7,), (33,), (1000,),
-    (0,),          # empty axis
-    (5, 7),
-    (0, 7),        # empty batch (axis -1), empty axis (axis 0)
-    (7, 0),        # empty axis (axis -1), empty batch (axis 0)
-    (6, 1),        # n = 1 with a batch (axis -1)
-    (3, 33),
-    (3, 4, 7),
-    (2, 3, 1, 5),
-]
-SHAPE_AXES = [
-    pytest.param(shape, axis, id=f"{shape}-axis{axis}")
-    for shape in SHAPES
-    for axis in range(-max(len(shape), 1), max(len(shape), 1))  # 0-d counts as 1-d
-]
-
-
-# --------------------------------------------------------------------------
-# Layouts: the same values in differently strided arrays
-# --------------------------------------------------------------------------
-
-def _c(a):
-    return np.ascontiguousarray(a)
-
-
-def _fortran(a):
-    return np.asfortranarray(a)
-
-
-def _transposed(a):
-    """A view with the first axis of a C array moved last."""
-    if a.ndim < 2:
-        return a.copy()
-    base = np.ascontiguousarray(np.moveaxis(a, -1, 0))
-    return np.moveaxis(base, 0, -1)
-
-
-def _strided(a):
-    """Every other element, and the last axis reversed (negative stride)."""
-    if a.ndim == 0:
-        return a.copy()
-    base = np.zeros([2 * d + 1 for d in a.shape], a.dtype)
-    view = base[(slice(1, None, 2),) * (a.ndim - 1) + (slice(-2, None, -2),)]
-    view[...] = a
-    return view
-
-
-def _readonly(a):
-    a = a.copy()
-    a.flags.writeable = False
-    return a
-
-
-LAYOUTS = {"C": _c, "F": _fortran, "transposed": _transposed, "strided": _strided,
-           "readonly": _readonly}
-
-
-# --------------------------------------------------------------------------
-# The check against the reference
-# --------------------------------------------------------------------------
-
-def assert_matches_reference(deriv, inputs, axis):
-    before = [a.copy() for a in inputs]
-    result = deriv.fast(*inputs, axis=axis)
-    dtype = np.result_type(*inputs)
-    expected = oracle(deriv.ref, *inputs, axis=axis)
-
-    assert isinstance(result, np.ndarray)
-    assert result.dtype == dtype
-    assert result.shape == expected.shape
-    ulps, floor_scale = deriv.bounds[dtype]
-    assert np.isfinite(expected).all()
-    high = [np.atleast_1d(np.asarray(a, oracle_dtype(dtype))) for a in inputs]
-    floor = floor_scale * deriv.terms(*high, axis=axis).reshape(expected.shape)
-    assert_ulp_close(result, expected, dtype, ulps, floor)
-    for a, b in zip(inputs, before):  # inputs are never written
-        np.testing.assert_array_equal(a, b)
-
-
-# API.md: "Let s = fs.softmax(x, axis) and n = x.shape[axis]. For one row the
-#          Jacobian is J = diag(s) - s sᵀ" (the reference forms exactly that)
-# API.md: "J v = s * (v - <s, v>)"
-# API.md: "Mixed float32/float64 computes in float64"
-# (and the four table rows quoted at REGISTRY)
-@pytest.mark.parametrize("layout", LAYOUTS)
-@pytest.mark.parametrize("shape, axis", SHAPE_AXES)
-@pytest.mark.parametrize("deriv, dtypes", FUNC_DTYPES)
-def test_matches_reference(deriv, dtypes, shape, axis, layout, threads, rng):
-    inputs = [LAYOUTS[layout](a) for a in deriv.make_inputs(rng, shape, axis, dtypes)]
-    assert_matches_reference(deriv, inputs, axis)
-
-
-@pytest.mark.parametrize("shape, axis", [((129,), 0), ((5, 7), -1), ((3, 4, 33), 1),
-                                         ((2, 1000), -1), ((257, 3), 0)])
-@pytest.mark.parametrize("deriv, dtypes", [p for p in FUNC_DTYPES if "mixed" not in p.id])
-def test_matches_reference_every_simd_path(deriv, dtypes, shape, axis, simd_path, rng):
-    # Lengths around the vector width and FS_BLOCK (128) exercise the SIMD
-    # remainder loops and the block boundaries of each instruction set.
-    inputs = deriv.make_inputs(rng, shape, axis, dtypes)
-    assert_matches_reference(deriv, inputs, axis)
+def make_inputs(deriv, rng, shape=(4, 6), axis=-1, dtype=np.float64):
+    """The derivative's inputs (s or logp of logits of spread 3, and v or g)."""
+    return deriv.make_inputs(rng, shape, axis, (dtype, dtype))
 
 
 # --------------------------------------------------------------------------
@@ -287,30 +45,25 @@ FD_TOL = 1e-8
 FD_CASES = [((7,), -1), ((7,), 0), ((4, 3, 5), 1), ((3, 6), 0), ((2, 3, 4), -1)]
 
 
+# docs/api.rst, section Derivatives: "fs.softmax_vjp(s, g, ...) | the same
+# product (J is symmetric); the name backprop code looks for" and
+# "fs.log_softmax_vjp(logp, g, axis=-1, *, out=None) | g - exp(logp) * sum(g,
+# axis, keepdims=True)"
 @pytest.mark.parametrize("shape, axis", FD_CASES)
-def test_softmax_vjp_is_the_vjp_of_softmax(shape, axis, rng):
-    # API.md: "fs.softmax_vjp(s, g, ...) | the same product (J is symmetric);
-    #          the name backprop code looks for"
-    x, g = _logits(rng, shape), rng.standard_normal(shape)
-    err = check_vjp(lambda x: fs.softmax(x, axis),
-                    lambda x, g: fs.softmax_vjp(fs.softmax(x, axis), g, axis), x, g)
-    assert err < FD_TOL
-
-
-@pytest.mark.parametrize("shape, axis", FD_CASES)
-def test_log_softmax_vjp_is_the_vjp_of_log_softmax(shape, axis, rng):
-    # API.md: "fs.log_softmax_vjp(logp, g, axis=-1, *, out=None) |
-    #          g - exp(logp) * sum(g, axis, keepdims=True)"
-    x, g = _logits(rng, shape), rng.standard_normal(shape)
-    err = check_vjp(lambda x: fs.log_softmax(x, axis),
-                    lambda x, g: fs.log_softmax_vjp(fs.log_softmax(x, axis), g, axis), x, g)
+@pytest.mark.parametrize("forward, vjp", [(fs.softmax, fs.softmax_vjp),
+                                          (fs.log_softmax, fs.log_softmax_vjp)],
+                         ids=["softmax_vjp", "log_softmax_vjp"])
+def test_vjp_is_the_vjp_of_its_forward_function(forward, vjp, shape, axis, rng):
+    x, g = logits(rng, shape), rng.standard_normal(shape)
+    err = check_vjp(lambda x: forward(x, axis), lambda x, g: vjp(forward(x, axis), g, axis),
+                    x, g)
     assert err < FD_TOL
 
 
 @pytest.mark.parametrize("shape, axis", FD_CASES)
 def test_softmax_jvp_is_the_jvp_of_softmax(shape, axis, rng):
-    # API.md: "J v = s * (v - <s, v>)"
-    x, v = _logits(rng, shape), rng.standard_normal(shape)
+    # docs/api.rst, section Derivatives: "J v = s * (v - <s, v>)"
+    x, v = logits(rng, shape), rng.standard_normal(shape)
     jac = numerical_jacobian(lambda x: fs.softmax(x, axis), x)  # f.shape + x.shape
     numerical = np.tensordot(jac, v, axes=x.ndim)
     np.testing.assert_allclose(fs.softmax_jvp(fs.softmax(x, axis), v, axis), numerical,
@@ -318,16 +71,17 @@ def test_softmax_jvp_is_the_jvp_of_softmax(shape, axis, rng):
 
 
 def test_softmax_jacobian_vs_finite_differences_1d(rng):
-    # API.md: "For one row the Jacobian is J = diag(s) - s sᵀ"
-    x = _logits(rng, (6,))
+    # docs/api.rst, section Derivatives: "For one row the Jacobian is J = diag(s) - s sᵀ"
+    x = logits(rng, (6,))
     numerical = numerical_jacobian(fs.softmax, x)
     np.testing.assert_allclose(fs.softmax_jacobian(fs.softmax(x)), numerical,
                                rtol=0, atol=FD_TOL)
 
 
 def test_softmax_jacobian_vs_finite_differences_batched_non_last_axis(rng):
-    # API.md: "shape batch + (n, n): s with axis moved last, plus one more n"
-    x = _logits(rng, (3, 5, 2))  # softmax along axis 1: batch (3, 2), n = 5
+    # docs/api.rst, section Derivatives:
+    # "shape batch + (n, n): s with axis moved last, plus one more n"
+    x = logits(rng, (3, 5, 2))  # softmax along axis 1: batch (3, 2), n = 5
     numerical = numerical_jacobian(lambda x: fs.softmax(x, axis=1), x)  # (3,5,2,3,5,2)
     jac = fs.softmax_jacobian(fs.softmax(x, axis=1), axis=1)
     assert jac.shape == (3, 2, 5, 5)
@@ -346,8 +100,8 @@ def test_softmax_jacobian_vs_finite_differences_batched_non_last_axis(rng):
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("shape, axis", [((9,), -1), ((4, 6, 3), 1), ((5, 2), 0)])
 def test_jacobian_is_symmetric(dtype, shape, axis, rng):
-    # API.md: "J = diag(s) - s sᵀ (symmetric)"
-    s = ref.softmax(_logits(rng, shape).astype(dtype), axis)
+    # docs/api.rst, section Derivatives: "J = diag(s) - s sᵀ (symmetric)"
+    s = ref.softmax(logits(rng, shape).astype(dtype), axis)
     jac = fs.softmax_jacobian(s, axis)
     # -s_i * s_j and -s_j * s_i are the same rounded product: exactly symmetric
     np.testing.assert_array_equal(jac, np.swapaxes(jac, -1, -2))
@@ -356,9 +110,10 @@ def test_jacobian_is_symmetric(dtype, shape, axis, rng):
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("shape, axis", [((9,), -1), ((4, 6, 3), 1), ((5, 33), -1)])
 def test_jacobian_rows_sum_to_zero(dtype, shape, axis, rng):
-    # API.md: "J[..., i, j] = s_i (δ_ij − s_j)": row i sums to s_i (1 - sum(s)),
+    # docs/api.rst, section Derivatives:
+    # "J[..., i, j] = s_i (δ_ij − s_j)": row i sums to s_i (1 - sum(s)),
     # which is 0 for a probability vector.
-    s = ref.softmax(_logits(rng, shape).astype(dtype), axis)
+    s = ref.softmax(logits(rng, shape).astype(dtype), axis)
     jac = fs.softmax_jacobian(s, axis)
     hp = oracle_dtype(dtype)
     s_rows = np.moveaxis(s, axis, -1).astype(hp)
@@ -374,7 +129,7 @@ def test_jacobian_rows_sum_to_zero(dtype, shape, axis, rng):
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_jacobian_rows_sum_exactly_to_zero_for_exact_probabilities(dtype):
-    # API.md: "J[..., i, j] = s_i (δ_ij − s_j)"; with binary fractions
+    # docs/api.rst, section Derivatives: "J[..., i, j] = s_i (δ_ij − s_j)"; with binary fractions
     # every entry is exact, so the rows sum to exactly 0.
     s = np.array([0.25, 0.25, 0.5], dtype)
     jac = fs.softmax_jacobian(s)
@@ -387,9 +142,9 @@ def test_jacobian_rows_sum_exactly_to_zero_for_exact_probabilities(dtype):
 @pytest.mark.parametrize("shape, axis", [((9,), -1), ((4, 6, 3), 1), ((3, 4, 5), 0),
                                          ((2, 3, 33), -1)])
 def test_jacobian_times_v_is_jvp(dtype, shape, axis, rng):
-    # API.md: "the Jacobian-vector product ...: J v = s * (v - <s, v>)"
-    # API.md: "fused: no Jacobian is formed" -- yet the same numbers.
-    s = ref.softmax(_logits(rng, shape).astype(dtype), axis)
+    # docs/api.rst, section Derivatives: "the Jacobian-vector product ...: J v = s * (v - <s, v>)"
+    # docs/api.rst, section Derivatives: "fused: no Jacobian is formed" -- yet the same numbers.
+    s = ref.softmax(logits(rng, shape).astype(dtype), axis)
     v = rng.standard_normal(shape).astype(dtype)
     hp = oracle_dtype(dtype)
     jac = fs.softmax_jacobian(s, axis).astype(hp)
@@ -406,10 +161,10 @@ def test_jacobian_times_v_is_jvp(dtype, shape, axis, rng):
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("shape, axis", [((9,), -1), ((4, 1000), -1), ((6, 5, 4), 1)])
 def test_jvp_of_ones_is_zero(dtype, shape, axis, rng):
-    # API.md: "J v = s * (v - <s, v>)": v = 1 gives s * (1 - sum(s)) = 0
+    # docs/api.rst, section Derivatives: "J v = s * (v - <s, v>)": v = 1 gives s * (1 - sum(s)) = 0
     # (softmax is invariant to adding a constant to every logit).
     dtype = np.dtype(dtype)
-    s = fs.softmax(_logits(rng, shape).astype(dtype), axis)
+    s = fs.softmax(logits(rng, shape).astype(dtype), axis)
     result = fs.softmax_jvp(s, np.ones(shape, dtype), axis)
     hp = oracle_dtype(dtype)
     defect = np.abs(1 - s.astype(hp).sum(axis, keepdims=True))  # sum(s) is 1 within ulps
@@ -424,18 +179,19 @@ def test_jvp_of_ones_is_zero(dtype, shape, axis, rng):
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_jvp_of_ones_is_exactly_zero_for_exact_probabilities(dtype):
-    # API.md: "J v = s * (v - <s, v>)", with <s, 1> = 1 exactly here
+    # docs/api.rst, section Derivatives: "J v = s * (v - <s, v>)", with <s, 1> = 1 exactly here
     s = np.array([[0.125, 0.375, 0.5], [0.5, 0.25, 0.25]], dtype)
     np.testing.assert_array_equal(fs.softmax_jvp(s, np.ones_like(s)), 0)
 
 
-@pytest.mark.parametrize("dtypes", DTYPE_SPECS.values(), ids=list(DTYPE_SPECS))
+@pytest.mark.parametrize("dtypes", PRODUCT_VARIANTS.values(), ids=list(PRODUCT_VARIANTS))
 @pytest.mark.parametrize("shape, axis", [((9,), -1), ((4, 6, 3), 1), ((5, 33), 0),
                                          ((3, 1000), -1)])
 def test_jvp_equals_vjp_exactly(dtypes, shape, axis, threads, rng):
-    # API.md: "the Jacobian-vector product and the vector-Jacobian product are the same"
-    # API.md: "fs.softmax_vjp ... | the same product (J is symmetric)"
-    s, v = probs_and_vector(rng, shape, axis, dtypes)
+    # docs/api.rst, section Derivatives:
+    # "the Jacobian-vector product and the vector-Jacobian product are the same"
+    # docs/api.rst, section Derivatives: "fs.softmax_vjp ... | the same product (J is symmetric)"
+    s, v = FUNCTIONS["softmax_jvp"].make_inputs(rng, shape, axis, dtypes)
     np.testing.assert_array_equal(fs.softmax_vjp(s, v, axis), fs.softmax_jvp(s, v, axis))
 
 
@@ -450,9 +206,10 @@ def test_jvp_equals_vjp_exactly(dtypes, shape, axis, threads, rng):
     ((0, 3), 1, (0, 3, 3)),
 ])
 def test_jacobian_shape_moves_axis_last(shape, axis, expected_shape, rng):
-    # API.md: "shape batch + (n, n): s with axis moved last, plus one more n"
-    # API.md: "J[..., i, j] = s_i (δ_ij − s_j)"
-    s = ref.softmax(_logits(rng, shape), axis)
+    # docs/api.rst, section Derivatives:
+    # "shape batch + (n, n): s with axis moved last, plus one more n"
+    # docs/api.rst, section Derivatives: "J[..., i, j] = s_i (δ_ij − s_j)"
+    s = ref.softmax(logits(rng, shape), axis)
     jac = fs.softmax_jacobian(s, axis)
     assert jac.shape == expected_shape
     rows = np.moveaxis(np.atleast_1d(s), axis, -1)
@@ -462,7 +219,8 @@ def test_jacobian_shape_moves_axis_last(shape, axis, expected_shape, rng):
 
 
 def test_jvp_forms_no_jacobian():
-    # API.md: "fused: no Jacobian is formed" -- a 2e6-long row would need a
+    # docs/api.rst, section Derivatives:
+    # "fused: no Jacobian is formed" -- a 2e6-long row would need a
     # 32 TB Jacobian; the fused product needs memory of the order of the row.
     n = 2_000_000
     s = np.full(n, 1.0 / n)
@@ -493,10 +251,10 @@ def test_jvp_forms_no_jacobian():
     ((np.bool_, np.float64), np.float64),
 ])
 def test_dtype_rules(deriv, dtypes, result, rng):
-    # API.md: "Mixed float32/float64 computes in float64; otherwise the
+    # docs/api.rst, section Dtypes: "Mixed float32/float64 computes in float64; otherwise the
     #          forward dtype rules apply."
-    s = fs.softmax(_logits(rng, (4, 5))) if deriv.name != "log_softmax_vjp" else \
-        fs.log_softmax(_logits(rng, (4, 5)))
+    s = fs.softmax(logits(rng, (4, 5))) if deriv.name != "log_softmax_vjp" else \
+        fs.log_softmax(logits(rng, (4, 5)))
     v = rng.standard_normal((4, 5))
     a = s.astype(dtypes[0]) if np.dtype(dtypes[0]).kind == "f" else \
         rng.integers(0, 2, (4, 5)).astype(dtypes[0])
@@ -513,7 +271,7 @@ def test_dtype_rules(deriv, dtypes, result, rng):
 @pytest.mark.parametrize("dtype, result", [(np.float16, np.float16), (np.int64, np.float64),
                                            (np.float32, np.float32), (np.bool_, np.float64)])
 def test_jacobian_dtype_rules(dtype, result):
-    # API.md: "otherwise the forward dtype rules apply"
+    # docs/api.rst, section Dtypes: "otherwise the forward dtype rules apply"
     s = np.array([0.25, 0.75]) if np.dtype(dtype).kind == "f" else np.array([1, 0])
     jac = fs.softmax_jacobian(s.astype(dtype))
     assert jac.dtype == result
@@ -532,17 +290,13 @@ def test_array_likes_are_accepted():
 # out=
 # --------------------------------------------------------------------------
 
-def _product_inputs(deriv, rng, shape=(4, 6), axis=-1, dtype=np.float64):
-    return deriv.make_inputs(rng, shape, axis, (dtype, dtype))
-
-
 OUT_CASES = [((4, 6), -1), ((4, 6), 0), ((3, 4, 5), 1)]
 
 
-@pytest.mark.parametrize("deriv", REGISTRY, ids=lambda d: d.name)
+@pytest.mark.parametrize("deriv", DERIVATIVES, ids=lambda d: d.name)
 def test_out_is_returned(deriv, rng):
     # (forward rules) "With out= the function returns out itself."
-    inputs = deriv.make_inputs(rng, (4, 6), -1, (np.float64, np.float64))
+    inputs = make_inputs(deriv, rng)
     expected = deriv.fast(*inputs)
     out = np.full(expected.shape, -7.25)
     assert deriv.fast(*inputs, out=out) is out
@@ -550,13 +304,12 @@ def test_out_is_returned(deriv, rng):
 
 
 @pytest.mark.parametrize("which", [0, 1], ids=["out=first", "out=second"])
-@pytest.mark.parametrize("layout", ["C", "F", "strided"])
+@pytest.mark.parametrize("layout", ["C", "F", "strided-reversed"])
 @pytest.mark.parametrize("shape, axis", OUT_CASES)
 @pytest.mark.parametrize("deriv", PRODUCTS, ids=lambda d: d.name)
 def test_out_may_be_either_input(deriv, shape, axis, layout, which, threads, rng):
-    # API.md: "`out` may be the same array as either input."
-    inputs = [LAYOUTS[layout](a) for a in deriv.make_inputs(rng, shape, axis,
-                                                            (np.float64, np.float64))]
+    # docs/api.rst, section out=: "`out` may be the same array as either input."
+    inputs = [laid_out(a, layout) for a in make_inputs(deriv, rng, shape, axis)]
     expected = deriv.fast(*inputs, axis=axis)
     target = inputs[which]
     assert deriv.fast(*inputs, axis=axis, out=target) is target
@@ -567,29 +320,24 @@ def test_out_may_be_either_input(deriv, shape, axis, layout, which, threads, rng
 def test_out_overlapping_an_input_in_another_layout(deriv, rng):
     # NumPy semantics: the inputs are read as they were before the call,
     # even when out is a reversed view of one of them.
-    s, v = deriv.make_inputs(rng, (3, 8), -1, (np.float64, np.float64))
+    s, v = make_inputs(deriv, rng, (3, 8))
     expected = deriv.fast(s, v)
     deriv.fast(s, v, out=v[:, ::-1])
     np.testing.assert_array_equal(v[:, ::-1], expected)
 
 
-OUT_LAYOUTS = {
-    "C": lambda shape, dt: np.empty(shape, dt),
-    "F": lambda shape, dt: np.empty(shape, dt, order="F"),
-    "strided": lambda shape, dt: _strided(np.empty(shape, dt)),
-    "transposed": lambda shape, dt: _transposed(np.empty(shape, dt)),
-}
+OUT_LAYOUTS = ["C", "F", "strided-reversed", "last-axis-outer"]
 
 
 @pytest.mark.parametrize("out_layout", OUT_LAYOUTS)
 @pytest.mark.parametrize("dtype", [np.float32, np.float64, np.float16])
 @pytest.mark.parametrize("shape, axis", OUT_CASES)
-@pytest.mark.parametrize("deriv", REGISTRY, ids=lambda d: d.name)
+@pytest.mark.parametrize("deriv", DERIVATIVES, ids=lambda d: d.name)
 def test_out_any_strides(deriv, shape, axis, dtype, out_layout, threads, rng):
     # (forward rules) "`out`: an ndarray of the result's shape and dtype; any strides."
     inputs = deriv.make_inputs(rng, shape, axis, (dtype, dtype))
     expected = deriv.fast(*inputs, axis=axis)
-    out = OUT_LAYOUTS[out_layout](expected.shape, expected.dtype)
+    out = laid_out(np.empty(expected.shape, expected.dtype), out_layout)
     out[...] = -7.25
     assert deriv.fast(*inputs, axis=axis, out=out) is out
     np.testing.assert_array_equal(out, expected)
@@ -615,11 +363,11 @@ def _bad_out(kind, shape):
 @pytest.mark.parametrize("kind, error", [("shape", ValueError), ("shape+1", ValueError),
                                          ("dtype", TypeError), ("byteswapped", TypeError),
                                          ("readonly", ValueError)])
-@pytest.mark.parametrize("deriv", REGISTRY, ids=lambda d: d.name)
+@pytest.mark.parametrize("deriv", DERIVATIVES, ids=lambda d: d.name)
 def test_bad_out_is_rejected_before_writing(deriv, kind, error, rng):
     # (forward rules) "A wrong shape or dtype, or a read-only out, raises
     # ValueError/TypeError before anything is written."
-    inputs = deriv.make_inputs(rng, (4, 6), -1, (np.float64, np.float64))
+    inputs = make_inputs(deriv, rng)
     bad_out = _bad_out(kind, deriv.fast(*inputs).shape)
     sentinel = bad_out.copy()
     with pytest.raises(error):
@@ -630,7 +378,7 @@ def test_bad_out_is_rejected_before_writing(deriv, kind, error, rng):
 @pytest.mark.parametrize("deriv", PRODUCTS, ids=lambda d: d.name)
 def test_bad_arguments_with_valid_out_write_nothing(deriv, rng):
     # (forward rules) errors are raised "before anything is written"
-    a, b = deriv.make_inputs(rng, (4, 6), -1, (np.float64, np.float64))
+    a, b = make_inputs(deriv, rng)
     out = np.full((4, 6), -7.25)
     with pytest.raises(ValueError):
         deriv.fast(a, b[:, :5], out=out)
@@ -660,7 +408,8 @@ def test_jacobian_out_not_an_ndarray_is_rejected():
 ])
 @pytest.mark.parametrize("deriv", PRODUCTS, ids=lambda d: d.name)
 def test_shape_mismatch_names_both_shapes(deriv, shape_a, shape_b):
-    # API.md: "`s` and `v`/`g` must have the same shape (no broadcasting),
+    # docs/api.rst, section Derivatives:
+    # "`s` and `v`/`g` must have the same shape (no broadcasting),
     #          else `ValueError` naming both shapes."
     with pytest.raises(ValueError) as excinfo:
         deriv.fast(np.full(shape_a, 0.5), np.ones(shape_b))
@@ -669,28 +418,28 @@ def test_shape_mismatch_names_both_shapes(deriv, shape_a, shape_b):
 
 
 @pytest.mark.parametrize("axis", [(0,), (0, 1), None, ()])
-@pytest.mark.parametrize("deriv", REGISTRY, ids=lambda d: d.name)
+@pytest.mark.parametrize("deriv", DERIVATIVES, ids=lambda d: d.name)
 def test_axis_must_be_a_single_int(deriv, axis, rng):
-    # API.md: "`axis` here is a single int (tuples and `None` may be added later)."
-    inputs = deriv.make_inputs(rng, (3, 4), -1, (np.float64, np.float64))
+    # docs/api.rst, section Derivatives: the derivatives take a single int axis.
+    inputs = make_inputs(deriv, rng, (3, 4))
     with pytest.raises(TypeError):
         deriv.fast(*inputs, axis=axis)
 
 
 @pytest.mark.parametrize("axis", [2, -3, 100])
-@pytest.mark.parametrize("deriv", REGISTRY, ids=lambda d: d.name)
+@pytest.mark.parametrize("deriv", DERIVATIVES, ids=lambda d: d.name)
 def test_out_of_range_axis(deriv, axis, rng):
     # (forward rules) "An out-of-range ... axis raises numpy.exceptions.AxisError"
-    inputs = deriv.make_inputs(rng, (3, 4), -1, (np.float64, np.float64))
+    inputs = make_inputs(deriv, rng, (3, 4))
     with pytest.raises(AxisError):
         deriv.fast(*inputs, axis=axis)
 
 
 @pytest.mark.parametrize("axis", [np.int64(0), np.int32(-2)])
-@pytest.mark.parametrize("deriv", REGISTRY, ids=lambda d: d.name)
+@pytest.mark.parametrize("deriv", DERIVATIVES, ids=lambda d: d.name)
 def test_numpy_integer_axis(deriv, axis, rng):
     # "a single int": NumPy integers are ints too
-    inputs = deriv.make_inputs(rng, (3, 4), 0, (np.float64, np.float64))
+    inputs = make_inputs(deriv, rng, (3, 4), 0)
     np.testing.assert_array_equal(deriv.fast(*inputs, axis=axis),
                                   deriv.fast(*inputs, axis=int(axis)))
 
@@ -706,7 +455,7 @@ BAD_ARRAYS = [
 @pytest.mark.parametrize("position", [0, 1])
 @pytest.mark.parametrize("deriv", PRODUCTS, ids=lambda d: d.name)
 def test_bad_dtypes(deriv, position, bad, dtype_name):
-    # API.md: "otherwise the forward dtype rules apply" -- "Complex, object,
+    # docs/api.rst, section Dtypes: "otherwise the forward dtype rules apply" -- "Complex, object,
     # string inputs raise TypeError with a message that names the dtype."
     args = [np.full((2, 3), 0.5), np.ones((2, 3))]
     args[position] = bad

@@ -1,6 +1,6 @@
 """Numerics at the edges of the floating-point range, for all seven functions.
 
-API.md, Forward "Numerics" and "Accuracy": stable for any finite input, -inf
+docs/api.rst, sections Special values and Accuracy: stable for any finite input, -inf
 masks give exactly 0 (log -inf), a bad row is NaN and leaves the others alone,
 results within a few ulp, sums that do not drift with n.  test_forward.py
 pins these down for softmax and log_softmax on ordinary data; here every
@@ -17,9 +17,8 @@ function (float32 and float64) meets, one category at a time:
 - how far a softmax row's sum may be from 1 (a bound derived below), up to
   one row of 10**7.
 
-Accuracy is checked with the error budgets of the other test files
-(_helpers.BOUNDS, test_derivatives.REGISTRY, test_cross_entropy), against
-the reference evaluated in higher precision (_helpers.oracle).  Each case
+Accuracy is checked with the error budgets of _registry.py, against the
+reference evaluated in higher precision (_registry.oracle).  Each case
 runs on every SIMD path the CPU supports, and with 1 and 2 threads where
 the row loops matter.
 """
@@ -33,23 +32,19 @@ import pytest
 import fastsoftmax as fs
 from fastsoftmax import reference as ref
 
-from _helpers import BOUNDS, assert_ulp_close, check, oracle, oracle_dtype
-from test_cross_entropy import (GRAD_ULPS, LOSS_ULPS, grad_terms, loss_terms, oracle_xent,
-                                rows_of)
-from test_derivatives import REGISTRY
-from test_forward import representable
+from _registry import (BOUNDS, DERIVATIVE_BOUNDS, DERIVATIVE_NAMES, F32, F64, FORWARD_NAMES,
+                       FUNCTIONS, GRAD_ULPS, LOSS_ULPS, assert_grad_close, assert_loss_close,
+                       assert_ulp_close, check, check_derivative, logprobs, oracle, oracle_dtype,
+                       oracle_xent, probs, quiet, representable, rows_of)
 
-F32, F64 = np.dtype(np.float32), np.dtype(np.float64)
 DTYPES = [pytest.param(F32, id="float32"), pytest.param(F64, id="float64")]
 
-FORWARD = ["softmax", "log_softmax"]
-DERIVATIVES = ["softmax_jacobian", "softmax_jvp", "softmax_vjp", "log_softmax_vjp"]
-ALL = FORWARD + DERIVATIVES + ["softmax_cross_entropy"]
+FORWARD = FORWARD_NAMES
+ALL = list(FUNCTIONS)
 # softmax and log_softmax along axis 0 of a C-contiguous array take another
 # kernel (columns, vectorised across them): the same cases run through it
 COLUMNS = [f"{name}-axis0" for name in FORWARD]
 CASES = ALL + COLUMNS
-DERIVATIVE_BOUNDS = {d.name: d for d in REGISTRY}
 
 # 37 elements: a vector body plus a scalar tail for every SIMD width
 N = 37
@@ -73,44 +68,15 @@ def big(dtype):
     return np.finfo(dtype).max
 
 
-def quiet():
-    return np.errstate(over="ignore", under="ignore", invalid="ignore", divide="ignore")
-
-
 # --------------------------------------------------------------------------
 # Every function as "inputs made from logits, and a call"
 # --------------------------------------------------------------------------
-# The derivatives take what the forward pass caches: s = softmax(x) and
-# logp = log_softmax(x), here correctly rounded to the dtype (the oracle
-# rounded once), so that they are exactly what a perfect forward would give.
-
-def probs(x):
-    with quiet():
-        return oracle(ref.softmax, x).astype(x.dtype)
-
-
-def logprobs(x):
-    with quiet():
-        return representable(oracle(ref.log_softmax, x), x.dtype).astype(x.dtype)
-
 
 def make_inputs(name, x, rng):
-    """The float inputs of `name` for logits x (rows, n)."""
-    name = base(name)
-    other = rng.standard_normal(x.shape).astype(x.dtype)  # v or g
-    if name in FORWARD:
-        return [x]
-    if name == "softmax_jacobian":
-        return [probs(x)]
-    if name in ("softmax_jvp", "softmax_vjp"):
-        return [probs(x), other]
-    if name == "log_softmax_vjp":
-        return [logprobs(x), other]
-    # cross-entropy with probability targets (rows need not sum to 1); no
-    # weight on a masked logit, which would make the loss +inf
-    target = rng.random(x.shape).astype(x.dtype)
-    target[np.isneginf(x)] = 0
-    return [x, target]
+    """The inputs of `name` for logits x (rows, n): _registry's, with a
+    standard normal v or g (probability-target weights: its magnitudes)."""
+    other = rng.standard_normal(x.shape).astype(x.dtype)
+    return FUNCTIONS[base(name)].from_logits(x, other, -1)
 
 
 # columns per call of the column kernel: more than one of its tiles of 128
@@ -135,9 +101,7 @@ def call(name, inputs):
         for copy in result[1:]:
             np.testing.assert_array_equal(copy, result[0], strict=True)
         return (result[0],)
-    if name == "softmax_cross_entropy":
-        return fs.softmax_cross_entropy(*inputs, reduction="none", return_grad=True)
-    return (getattr(fs, name)(*inputs),)
+    return FUNCTIONS[name].run(inputs)
 
 
 def check_close(name, results, inputs):
@@ -157,25 +121,28 @@ def check_close(name, results, inputs):
         if name in FORWARD:
             func, reference = getattr(fs, name), getattr(ref, name)
             check(results[0], representable(oracle(reference, *inputs), dtype), func, dtype)
-        elif name in DERIVATIVES:
-            deriv = DERIVATIVE_BOUNDS[name]
-            ulps, scale = deriv.bounds[dtype]
+        elif name in DERIVATIVE_NAMES:
             grid = tiny(dtype)
             if name == "log_softmax_vjp":
                 grid = grid * np.maximum(1, np.abs(high[1].sum(-1, keepdims=True)))
-            floor = np.maximum(scale * deriv.terms(*high, axis=-1), grid)
-            expected = representable(oracle(deriv.ref, *inputs), dtype)
-            assert_ulp_close(results[0], expected, dtype, ulps, floor)
+            check_derivative(name, results[0], inputs, -1, grid)
         else:
             loss, grad = results
             expected_loss, expected_grad = oracle_xent(*inputs, -1, "none", high[0].dtype)
             x, t = rows_of(*inputs, -1, high[0].dtype)
-            floor = np.maximum(loss_terms(x, t), tiny(dtype) * x.shape[-1])
-            assert_ulp_close(loss, representable(expected_loss, dtype), dtype,
-                             LOSS_ULPS[dtype], floor)
+            assert_loss_close(loss, representable(expected_loss, dtype), x, t, "none", dtype,
+                              grid=tiny(dtype) * x.shape[-1])
             grid = tiny(dtype) * np.maximum(1, np.abs(t.sum(-1, keepdims=True)))
-            floor = np.maximum(grad_terms(x, t, 1.0), grid)
-            assert_ulp_close(grad, expected_grad, dtype, GRAD_ULPS[dtype], floor)
+            assert_grad_close(grad, expected_grad, x, t, -1, 1.0, grid)
+
+
+def run_checked(name, x, rng):
+    """(inputs, results) of `name` on inputs made from logits x, the results
+    checked against the oracle."""
+    inputs = make_inputs(name, x, rng)
+    results = call(name, inputs)
+    check_close(name, results, inputs)
+    return inputs, results
 
 
 # --------------------------------------------------------------------------
@@ -230,9 +197,7 @@ def test_subnormal_outputs(name, dtype, simd_path, rng):
     # Probabilities (and Jacobian entries, JVPs, gradients) in the subnormal
     # range: right to a few subnormal steps, not flushed to 0.
     x = subnormal_logits(dtype)
-    inputs = make_inputs(name, x, rng)
-    results = call(name, inputs)
-    check_close(name, results, inputs)
+    inputs, results = run_checked(name, x, rng)
     if base(name) == "softmax":
         s, exact = results[0], oracle(ref.softmax, x)
         step = subnormal_step(dtype)
@@ -293,9 +258,7 @@ def test_extreme_logits(name, dtype, simd_path, rng):
     # float64 cross-entropy, sum_j t_j (x_j - m) over several x_j - m ~ -max
     # overflows: the compensated sum must then give inf, not NaN)
     x = extreme_logits(dtype)
-    inputs = make_inputs(name, x, rng)
-    results = call(name, inputs)
-    check_close(name, results, inputs)
+    inputs, results = run_checked(name, x, rng)
     if base(name) == "softmax":
         np.testing.assert_array_equal(results[0][1], np.full(N, results[0][1, 0]))
         assert results[0][2, 3] == results[0][2, 36] == 0.5
@@ -387,9 +350,7 @@ def test_masks(name, dtype, shape, simd_path, threads, rng):
     mask = rng.random(shape) < 0.5
     mask[:, rng.integers(0, shape[1])] = False
     x[mask] = -np.inf
-    inputs = make_inputs(name, x, rng)
-    results = call(name, inputs)
-    check_close(name, results, inputs)
+    inputs, results = run_checked(name, x, rng)
     r = results[0]
     if base(name) == "softmax":
         assert (r[mask] == 0).all()
@@ -467,7 +428,8 @@ def test_bad_values_stay_in_their_row(name, where, bad, dtype, simd_path, thread
             np.testing.assert_array_equal(result[good], alone[i], strict=True)
         spoilt = result[BAD_ROWS]
         if where == "logits" or bad == "nan":
-            # API.md: "yields NaN in every entry of that row"; a NaN row of
+            # docs/api.rst, section Special values:
+            # "yields NaN in every entry of that row"; a NaN row of
             # s or logp, or a NaN in v or g (via <s, v> or sum(g)), does
             # the same to the derivatives
             assert np.isnan(spoilt).all()
@@ -531,9 +493,7 @@ def test_all_but_one_exp_underflows(name, dtype, simd_path, rng):
     # x - max rounded once in the dtype (double rounding through the
     # float32 kernels' double arithmetic gives the same here)
     shifted = x - x.max(-1, keepdims=True)
-    inputs = make_inputs(name, x, rng)
-    results = call(name, inputs)
-    check_close(name, results, inputs)
+    inputs, results = run_checked(name, x, rng)
     r = results[0]
     exact = {
         "softmax": onehot,                                  # 1, and exp(...) = 0
@@ -737,7 +697,7 @@ def test_one_row_of_ten_million_derivatives(name, dtype, rng):
             logp = ref.log_softmax(xb) - np.log(high(COPIES))
             expected_loss = -COPIES * np.sum(tb * logp)
             loss_floor = COPIES * np.sum(tb * (np.abs(logp) + 1))
-            # floor: test_cross_entropy's M = sum t (1 + |logp|)
+            # floor: the loss budget's M = sum t (1 + |logp|) (_registry.py)
             assert_ulp_close(loss, [expected_loss], dtype.type, LOSS_ULPS[dtype],
                              floor=loss_floor)
             p = ref.softmax(xb) / COPIES
@@ -746,9 +706,9 @@ def test_one_row_of_ten_million_derivatives(name, dtype, rng):
     if name == "softmax_cross_entropy":
         ulps, scale = GRAD_ULPS[dtype], 1.0
     else:
-        ulps, scale = DERIVATIVE_BOUNDS[name].bounds[dtype]
+        ulps, scale = DERIVATIVE_BOUNDS[name][dtype]
     if dtype == F32:
-        # test_derivatives' float32 floor (2**-16 of the terms) counts on
+        # the budget's float32 floor (2**-16 of the terms) counts on
         # short rows; float32 data are summed in plain double, and a sum of
         # n terms errs by at most (n - 1) 2**-53 of their magnitudes in any
         # order: for <s, v> that is n 2**-30 eps32 of the terms

@@ -1,6 +1,6 @@
 """Bad arguments to every public function raise a specific exception whose
 message names the argument and the bad value, before anything is written
-(API.md; the table in docs/errors.rst lists the messages).
+(docs/api.rst, section Errors; the table in docs/errors.rst lists the messages).
 
 Each error test fills `out` (or, in place, the input itself) with a
 sentinel and checks it is untouched after the error.  The tables below run
@@ -10,7 +10,6 @@ input in part is no error: the result is that of a separate `out`.
 
 import copy
 import re
-from collections import namedtuple
 from pathlib import Path
 
 import numpy as np
@@ -18,6 +17,9 @@ import pytest
 
 import fastsoftmax as fs
 from fastsoftmax import _backend
+
+from _registry import (FORWARD_NAMES, FUNCTIONS, PRODUCT_NAMES, SINGLE_AXIS_NAMES,
+                       WITH_OUT_NAMES)
 
 try:
     from numpy.exceptions import AxisError
@@ -40,23 +42,8 @@ def assert_untouched(*arrays):
 # The functions and their array arguments
 # --------------------------------------------------------------------------
 
-# args: the names of the array arguments, as the messages spell them;
-# has_out: whether the function takes out=
-Call = namedtuple("Call", "func args has_out")
-CALLS = {
-    "softmax": Call(fs.softmax, ("x",), True),
-    "log_softmax": Call(fs.log_softmax, ("x",), True),
-    "softmax_jacobian": Call(fs.softmax_jacobian, ("s",), True),
-    "softmax_jvp": Call(fs.softmax_jvp, ("s", "v"), True),
-    "softmax_vjp": Call(fs.softmax_vjp, ("s", "g"), True),
-    "log_softmax_vjp": Call(fs.log_softmax_vjp, ("logp", "g"), True),
-    "softmax_cross_entropy": Call(fs.softmax_cross_entropy, ("logits", "target"), False),
-}
-FORWARD = ["softmax", "log_softmax"]
-PRODUCTS = ["softmax_jvp", "softmax_vjp", "log_softmax_vjp"]
-WITH_OUT = [name for name, call in CALLS.items() if call.has_out]
-SINGLE_AXIS = [name for name in CALLS if name not in FORWARD]
-
+# _registry.FUNCTIONS: each function's .fast, .args (the names of its array
+# arguments, as the messages spell them) and .has_out
 
 def inputs_for(name, shape=(2, 3), dtype=np.float64):
     """Valid array arguments of `name` for data of `shape`, filled with the
@@ -64,21 +51,21 @@ def inputs_for(name, shape=(2, 3), dtype=np.float64):
     if name == "softmax_cross_entropy":
         batch = shape[:-1] if shape else ()
         return [np.full(shape, SENTINEL, dtype), np.zeros(batch, np.int64)]
-    return [np.full(shape, SENTINEL, dtype) for _ in CALLS[name].args]
+    return [np.full(shape, SENTINEL, dtype) for _ in FUNCTIONS[name].args]
 
 
 def result_shape(name, shape=(2, 3)):
-    if name == "softmax_jacobian":
-        return (shape or (1,)) + (shape[-1] if shape else 1,)
-    return shape
+    return FUNCTIONS[name].result_shape(shape)
 
 
 def out_kwargs(name, shape=(2, 3), dtype=np.float64):
-    return {"out": sentinel_out(result_shape(name, shape), dtype)} if CALLS[name].has_out else {}
+    if not FUNCTIONS[name].has_out:
+        return {}
+    return {"out": sentinel_out(result_shape(name, shape), dtype)}
 
 
 ARG_SLOTS = [pytest.param(name, slot, id=f"{name}-{arg}")
-             for name, call in CALLS.items() for slot, arg in enumerate(call.args)]
+             for name, call in FUNCTIONS.items() for slot, arg in enumerate(call.args)]
 
 
 # --------------------------------------------------------------------------
@@ -103,12 +90,13 @@ def _bad_inputs():
     return cases
 
 
-# API.md: "Complex, object, string inputs raise `TypeError` with a message that
+# docs/api.rst, section Dtypes:
+# "Complex, object, string inputs raise `TypeError` with a message that
 # names the dtype."  (The derivatives and the loss follow the forward rules.)
 @pytest.mark.parametrize("bad, dtype_name", _bad_inputs())
 @pytest.mark.parametrize("name, slot", ARG_SLOTS)
 def test_unsupported_dtype(name, slot, bad, dtype_name):
-    call = CALLS[name]
+    call = FUNCTIONS[name]
     shape = np.shape(bad)
     inputs = inputs_for(name, shape)
     if name == "softmax_cross_entropy" and slot == 1:
@@ -117,39 +105,40 @@ def test_unsupported_dtype(name, slot, bad, dtype_name):
     kwargs = out_kwargs(name, shape)
     message = rf"\b{call.args[slot]} has dtype {re.escape(dtype_name)}(?!\w)"
     with pytest.raises(TypeError, match=message):
-        call.func(*inputs, **kwargs)
+        call.fast(*inputs, **kwargs)
     assert_untouched(*kwargs.values(), *(a for i, a in enumerate(inputs) if i != slot
                                         and a.dtype.kind == "f"))
     with pytest.raises(TypeError, match=message):  # the fast paths too: no out
-        call.func(*inputs)
+        call.fast(*inputs)
 
 
 @pytest.mark.parametrize("name, slot", ARG_SLOTS)
 def test_masked_array(name, slot):
-    call = CALLS[name]
+    call = FUNCTIONS[name]
     inputs = inputs_for(name)
     inputs[slot] = np.ma.masked_array(inputs[slot], mask=np.ones(inputs[slot].shape, bool))
     kwargs = out_kwargs(name)
     with pytest.raises(TypeError, match=rf"\b{call.args[slot]} is a masked array"):
-        call.func(*inputs, **kwargs)
+        call.fast(*inputs, **kwargs)
     assert_untouched(*kwargs.values())
 
 
 @pytest.mark.parametrize("name, slot", ARG_SLOTS)
 def test_ragged_list(name, slot):
     # NumPy's own message says what is wrong, but not which argument
-    call = CALLS[name]
+    call = FUNCTIONS[name]
     inputs = inputs_for(name)
     inputs[slot] = [[0.0, 1.0, 2.0], [0.0]] if inputs[slot].ndim == 2 else [[0], [1, 2]]
     kwargs = out_kwargs(name)
     with pytest.raises(ValueError, match=rf"^{call.args[slot]} cannot be converted to an "
                                          rf"array: .*inhomogeneous"):
-        call.func(*inputs, **kwargs)
+        call.fast(*inputs, **kwargs)
     assert_untouched(*kwargs.values())
 
 
 def test_bool_class_target():
-    # API.md: "target of an integer dtype is class indices ...; of a floating
+    # docs/api.rst, section Fused loss:
+    # "target of an integer dtype is class indices ...; of a floating
     # dtype it is probabilities": bool is neither
     for target in [np.zeros(2, bool), np.zeros((2, 3), bool)]:
         with pytest.raises(TypeError, match=r"\btarget has dtype bool\b"):
@@ -165,18 +154,18 @@ def _wrong_shapes(shape):
             "0-d": (), "longer": shape[:-1] + (shape[-1] + 1,)}
 
 
-# API.md: "A wrong shape or dtype, or a read-only `out`, raises
+# docs/api.rst, section out=: "A wrong shape or dtype, or a read-only `out`, raises
 # `ValueError`/`TypeError` before anything is written."
 @pytest.mark.parametrize("kind", list(_wrong_shapes((2, 3))))
 @pytest.mark.parametrize("x_dtype", [np.float64, np.float32])
-@pytest.mark.parametrize("name", WITH_OUT)
+@pytest.mark.parametrize("name", WITH_OUT_NAMES)
 def test_out_wrong_shape(name, x_dtype, kind):
     want = result_shape(name)
     out_shape = _wrong_shapes(want)[kind]
     out = sentinel_out(out_shape, x_dtype)
     message = re.escape(f"out has shape {out_shape}, but the result has shape {want}")
     with pytest.raises(ValueError, match=message):
-        CALLS[name].func(*inputs_for(name, dtype=x_dtype), out=out)
+        FUNCTIONS[name].fast(*inputs_for(name, dtype=x_dtype), out=out)
     assert_untouched(out)
 
 
@@ -197,34 +186,34 @@ WRONG_OUT_DTYPES = [
     pytest.param(name, x_dtypes, out_dtype, result,
                  id=f"{name}-{'-'.join(np.dtype(d).name for d in x_dtypes)}-"
                     f"out-{np.dtype(out_dtype).name}")
-    for name in WITH_OUT for x_dtypes, out_dtype, result in WRONG_OUT_DTYPES
-    if len(x_dtypes) <= len(CALLS[name].args)  # mixed: only with two arrays
+    for name in WITH_OUT_NAMES for x_dtypes, out_dtype, result in WRONG_OUT_DTYPES
+    if len(x_dtypes) <= len(FUNCTIONS[name].args)  # mixed: only with two arrays
 ])
 def test_out_wrong_dtype(name, x_dtypes, out_dtype, result):
-    dtypes = (x_dtypes * 2)[:len(CALLS[name].args)] if len(x_dtypes) == 1 else x_dtypes
+    dtypes = (x_dtypes * 2)[:len(FUNCTIONS[name].args)] if len(x_dtypes) == 1 else x_dtypes
     inputs = [a.astype(dt) for a, dt in zip(inputs_for(name), dtypes)]
     out = sentinel_out(result_shape(name), out_dtype)
     message = (re.escape(f"out has dtype {np.dtype(out_dtype).str} ({np.dtype(out_dtype)}), "
                          f"but the result has dtype {np.dtype(result)}"))
     with pytest.raises(TypeError, match=message):
-        CALLS[name].func(*inputs, out=out)
+        FUNCTIONS[name].fast(*inputs, out=out)
     assert_untouched(out)
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
-@pytest.mark.parametrize("name", WITH_OUT)
+@pytest.mark.parametrize("name", WITH_OUT_NAMES)
 def test_out_byteswapped(name, dtype):
-    # API.md: "the result is always native byte order", so a non-native out
+    # docs/api.rst, section Dtypes: "the result is always native byte order", so a non-native out
     # has the wrong dtype
     swapped = np.dtype(dtype).newbyteorder()
     out = sentinel_out(result_shape(name), swapped)
     with pytest.raises(TypeError, match=re.escape(f"out has dtype {swapped.str}")):
-        CALLS[name].func(*inputs_for(name, dtype=dtype), out=out)
+        FUNCTIONS[name].fast(*inputs_for(name, dtype=dtype), out=out)
     assert_untouched(out)
 
 
 @pytest.mark.parametrize("name, kind", [
-    (name, kind) for name in WITH_OUT for kind in ("flag", "broadcast", "in place")
+    (name, kind) for name in WITH_OUT_NAMES for kind in ("flag", "broadcast", "in place")
     if not (kind == "in place" and name == "softmax_jacobian")  # no same-shape input
 ])
 def test_out_read_only(name, kind):
@@ -238,30 +227,30 @@ def test_out_read_only(name, kind):
         inputs[0].flags.writeable = False
         out = inputs[0]
     with pytest.raises(ValueError, match=r"^out is read-only"):
-        CALLS[name].func(*inputs, out=out)
+        FUNCTIONS[name].fast(*inputs, out=out)
     assert_untouched(out)
 
 
 @pytest.mark.parametrize("out", [[[0.0] * 3] * 2, (0.0, 0.0, 0.0), 0.0, "out"],
                          ids=["list", "tuple", "float", "str"])
-@pytest.mark.parametrize("name", WITH_OUT)
+@pytest.mark.parametrize("name", WITH_OUT_NAMES)
 def test_out_not_ndarray(name, out):
     before = copy.deepcopy(out)
     shape = np.shape(out)
     with pytest.raises(TypeError,
                        match=rf"^out must be a numpy\.ndarray, got {type(out).__name__}$"):
-        CALLS[name].func(*inputs_for(name, shape), out=out)
+        FUNCTIONS[name].fast(*inputs_for(name, shape), out=out)
     assert out == before
 
 
-@pytest.mark.parametrize("name", WITH_OUT)
+@pytest.mark.parametrize("name", WITH_OUT_NAMES)
 def test_out_masked_array(name):
     # a masked out would keep its mask over the written data: rejected as
     # a masked input is
     data = sentinel_out(result_shape(name))
     out = np.ma.masked_array(data, mask=np.zeros(data.shape, bool))
     with pytest.raises(TypeError, match=r"^out is a masked array"):
-        CALLS[name].func(*inputs_for(name), out=out)
+        FUNCTIONS[name].fast(*inputs_for(name), out=out)
     assert_untouched(data)
 
 
@@ -289,20 +278,20 @@ OVERLAPS = {
 @pytest.mark.parametrize("axis", [-1, 0])
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
 @pytest.mark.parametrize("overlap", list(OVERLAPS))
-@pytest.mark.parametrize("name", [name for name in WITH_OUT if name != "softmax_jacobian"])
+@pytest.mark.parametrize("name", [name for name in WITH_OUT_NAMES if name != "softmax_jacobian"])
 def test_out_partially_overlapping_an_input(name, overlap, dtype, axis, rng):
     # out overlaps one input (for the products: each in turn) without being
     # it.  20 columns: axis=0 of a C-contiguous input takes the column kernel.
-    n_args = len(CALLS[name].args)
+    n_args = len(FUNCTIONS[name].args)
     in_view, out_view = OVERLAPS[overlap]
     for slot in range(n_args):
         buffer = rng.random((41, 44)).astype(dtype)
         inputs = [rng.random((20, 20)).astype(dtype) for _ in range(n_args)]
         inputs[slot] = in_view(buffer)
-        expected = CALLS[name].func(*inputs, axis=axis)  # before anything is written
+        expected = FUNCTIONS[name].fast(*inputs, axis=axis)  # before anything is written
         out = out_view(buffer)
         assert np.may_share_memory(out, inputs[slot])
-        assert CALLS[name].func(*inputs, axis=axis, out=out) is out
+        assert FUNCTIONS[name].fast(*inputs, axis=axis, out=out) is out
         np.testing.assert_array_equal(out, expected)
 
 
@@ -321,23 +310,23 @@ def test_jacobian_out_overlapping_its_input(s_start, out_start, rng):
 # axis
 # --------------------------------------------------------------------------
 
-# API.md: "An out-of-range or repeated axis raises
+# docs/api.rst, section Axes: "An out-of-range or repeated axis raises
 # `numpy.exceptions.AxisError` (a `ValueError` and `IndexError`, as NumPy does)."
 @pytest.mark.parametrize("shape, axis, bad", [
     ((2, 3), 2, 2), ((2, 3), -3, -3), ((2, 3), 100, 100), ((2, 3), (0, 2), 2),
     ((2, 3), (-3,), -3), ((5,), 1, 1), ((), 1, 1), ((), -2, -2),
     ((2, 3), np.int64(7), 7),
 ])
-@pytest.mark.parametrize("name", FORWARD)
+@pytest.mark.parametrize("name", FORWARD_NAMES)
 def test_forward_axis_out_of_range(name, shape, axis, bad):
     x = np.full(shape, SENTINEL)
     out = sentinel_out(shape)
     with pytest.raises(AxisError, match=rf"^axis {bad} is out of bounds") as info:
-        CALLS[name].func(x, axis=axis, out=out)
+        FUNCTIONS[name].fast(x, axis=axis, out=out)
     assert isinstance(info.value, ValueError) and isinstance(info.value, IndexError)
     assert_untouched(out)
     with pytest.raises(AxisError):  # in place: x itself is out
-        CALLS[name].func(x, axis=axis, out=x)
+        FUNCTIONS[name].fast(x, axis=axis, out=x)
     assert_untouched(x)
 
 
@@ -345,27 +334,27 @@ def test_forward_axis_out_of_range(name, shape, axis, bad):
     ((2, 3), (0, 0)), ((2, 3), (1, -1)), ((2, 3, 4), (0, 2, -1)), ((), (0, 0)),
     ((2, 3), (np.int32(0), 0)),
 ])
-@pytest.mark.parametrize("name", FORWARD)
+@pytest.mark.parametrize("name", FORWARD_NAMES)
 def test_forward_axis_repeated(name, shape, axis):
     x = np.full(shape, SENTINEL)
     out = sentinel_out(shape)
     with pytest.raises(AxisError, match=re.escape(f"repeated axis in axis={axis!r}")) as info:
-        CALLS[name].func(x, axis=axis, out=out)
+        FUNCTIONS[name].fast(x, axis=axis, out=out)
     assert isinstance(info.value, ValueError) and isinstance(info.value, IndexError)
     assert_untouched(out)
     with pytest.raises(AxisError):
-        CALLS[name].func(x, axis=axis, out=x)
+        FUNCTIONS[name].fast(x, axis=axis, out=x)
     assert_untouched(x)
 
 
 @pytest.mark.parametrize("axis", [2, -3, 100, -100, np.int64(2)], ids=repr)
-@pytest.mark.parametrize("name", SINGLE_AXIS)
+@pytest.mark.parametrize("name", SINGLE_AXIS_NAMES)
 def test_single_axis_out_of_range(name, axis):
     inputs = inputs_for(name)
     kwargs = out_kwargs(name)
     with pytest.raises(AxisError, match=rf"^axis {int(axis)} is out of bounds for array "
                                         rf"of dimension 2") as info:
-        CALLS[name].func(*inputs, axis=axis, **kwargs)
+        FUNCTIONS[name].fast(*inputs, axis=axis, **kwargs)
     assert isinstance(info.value, ValueError) and isinstance(info.value, IndexError)
     assert_untouched(*kwargs.values(), inputs[0])
 
@@ -374,37 +363,37 @@ NOT_AN_INT = [1.5, 1.0, "0", True, np.True_, np.float64(0), np.float32(1), [0], 
               1 + 0j, np.array([1])]
 
 
-# API.md: "`axis`: an int (negative allowed), a tuple of ints, or `None`"
+# docs/api.rst, section Axes: "`axis`: an int (negative allowed), a tuple of ints, or `None`"
 @pytest.mark.parametrize("axis", NOT_AN_INT + [(0, 1.0), (0, "1"), (True,)], ids=repr)
-@pytest.mark.parametrize("name", FORWARD)
+@pytest.mark.parametrize("name", FORWARD_NAMES)
 def test_forward_axis_not_an_int(name, axis):
     out = sentinel_out()
     message = rf"^axis must be an int, a tuple of ints or None, got {re.escape(repr(axis))}$"
     with pytest.raises(TypeError, match=message):
-        CALLS[name].func(np.zeros((2, 3)), axis=axis, out=out)
+        FUNCTIONS[name].fast(np.zeros((2, 3)), axis=axis, out=out)
     assert_untouched(out)
 
 
-# API.md: "`axis` here is a single int (tuples and `None` may be added later)."
+# docs/api.rst, section Derivatives: the derivatives (and the loss) take a single int axis.
 @pytest.mark.parametrize("axis", NOT_AN_INT + [(0,), (0, 1), (), None], ids=repr)
-@pytest.mark.parametrize("name", SINGLE_AXIS)
+@pytest.mark.parametrize("name", SINGLE_AXIS_NAMES)
 def test_single_axis_not_an_int(name, axis):
     inputs = inputs_for(name)
     kwargs = out_kwargs(name)
     message = rf"^{name} takes a single int axis, got axis={re.escape(repr(axis))}$"
     with pytest.raises(TypeError, match=message):
-        CALLS[name].func(*inputs, axis=axis, **kwargs)
+        FUNCTIONS[name].fast(*inputs, axis=axis, **kwargs)
     assert_untouched(*kwargs.values(), inputs[0])
 
 
 @pytest.mark.parametrize("axis", [np.int64(-1), np.uint8(1), np.int32(0)], ids=repr)
-@pytest.mark.parametrize("name", list(CALLS))
+@pytest.mark.parametrize("name", list(FUNCTIONS))
 def test_numpy_integer_axis_is_accepted(name, axis, rng):
-    inputs = [rng.random((2, 3))] * len(CALLS[name].args)
+    inputs = [rng.random((2, 3))] * len(FUNCTIONS[name].args)
     if name == "softmax_cross_entropy":
         inputs[1] = rng.random((2, 3))  # probabilities: no index shape to match
-    np.testing.assert_array_equal(CALLS[name].func(*inputs, axis=axis),
-                                  CALLS[name].func(*inputs, axis=int(axis)))
+    np.testing.assert_array_equal(FUNCTIONS[name].fast(*inputs, axis=axis),
+                                  FUNCTIONS[name].fast(*inputs, axis=int(axis)))
 
 
 def test_numpy_integers_in_an_axis_tuple_are_accepted():
@@ -413,12 +402,12 @@ def test_numpy_integers_in_an_axis_tuple_are_accepted():
                                   fs.softmax(x, axis=(0, 1)))
 
 
-@pytest.mark.parametrize("name", WITH_OUT)
+@pytest.mark.parametrize("name", WITH_OUT_NAMES)
 def test_axis_checked_before_out(name):
     # both wrong: nothing is written either way
     out = sentinel_out((3, 3))
     with pytest.raises((AxisError, ValueError)):
-        CALLS[name].func(*inputs_for(name), axis=5, out=out)
+        FUNCTIONS[name].fast(*inputs_for(name), axis=5, out=out)
     assert_untouched(out)
 
 
@@ -426,14 +415,15 @@ def test_axis_checked_before_out(name):
 # Derivatives: s and v/g of different shapes
 # --------------------------------------------------------------------------
 
-# API.md: "`s` and `v`/`g` must have the same shape (no broadcasting), else
+# docs/api.rst, section Derivatives:
+# "`s` and `v`/`g` must have the same shape (no broadcasting), else
 # `ValueError` naming both shapes."
 @pytest.mark.parametrize("other", [(3, 2), (2, 3, 1), (1, 3), (2, 1), (6,), (), (2, 4)],
                          ids=str)
 @pytest.mark.parametrize("slot", [0, 1], ids=["first", "second"])
-@pytest.mark.parametrize("name", PRODUCTS)
+@pytest.mark.parametrize("name", PRODUCT_NAMES)
 def test_products_shape_mismatch(name, slot, other):
-    a_name, b_name = CALLS[name].args
+    a_name, b_name = FUNCTIONS[name].args
     shapes = [(2, 3), (2, 3)]
     shapes[slot] = other
     a, b = np.full(shapes[0], SENTINEL), np.full(shapes[1], SENTINEL)
@@ -441,10 +431,10 @@ def test_products_shape_mismatch(name, slot, other):
     message = re.escape(f"{a_name} and {b_name} must have the same shape, got "
                         f"{a_name}.shape={shapes[0]} and {b_name}.shape={shapes[1]}")
     with pytest.raises(ValueError, match=message):
-        CALLS[name].func(a, b, out=out)
+        FUNCTIONS[name].fast(a, b, out=out)
     assert_untouched(out, a, b)
     with pytest.raises(ValueError, match=message):  # in place
-        CALLS[name].func(a, b, out=a)
+        FUNCTIONS[name].fast(a, b, out=a)
     assert_untouched(a, b)
 
 
@@ -452,7 +442,8 @@ def test_products_shape_mismatch(name, slot, other):
 # Cross-entropy: target shape and class indices
 # --------------------------------------------------------------------------
 
-# API.md: "`target` of an integer dtype is class indices with the shape of
+# docs/api.rst, section Fused loss:
+# "`target` of an integer dtype is class indices with the shape of
 # `logits` without `axis`; of a floating dtype it is probabilities with the
 # shape of `logits` ... Any other shape raises `ValueError` naming both shapes."
 @pytest.mark.parametrize("logits_shape, axis, target_shape", [
@@ -482,7 +473,8 @@ def test_probability_target_wrong_shape(dtype, target_shape, hint):
         fs.softmax_cross_entropy(np.zeros((2, 3)), np.zeros(target_shape, dtype))
 
 
-# API.md: "A class index out of range raises `IndexError` naming the bad value
+# docs/api.rst, section Errors:
+# "A class index out of range raises `IndexError` naming the bad value
 # and row."  "Negative indices are out of range (no wrap-around)."
 INT64_MIN, INT64_MAX = np.iinfo(np.int64).min, np.iinfo(np.int64).max
 
@@ -566,7 +558,7 @@ def test_kernels_refuse_mismatched_shapes(simd_path, call, message):
         call(_backend.kernels)
 
 
-# API.md: "Any other string raises `ValueError` listing the valid ones."
+# docs/api.rst, section Errors: "Any other string raises `ValueError` listing the valid ones."
 @pytest.mark.parametrize("reduction", ["avg", "Mean", "MEAN", "", " mean", "sum ", "elementwise",
                                        None, 0, True, ["mean"], np.array(["mean", "sum"])],
                          ids=repr)
@@ -588,7 +580,7 @@ def restore_threads():
     fs.set_num_threads(None)
 
 
-# API.md: "`n < 1` raises `ValueError`."
+# docs/api.rst, section Errors: "`n < 1` raises `ValueError`."
 @pytest.mark.parametrize("n", [0, -1, -100, np.int64(0), np.int8(-1), -2 ** 70], ids=repr)
 def test_set_num_threads_below_one(n, restore_threads):
     with pytest.raises(ValueError,

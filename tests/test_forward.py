@@ -1,9 +1,9 @@
-"""softmax and log_softmax against the plain NumPy reference (API.md, Forward).
+"""softmax and log_softmax (docs/api.rst, section Forward).
 
-One generic equivalence test runs every (fast, reference) pair of `FORWARD`
-over dtypes x shapes x axes x memory layouts x thread counts; a smaller grid
-runs on every SIMD path the CPU supports.  The remaining tests pin down the
-invariants and, one by one, the lines of API.md's Forward section.
+test_equivalence.py runs them against the plain NumPy reference over dtypes
+x shapes x axes x memory layouts x thread counts and on every SIMD path;
+the tests here pin down the invariants and, one by one, the contract
+sentences of docs/api.rst.
 """
 
 import math
@@ -14,167 +14,14 @@ import pytest
 import fastsoftmax as fs
 from fastsoftmax import reference as ref
 
-from _helpers import (BOUNDS, DTYPE_IDS, FLOAT_DTYPES, FORWARD, FORWARD_IDS,
-                      check, oracle)
+from _helpers import laid_out
+from _registry import (BOUNDS, DTYPE_IDS, FLOAT_DTYPES, FORWARD, FORWARD_IDS, check, oracle,
+                       representable)
 
 try:
     from numpy.exceptions import AxisError
 except ImportError:  # NumPy < 1.25
     from numpy import AxisError
-
-def representable(expected, dtype):
-    """The oracle with values beyond the dtype's range replaced by the
-    infinity they round to (e.g. log_softmax([max, -max])[1] = -2 max)."""
-    expected = np.asarray(expected)
-    with np.errstate(over="ignore"):
-        overflow = np.isinf(expected.astype(dtype)) & np.isfinite(expected)
-    return np.where(overflow, np.copysign(np.inf, expected), expected)
-
-
-# --------------------------------------------------------------------------
-# Inputs: shapes x axes, and memory layouts
-# --------------------------------------------------------------------------
-
-def _case(shape, axis):
-    sid = "x".join(map(str, shape)) or "0d"
-    aid = "None" if axis is None else str(axis).replace(" ", "")
-    return pytest.param(shape, axis, id=f"{sid}-axis{aid}")
-
-
-def _cases(*spec):
-    return [_case(shape, axis) for shape, axes in spec for axis in axes]
-
-
-CASES = _cases(
-    ((), [-1, 0, None]),                                   # 0-d: one-element softmax
-    ((7,), [0, -1, None, (0,)]),
-    ((5, 9), [0, 1, -1, -2, None, (0, 1), (1, 0)]),
-    ((3, 4, 6), [0, 1, 2, -1, -2, -3, None, (0, 2), (2, 0), (1, 2), (0, 1, 2)]),
-    ((2, 3, 4, 5), [0, 1, 2, 3, -1, -2, -3, -4, None, (0, 2), (3, 1), (1, 2, 3)]),
-    ((0, 5), [0, -1, None, (0, 1)]),                       # empty batch
-    ((4, 0), [0, -1, None, (1, 0)]),                       # empty axis
-    ((6, 1), [-1, 0]),                                     # n = 1
-    ((2, 1000), [-1, 0, None]),
-    ((2, 4097), [-1, None]),
-)
-# every row length around the SIMD widths (vector tails), as a (3, n) batch
-ROW_LENGTH_CASES = _cases(*[((3, n), [-1]) for n in range(1, 34)])
-
-# the SIMD-sensitive subset for every path: all the short row lengths (vector
-# tails), a long row, multi-axis and empty cases
-PATH_CASES = _cases(
-    ((), [None]),
-    *[((3, n), [-1]) for n in range(1, 34)],
-    ((5, 9), [0, (0, 1)]),
-    ((3, 4, 6), [1, None]),
-    ((2, 4097), [-1]),
-    ((0, 5), [-1]),
-    ((4, 0), [-1]),
-)
-
-LAYOUTS = ["C", "F", "transposed", "strided", "row-strided", "padded", "reversed",
-           "rows-reversed", "readonly", "broadcast", "byteswapped"]
-
-
-def make_input(shape, dtype, layout, rng):
-    """Standard normal logits of `shape` in the given memory layout."""
-    ndim = len(shape)
-
-    def data(s):
-        return rng.standard_normal(s).astype(dtype)
-
-    if layout == "C":
-        return data(shape)
-    if layout == "F":
-        return np.asfortranarray(data(shape))
-    if layout == "transposed":
-        return data(shape[::-1]).T
-    if layout == "strided":  # big[1::2, 1::3, ...]: a view with steps
-        steps = [(2, 3)[i % 2] for i in range(ndim)]
-        big = data(tuple(s * st + 1 for s, st in zip(shape, steps)))
-        return big[tuple(slice(1, 1 + s * st, st) for s, st in zip(shape, steps))]
-    if layout == "row-strided":  # big[::2]: a step on the first axis only
-        if ndim == 0:
-            return data(shape)
-        return data((2 * shape[0],) + shape[1:])[::2]
-    if layout == "padded":  # big[..., :n]: contiguous rows spaced apart
-        if ndim == 0:
-            return data(shape)
-        return data(shape[:-1] + (shape[-1] + 3,))[..., : shape[-1]]
-    if layout == "reversed":  # negative strides on every axis
-        return data(shape)[(slice(None, None, -1),) * ndim]
-    if layout == "rows-reversed":  # x[::-1]: negative stride on the first axis
-        return data(shape)[::-1] if ndim else data(shape)
-    if layout == "readonly":
-        x = data(shape)
-        x.flags.writeable = False
-        return x
-    if layout == "broadcast":  # zero stride along the first axis
-        base = data(shape if ndim == 0 else (1,) + shape[1:])
-        return np.broadcast_to(base, shape)
-    if layout == "byteswapped":
-        x = data(shape)
-        return x.byteswap().view(x.dtype.newbyteorder())
-    raise ValueError(layout)
-
-
-# the row-length sweep runs on layouts that reach the kernels differently: as
-# they are (C), copied (F), as a view with a negative row stride (rows-reversed)
-ROW_LENGTH_LAYOUTS = ["C", "F", "rows-reversed"]
-
-
-def _check_layout(x, layout):
-    """Make sure the layout is really what it claims (guards make_input)."""
-    if x.size <= 1 or x.ndim < 1:
-        return
-    if layout == "broadcast" and x.shape[0] > 1:
-        assert x.strides[0] == 0
-    if layout == "reversed":
-        assert all(s < 0 for s, n in zip(x.strides, x.shape) if n > 1)
-    if layout == "byteswapped":
-        assert not x.dtype.isnative
-    if layout == "readonly":
-        assert not x.flags.writeable
-
-
-def _run_and_compare(func, reference, dtype, shape, axis, layout, rng):
-    x = make_input(shape, dtype, layout, rng)
-    _check_layout(x, layout)
-    before = x.copy()
-    result = func(x, axis=axis)
-    assert type(result) is np.ndarray
-    assert result.shape == x.shape
-    assert result.dtype == np.dtype(dtype) and result.dtype.isnative
-    check(result, oracle(reference, x, axis=axis), func, dtype)
-    assert np.array_equal(x, before), "the input was modified"
-
-
-GRID = ([pytest.param(*c.values, layout, id=f"{c.id}-{layout}")
-         for c in CASES for layout in LAYOUTS]
-        + [pytest.param(*c.values, layout, id=f"{c.id}-{layout}")
-           for c in ROW_LENGTH_CASES for layout in ROW_LENGTH_LAYOUTS])
-
-
-# API.md: "`exp(x - max) / sum(exp(x - max))` along `axis`" and
-# "`x - max - log(sum(exp(x - max)))` along `axis`"; "`axis`: an int (negative
-# allowed), a tuple of ints ..., or `None`"; "read-only, broadcast
-# (zero-stride) and byte-swapped arrays are accepted"
-@pytest.mark.parametrize("shape, axis, layout", GRID)
-@pytest.mark.parametrize("dtype", FLOAT_DTYPES, ids=DTYPE_IDS)
-@pytest.mark.parametrize("func, reference", FORWARD, ids=FORWARD_IDS)
-def test_matches_reference(func, reference, dtype, shape, axis, layout, threads, rng):
-    _run_and_compare(func, reference, dtype, shape, axis, layout, rng)
-
-
-# Layouts and threads are handled the same way on every path (the Python layer
-# and the Cython row loops); what differs per path is the vectorised C, so
-# the per-path grid sweeps row lengths and reductions, C order, one thread.
-@pytest.mark.parametrize("shape, axis", PATH_CASES)
-@pytest.mark.parametrize("dtype", FLOAT_DTYPES, ids=DTYPE_IDS)
-@pytest.mark.parametrize("func, reference", FORWARD, ids=FORWARD_IDS)
-def test_every_simd_path_matches_reference(func, reference, dtype, shape, axis, simd_path,
-                                           rng):
-    _run_and_compare(func, reference, dtype, shape, axis, "C", rng)
 
 
 # --------------------------------------------------------------------------
@@ -189,7 +36,7 @@ def num_threads_default_thresholds(request):
     fs.set_num_threads(None)
 
 
-# API.md: "one row of 10⁶ float32 values still sums to 1 within 1e-6"
+# docs/api.rst, section Accuracy: "one row of 10⁶ float32 values still sums to 1 within 1e-6"
 @pytest.mark.parametrize("dtype", FLOAT_DTYPES, ids=DTYPE_IDS)
 @pytest.mark.parametrize("func, reference", FORWARD, ids=FORWARD_IDS)
 def test_one_huge_row(func, reference, dtype, num_threads_default_thresholds, rng):
@@ -205,7 +52,8 @@ def test_one_huge_row(func, reference, dtype, num_threads_default_thresholds, rn
         assert abs(math.fsum(result.tolist()) - 1) <= (ulps + 0.5) * np.finfo(dtype).eps
 
 
-# API.md: "float64 likewise against long double; sums are accumulated so that
+# docs/api.rst, section Accuracy:
+# "float64 likewise against long double; sums are accumulated so that
 # the error does not grow linearly with n"
 @pytest.mark.parametrize("dtype", FLOAT_DTYPES, ids=DTYPE_IDS)
 @pytest.mark.parametrize("func, reference", FORWARD, ids=FORWARD_IDS)
@@ -214,14 +62,14 @@ def test_accuracy_when_one_logit_dominates(func, reference, dtype, simd_path):
     # sum in the working precision that is not compensated rounds up by
     # almost half an ulp at each of these additions (the float64 case; float32
     # terms are summed in double, where this costs nothing).  The per-entry
-    # budget (_helpers.BOUNDS) holds for any input, so it must hold here too.
+    # budget (_registry.BOUNDS) holds for any input, so it must hold here too.
     eps = np.finfo(dtype).eps
     x = np.full(1000, np.log(0.6 * eps), dtype=dtype)
     x[0] = 0
     check(func(x), oracle(reference, x), func, dtype)
 
 
-# API.md: "float32 results within a few ulp of the exact value (computed in
+# docs/api.rst, section Accuracy: "float32 results within a few ulp of the exact value (computed in
 # float64), float64 likewise against long double"
 @pytest.mark.parametrize("dtype", FLOAT_DTYPES, ids=DTYPE_IDS)
 @pytest.mark.parametrize("func, reference", FORWARD, ids=FORWARD_IDS)
@@ -279,10 +127,10 @@ def test_shift_invariance_of_rounded_shift(dtype, threads, rng):
 
 
 # --------------------------------------------------------------------------
-# Special values (API.md Numerics)
+# Special values (docs/api.rst, section Special values)
 # --------------------------------------------------------------------------
 
-# API.md: "Numerics: stable for any finite input"
+# docs/api.rst, section Special values: "Numerics: stable for any finite input"
 @pytest.mark.parametrize("dtype", FLOAT_DTYPES, ids=DTYPE_IDS)
 def test_large_gap_is_exact(dtype, threads):
     # exp(-1000) underflows to 0 in both dtypes and 1 + 0 = 1 exactly
@@ -291,7 +139,8 @@ def test_large_gap_is_exact(dtype, threads):
     np.testing.assert_array_equal(fs.log_softmax(np.array([1000, 0], dtype)), [0, -1000])
 
 
-# API.md: "`-inf` entries get probability exactly 0 (log-prob `-inf`): this is
+# docs/api.rst, section Special values:
+# "`-inf` entries get probability exactly 0 (log-prob `-inf`): this is
 # how masks are written"
 @pytest.mark.parametrize("n", [2, 5, 33, 1000])
 @pytest.mark.parametrize("dtype", FLOAT_DTYPES, ids=DTYPE_IDS)
@@ -310,7 +159,8 @@ def test_minus_inf_mask(dtype, n, threads, rng):
         check(s[i][~mask[i]], oracle(ref.softmax, x[i][~mask[i]]), fs.softmax, dtype)
 
 
-# API.md: "A row whose entries are all `-inf`, or that holds a NaN or `+inf`,
+# docs/api.rst, section Special values:
+# "A row whose entries are all `-inf`, or that holds a NaN or `+inf`,
 # yields NaN in every entry of that row only; other rows are unaffected."
 @pytest.mark.parametrize("n", [3, 40, 1000])
 @pytest.mark.parametrize("dtype", FLOAT_DTYPES, ids=DTYPE_IDS)
@@ -386,7 +236,8 @@ HUGE = {
 }
 
 
-# API.md: "Numerics: stable for any finite input (|x| up to the dtype's max)."
+# docs/api.rst, section Special values:
+# "Numerics: stable for any finite input (|x| up to the dtype's max)."
 @pytest.mark.parametrize("dtype", FLOAT_DTYPES, ids=DTYPE_IDS)
 @pytest.mark.parametrize("func, reference", FORWARD, ids=FORWARD_IDS)
 def test_huge_logits(func, reference, dtype, threads):
@@ -415,7 +266,7 @@ def test_extreme_logits(dtype, threads):
 # out=
 # --------------------------------------------------------------------------
 
-# API.md: "With `out=` the function returns `out` itself."
+# docs/api.rst, section out=: "With `out=` the function returns `out` itself."
 @pytest.mark.parametrize("dtype", FLOAT_DTYPES + [np.float16], ids=DTYPE_IDS + ["float16"])
 @pytest.mark.parametrize("func", [fs.softmax, fs.log_softmax], ids=FORWARD_IDS)
 def test_out_is_returned(func, dtype, rng):
@@ -428,7 +279,7 @@ def test_out_is_returned(func, dtype, rng):
     assert func(x0, out=out0) is out0 and out0 == func(x0)
 
 
-# API.md: "`out`: an ndarray of the result's shape and dtype; any strides."
+# docs/api.rst, section out=: "`out`: an ndarray of the result's shape and dtype; any strides."
 @pytest.mark.parametrize("axis", [0, 1, -1, None, (0, 1)])
 @pytest.mark.parametrize("dtype", FLOAT_DTYPES, ids=DTYPE_IDS)
 @pytest.mark.parametrize("func", [fs.softmax, fs.log_softmax], ids=FORWARD_IDS)
@@ -454,14 +305,14 @@ def test_out_any_strides(func, dtype, axis, threads, rng):
         assert (big[untouched] == sentinel).all(), "out= wrote outside the view"
 
 
-# API.md: "`out=x` (in place) is allowed."
+# docs/api.rst, section out=: "`out=x` (in place) is allowed."
 @pytest.mark.parametrize("layout", ["C", "F", "strided", "reversed", "rows-reversed",
                                     "padded", "row-strided"])
 @pytest.mark.parametrize("axis", [0, -1, None, (1, 0)])
 @pytest.mark.parametrize("dtype", FLOAT_DTYPES, ids=DTYPE_IDS)
 @pytest.mark.parametrize("func", [fs.softmax, fs.log_softmax], ids=FORWARD_IDS)
 def test_out_in_place(func, dtype, axis, layout, threads, rng):
-    x = make_input((5, 70), dtype, layout, rng)
+    x = laid_out(rng.standard_normal((5, 70)).astype(dtype), layout)
     # the same array, not a copy: the kernel depends on the memory layout (a
     # C-contiguous array reduced along axis 0 takes the column kernel, an
     # F-contiguous one the row kernel), and these may round differently
@@ -522,10 +373,10 @@ def test_out_partially_overlapping_input(func, dtype, overlap, threads, rng):
 
 
 # --------------------------------------------------------------------------
-# dtypes (API.md)
+# dtypes (docs/api.rst, section Dtypes)
 # --------------------------------------------------------------------------
 
-# API.md: "float32 and float64 are computed natively and keep their dtype."
+# docs/api.rst, section Dtypes: "float32 and float64 are computed natively and keep their dtype."
 @pytest.mark.parametrize("dtype", FLOAT_DTYPES, ids=DTYPE_IDS)
 @pytest.mark.parametrize("func, reference", FORWARD, ids=FORWARD_IDS)
 def test_float_dtypes_are_kept(func, reference, dtype, rng):
@@ -536,7 +387,7 @@ def test_float_dtypes_are_kept(func, reference, dtype, rng):
     check(result, oracle(reference, x), func, dtype)
 
 
-# API.md: "float16 is computed in float32 and returned as float16."
+# docs/api.rst, section Dtypes: "float16 is computed in float32 and returned as float16."
 @pytest.mark.parametrize("func", [fs.softmax, fs.log_softmax], ids=FORWARD_IDS)
 def test_float16(func, rng):
     x = rng.standard_normal((4, 50)).astype(np.float16)
@@ -553,7 +404,7 @@ def test_float16(func, rng):
     np.testing.assert_array_equal(result_swapped, result)
 
 
-# API.md: "Integer and bool inputs are computed and returned as float64."
+# docs/api.rst, section Dtypes: "Integer and bool inputs are computed and returned as float64."
 @pytest.mark.parametrize("dtype", [np.int8, np.uint8, np.int16, np.int32, np.int64,
                                    np.uint64, np.bool_])
 @pytest.mark.parametrize("func", [fs.softmax, fs.log_softmax], ids=FORWARD_IDS)
@@ -567,7 +418,8 @@ def test_integer_and_bool_inputs(func, dtype, rng):
     np.testing.assert_array_equal(out, result)
 
 
-# API.md: "byte-swapped arrays are accepted; the result is always native byte order."
+# docs/api.rst, section Dtypes:
+# "byte-swapped arrays are accepted; the result is always native byte order."
 @pytest.mark.parametrize("dtype", FLOAT_DTYPES, ids=DTYPE_IDS)
 @pytest.mark.parametrize("func", [fs.softmax, fs.log_softmax], ids=FORWARD_IDS)
 def test_byteswapped_input(func, dtype, rng):
@@ -580,7 +432,7 @@ def test_byteswapped_input(func, dtype, rng):
 
 
 # --------------------------------------------------------------------------
-# array-likes, shapes (API.md)
+# array-likes, shapes (docs/api.rst, sections Dtypes and Axes)
 # --------------------------------------------------------------------------
 
 class _HasArray:
@@ -591,7 +443,7 @@ class _HasArray:
         return np.asarray(self.a, dtype=dtype)
 
 
-# API.md: "Array-likes (lists, scalars, 0-d arrays, anything `np.asarray`
+# docs/api.rst, section Dtypes: "Array-likes (lists, scalars, 0-d arrays, anything `np.asarray`
 # takes) ... are accepted"
 @pytest.mark.parametrize("func", [fs.softmax, fs.log_softmax], ids=FORWARD_IDS)
 @pytest.mark.parametrize("like", ["nested list", "tuple", "__array__", "mixed int/float list"])
@@ -606,7 +458,7 @@ def test_array_likes(func, like):
     np.testing.assert_array_equal(result, func(np.array(data)))
 
 
-# API.md: "A 0-d input is a one-element softmax (result 1.0, log 0.0)."
+# docs/api.rst, section Axes: "A 0-d input is a one-element softmax (result 1.0, log 0.0)."
 @pytest.mark.parametrize("value", [3.5, -1e300, 0, True, np.float32(2.5), np.array(7.0),
                                    np.array(-2, np.int16), np.float16(1.0)])
 def test_zero_dim(value):
@@ -621,7 +473,8 @@ def test_zero_dim(value):
     assert fs.softmax(value, axis=None) == 1.0 and fs.log_softmax(value, axis=0) == 0.0
 
 
-# API.md: "The result has the shape of `x`."  /  "An empty axis gives an empty result."
+# docs/api.rst, section Axes:
+# "The result has the shape of `x`."  /  "An empty axis gives an empty result."
 @pytest.mark.parametrize("shape, axis", [((0,), -1), ((0, 5), -1), ((0, 5), 0), ((4, 0), -1),
                                          ((4, 0), 0), ((4, 0), None), ((2, 0, 3), (0, 1)),
                                          ((2, 0, 3), 2)])
@@ -637,7 +490,7 @@ def test_empty(func, dtype, shape, axis):
     assert func(x, axis=axis, out=out) is out
 
 
-# API.md: "a tuple of ints (softmax over the joint elements of those axes, as
+# docs/api.rst, section Axes: "a tuple of ints (softmax over the joint elements of those axes, as
 # `scipy.special.softmax` does), or `None` (over the whole array)"
 @pytest.mark.parametrize("axis", [(0,), (0, 2), (2, 0), (1, 2), (0, 1, 2), None, -2, 1])
 @pytest.mark.parametrize("dtype", FLOAT_DTYPES, ids=DTYPE_IDS)
@@ -663,7 +516,7 @@ def test_axis_none_is_softmax_of_the_flattened_array(func, rng):
     np.testing.assert_array_equal(func(x, axis=(2, 0)), func(x, axis=(0, -1)))
 
 
-# API.md: "`fs.softmax(x, axis=-1, *, out=None)`"
+# docs/api.rst, section Forward: "`fs.softmax(x, axis=-1, *, out=None)`"
 @pytest.mark.parametrize("func", [fs.softmax, fs.log_softmax], ids=FORWARD_IDS)
 def test_signature(func, rng):
     x = rng.standard_normal((4, 6))
@@ -677,7 +530,8 @@ def test_signature(func, rng):
         func(x, -1, np.empty_like(x))
 
 
-# API.md: "An out-of-range or repeated axis raises `numpy.exceptions.AxisError`"
+# docs/api.rst, section Axes:
+# "An out-of-range or repeated axis raises `numpy.exceptions.AxisError`"
 @pytest.mark.parametrize("axis", [2, -3, (0, 0), (1, -1), (0, 2)])
 @pytest.mark.parametrize("func", [fs.softmax, fs.log_softmax], ids=FORWARD_IDS)
 def test_bad_axis_is_axis_error(func, axis):

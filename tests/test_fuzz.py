@@ -19,7 +19,7 @@ which) or return a result of the right shape and dtype that
   float16 / integer conversions change nothing; other layouts may take
   another kernel, e.g. the column kernel, and differ by rounding), and
 - matches the plain-NumPy reference evaluated in higher precision: softmax
-  and log_softmax within the error budget of tests/_helpers.py, NaN and
+  and log_softmax within the error budget of tests/_registry.py, NaN and
   infinities included; the derivatives and the loss on every row whose
   inputs and intermediate terms are finite, within the forward error bound
   of their sums.
@@ -50,7 +50,7 @@ import fastsoftmax as fs
 from fastsoftmax import _backend
 from fastsoftmax import reference as ref
 
-from _helpers import assert_ulp_close, check, oracle, oracle_dtype
+from _registry import assert_ulp_close, check, oracle, oracle_dtype, representable
 
 F16, F32, F64 = np.dtype(np.float16), np.dtype(np.float32), np.dtype(np.float64)
 
@@ -142,7 +142,8 @@ def arrays(draw, dtypes=INPUT_DTYPES, shape=None, reshape=True):
 
 
 def result_dtype(dtype):
-    """API.md's rule: float16/32/64 stay (native order), other numbers -> float64."""
+    """docs/api.rst, section Dtypes: float16/32/64 stay (native order), other
+    numbers -> float64."""
     return np.dtype(dtype.type) if dtype.kind == "f" else F64
 
 
@@ -246,14 +247,6 @@ def call(func, *args, errors, **kwargs):
 quiet = np.errstate(all="ignore")
 
 
-def representable(expected, dtype):
-    """Values beyond the dtype's range replaced by the infinity they round
-    to (log_softmax([max, -max]) has the entry -2 max)."""
-    with np.errstate(over="ignore"):
-        overflow = np.isinf(np.asarray(expected).astype(dtype)) & np.isfinite(expected)
-    return np.where(overflow, np.copysign(np.inf, expected), expected)
-
-
 def aligned(*arrays):
     return all(a.flags.aligned for a in arrays if isinstance(a, np.ndarray))
 
@@ -336,7 +329,7 @@ def check_forward(case, name):
         assert_identical(result, func(canonical(x, cdt), axis).astype(rdt))
 
     # The contract holds for every input, NaN and infinities included: the
-    # error budget of tests/_helpers.py, and the same NaN/inf pattern.
+    # error budget of tests/_registry.py, and the same NaN/inf pattern.
     with np.errstate(all="ignore"):
         expected = oracle(reference, canonical(x, cdt), axis=axis)
     if rdt == cdt:
@@ -415,7 +408,7 @@ def check_products(case, name):
 
     # Against the reference in higher precision, on rows whose inputs and
     # terms are finite, with a margin below overflow.  The bound is 4 ulp
-    # of the terms (tests/test_derivatives.py derives it).  Near underflow
+    # of the terms (tests/_registry.py derives it).  Near underflow
     # each rounding errs by up to half the subnormal spacing `tiny` instead:
     # the n products of the dot, then the difference, then the product with
     # a_j (or p_j) that scales the dot's error: (n + 2) tiny (1 + |a_j|).
@@ -486,7 +479,7 @@ def check_jacobian(case):
         assert_identical(result, fs.softmax_jacobian(s_c, axis).astype(rdt))
 
     # J_ij = s_i (δ_ij - s_j): one or two roundings, relative to the terms
-    # s_i (δ_ij + |s_j|) (tests/test_derivatives.py: 1.5 ulp of them), or
+    # s_i (δ_ij + |s_j|) (tests/_registry.py: 1.5 ulp of them), or
     # half the subnormal spacing each near underflow.
     high = oracle_dtype(cdt)
     row = np.moveaxis(s_c.reshape(s_c.shape or (1,)), axis, -1).astype(high)
@@ -633,7 +626,8 @@ test_fuzz_cross_entropy = fuzz(check_cross_entropy, cross_entropy_cases())
 @pytest.mark.parametrize("nan", [R_NA, -R_NA, F32_NAN_PAYLOAD_1], ids=["R NA", "-R NA", "f32"])
 @pytest.mark.parametrize("func", [fs.softmax, fs.log_softmax], ids=["softmax", "log_softmax"])
 def test_any_nan_makes_its_row_nan(func, nan):
-    # API.md: "a row ... that holds a NaN ... yields NaN in every entry of that row"
+    # docs/api.rst, section Special values:
+    # "a row ... that holds a NaN ... yields NaN in every entry of that row"
     x = np.array([[0.0, 1.0, nan], [0.0, 1.0, 2.0]], dtype=np.asarray(nan).dtype)
     assert np.isnan(x[0, 2])
     result = func(x)

@@ -6,6 +6,7 @@ calls of each function, error paths included; the allocation tests measure
 a call's peak with tracemalloc, which sees NumPy's array buffers.
 """
 
+import functools
 import itertools
 import os
 import re
@@ -17,6 +18,8 @@ from numpy.exceptions import AxisError
 
 import fastsoftmax as fs
 from fastsoftmax import _backend, _build_config
+
+from _registry import FUNCTIONS
 
 MIB = 1 << 20
 
@@ -45,30 +48,27 @@ needs_rss = pytest.mark.skipif(
 # --------------------------------------------------------------------------
 
 def calls(rows, n, dtype):
-    """{label: call}: every public function on (rows, n) data, through the
-    fast paths (C-contiguous, last axis) and the general ones (another
-    axis, out=, probability targets)."""
+    """{label: call}: every public function on (rows, n) data through the
+    fast paths (C-contiguous, last axis; its registry entry's run), and the
+    general ones (another axis, axis=None, out=, class indices)."""
     rng = np.random.default_rng(0)
     x = rng.standard_normal((rows, n)).astype(dtype)
-    s = fs.softmax(x)
-    logp = fs.log_softmax(x)
-    v = rng.standard_normal((rows, n)).astype(dtype)
+    other = rng.standard_normal((rows, n)).astype(dtype)
     out = np.empty_like(x)
     index = rng.integers(0, n, rows)
-    probs = rng.random((rows, n)).astype(dtype)
-    jac_s = fs.softmax(x[:64, :128])  # n**2 numbers per row: at most 4 MiB
-    return {
-        "softmax": lambda: fs.softmax(x),
-        "log_softmax": lambda: fs.log_softmax(x),
+    s, logp = fs.softmax(x), fs.log_softmax(x)
+    result = {}
+    for f in FUNCTIONS.values():
+        # the Jacobian has n**2 numbers per row: at most 4 MiB
+        part = np.s_[:64, :128] if f.name == "softmax_jacobian" else np.s_[:, :]
+        result[f.name] = functools.partial(f.run, f.from_logits(x[part], other[part], -1))
+    result.update({
         "log_softmax axis=None, out=": lambda: fs.log_softmax(x, axis=None, out=out),
-        "softmax_jacobian": lambda: fs.softmax_jacobian(jac_s),
-        "softmax_jvp": lambda: fs.softmax_jvp(s, v),
-        "softmax_vjp axis=0": lambda: fs.softmax_vjp(s, v, axis=0),
-        "log_softmax_vjp, out=": lambda: fs.log_softmax_vjp(logp, v, out=out),
+        "softmax_vjp axis=0": lambda: fs.softmax_vjp(s, other, axis=0),
+        "log_softmax_vjp, out=": lambda: fs.log_softmax_vjp(logp, other, out=out),
         "cross_entropy index": lambda: fs.softmax_cross_entropy(x, index, return_grad=True),
-        "cross_entropy probs": lambda: fs.softmax_cross_entropy(
-            x, probs, reduction="none", return_grad=True),
-    }
+    })
+    return result
 
 
 def raising_calls():

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from _helpers import DTYPE_IDS, FLOAT_DTYPES, check, oracle, oracle_dtype
+from _registry import DTYPE_IDS, FLOAT_DTYPES, check, oracle, oracle_dtype
 
 import fastsoftmax as fs
 from fastsoftmax import reference as ref
@@ -115,13 +115,13 @@ def test_activation_matches_reference(layer_cls, func, vjp, ref_func, ref_vjp, s
     # The layer adds nothing to the computation: bit for bit the functions.
     np.testing.assert_array_equal(out, func(x, axis))
     np.testing.assert_array_equal(grad, vjp(out, g, axis))
-    # Forward: within the error budget of the forward functions (_helpers).
+    # Forward: within the error budget of the forward functions (_registry).
     check(out, oracle(ref_func, x, axis=axis), func, dtype)
     # Backward: the reference VJP of the same output, in higher precision.
     # Both VJPs sum products and subtract: an error of a few eps of the
     # magnitudes involved, `terms`, and not of the (possibly cancelled)
     # result.  The kernels' budget is below 1.5 eps * terms
-    # (test_derivatives.py); 4 leaves room for no other effect.
+    # (_registry.py); 4 leaves room for no other effect.
     high = oracle_dtype(dtype)
     expected = oracle(ref_vjp, out, g, axis=axis)
     out_h, g_h = out.astype(high), g.astype(high)

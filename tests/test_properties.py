@@ -3,9 +3,8 @@ arbitrary arrays (shapes up to 3-D, any axis, any memory layout, float16 to
 float64 and integer dtypes, extreme values), and the identities that tie
 the functions together.
 
-The error budgets are those the example-based tests derive: BOUNDS in
-_helpers.py (forward), REGISTRY in test_derivatives.py and the LOSS/GRAD
-budgets in test_cross_entropy.py.  Run a long search with
+The error budgets are those derived in _registry.py (BOUNDS,
+DERIVATIVE_BOUNDS, LOSS_ULPS, GRAD_ULPS).  Run a long search with
 ``--hypothesis-profile=thorough``.
 """
 
@@ -22,23 +21,17 @@ from hypothesis.extra import numpy as hnp
 
 import fastsoftmax as fs
 
-from _helpers import BOUNDS, FORWARD, FORWARD_IDS, assert_ulp_close, check, oracle, oracle_dtype
-from test_cross_entropy import (GRAD_ULPS, LOSS_ULPS, _compute, _high, _rule,
-                                assert_grad_close, assert_loss_close, loss_terms,
-                                oracle_xent, rows_of)
-from test_derivatives import REGISTRY, jacobian_terms
+from _helpers import laid_out
+from _registry import (BOUNDS, DERIVATIVE_BOUNDS, F16, F32, F64, FORWARD, FORWARD_IDS,
+                       GRAD_ULPS, LOSS_ULPS, assert_grad_close, assert_loss_close,
+                       assert_ulp_close, check, compute_dtype, derivative_floor, high_dtype,
+                       jacobian_terms, loss_terms, oracle, oracle_dtype, oracle_xent,
+                       representable, rows_of)
+from _registry import DERIVATIVE_NAMES, FUNCTIONS
+from _registry import result_dtype as dtype_rule
 
-F16, F32, F64 = np.dtype(np.float16), np.dtype(np.float32), np.dtype(np.float64)
-DERIVATIVES = {d.name: d for d in REGISTRY}
 
-
-def representable(expected, dtype):
-    """Values beyond the dtype's range replaced by the infinity they round
-    to (log_softmax([max, -max]) has the entry -2 max)."""
-    expected = np.asarray(expected)
-    with np.errstate(over="ignore"):
-        overflow = np.isinf(expected.astype(dtype)) & np.isfinite(expected)
-    return np.where(overflow, np.copysign(np.inf, expected), expected)
+DERIVATIVES = {name: FUNCTIONS[name] for name in DERIVATIVE_NAMES}
 
 
 def normalized_axes(axis, ndim):
@@ -93,9 +86,9 @@ def derivative_budget(name, dtype):
     """(ulps, floor scale of the terms) of REGISTRY, float16 included."""
     dtype = np.dtype(dtype)
     if dtype == F16:
-        ulps, scale = DERIVATIVES[name].bounds[F32]
+        ulps, scale = DERIVATIVE_BOUNDS[name][F32]
         return _in_float16_ulps(ulps), scale
-    return DERIVATIVES[name].bounds[dtype]
+    return DERIVATIVE_BOUNDS[name][dtype]
 
 
 def tiny(dtype):
@@ -171,43 +164,27 @@ def single_axis(ndim):
 # Strategies: memory layouts
 # --------------------------------------------------------------------------
 
-LAYOUTS = ["C", "F", "transposed", "negative strides", "broadcast", "read-only"]
-
-
-def _strided_like(a):
-    """A view of a larger buffer: every other element, the last axis reversed."""
-    base = np.zeros([2 * d + 1 for d in a.shape], a.dtype)
-    view = base[(slice(1, None, 2),) * (a.ndim - 1) + (slice(-2, None, -2),)]
-    view[...] = a
-    return view
+# layouts of _helpers.laid_out; "broadcast" along an axis drawn here
+LAYOUTS = ["C", "F", "transposed", "strided-reversed", "broadcast", "readonly"]
 
 
 @st.composite
-def laid_out(draw, a):
+def any_layout(draw, a):
     """`a`, or an array of its shape and dtype in another memory layout:
     the same values, except "broadcast", which repeats index 0 of one axis
     with a zero stride (read-only, as NumPy makes it)."""
     layout = draw(st.sampled_from(LAYOUTS))
     note(f"layout {layout}")
-    if layout == "C" or a.ndim == 0:
-        return np.array(a, order="C")  # (np.ascontiguousarray makes 0-d 1-d)
-    if layout == "F":
-        return np.asfortranarray(a)
-    if layout == "transposed":  # C order of the axes reversed
-        return np.ascontiguousarray(a.T).T
-    if layout == "negative strides":
-        return _strided_like(a)
+    if a.ndim == 0:
+        return laid_out(a, "C")
     if layout == "broadcast":
         axis = draw(st.integers(0, a.ndim - 1))
         note(f"broadcast along axis {axis}")
-        first = a[(slice(None),) * axis + (slice(0, 1),)]
-        return np.broadcast_to(first, a.shape)
-    a = a.copy()
-    a.flags.writeable = False
-    return a
+        return np.moveaxis(laid_out(np.moveaxis(a, axis, 0), "broadcast"), 0, axis)
+    return laid_out(a, layout)
 
 
-OUTS = [None, "C", "F", "negative strides", "in place"]
+OUTS = [None, "C", "F", "strided-reversed", "in place"]
 
 
 def make_out(kind, shape, dtype, inputs):
@@ -221,12 +198,7 @@ def make_out(kind, shape, dtype, inputs):
             if a.dtype == dtype and a.shape == shape and a.flags.writeable:
                 return a
         kind = "C"
-    out = np.full(shape, np.nan, dtype)
-    if kind == "F" and out.ndim:  # (np.asfortranarray makes 0-d 1-d)
-        return np.asfortranarray(out)
-    if kind == "negative strides" and out.ndim:
-        return _strided_like(out)
-    return out
+    return laid_out(np.full(shape, np.nan, dtype), kind)
 
 
 def assert_out_result(func, inputs, kwargs, out):
@@ -258,7 +230,7 @@ DOMINANT_12 = (np.array([[5.0, 0, 0, 0], [0, 0, 0, 0], [0, 0, 0, 0]]), None)
 DOMINANT_SUM = (np.array([[14.0, 0, 0, 0, 0, 0], [0, 0, 0, 0, 0, 0]]), None)
 
 
-# API.md: "float32 and float64 are computed natively and keep their dtype.
+# docs/api.rst, section Dtypes: "float32 and float64 are computed natively and keep their dtype.
 # float16 is computed in float32 and returned as float16. Integer and bool
 # inputs are computed and returned as float64."  "Array-likes ..., read-only,
 # broadcast (zero-stride) ... arrays are accepted"
@@ -268,7 +240,7 @@ DOMINANT_SUM = (np.array([[14.0, 0, 0, 0, 0, 0], [0, 0, 0, 0, 0, 0]]), None)
 def test_matches_reference(func, reference, data, layout):
     x, axis = data
     if layout is not None:
-        x = layout.draw(laid_out(x))
+        x = layout.draw(any_layout(x))
     before = x.copy()
     with np.errstate(over="ignore"):  # float16 log_softmax may round to -inf
         result = func(x, axis=axis)
@@ -281,7 +253,7 @@ def test_matches_reference(func, reference, data, layout):
     np.testing.assert_array_equal(x, before)
 
 
-# API.md: "`out`: an ndarray of the result's shape and dtype; any strides.
+# docs/api.rst, section out=: "`out`: an ndarray of the result's shape and dtype; any strides.
 # `out=x` (in place) is allowed. ... With `out=` the function returns `out`
 # itself."
 @pytest.mark.parametrize("func", [fs.softmax, fs.log_softmax], ids=FORWARD_IDS)
@@ -289,7 +261,7 @@ def test_matches_reference(func, reference, data, layout):
        layout=st.data())
 def test_out_of_any_layout(func, data, out_kind, layout):
     x, axis = data
-    x = layout.draw(laid_out(x))
+    x = layout.draw(any_layout(x))
     dtype = x.dtype if x.dtype.kind == "f" else F64
     out = make_out(out_kind, x.shape, dtype, [x])
     note(f"out: {out_kind}, {'in place' if out is x else 'separate'}")
@@ -359,7 +331,7 @@ def test_log_softmax_is_log_of_softmax(data):
 # Derivatives
 # --------------------------------------------------------------------------
 
-# (dtype of s or logp, dtype of v or g).  API.md: "Mixed float32/float64
+# (dtype of s or logp, dtype of v or g).  docs/api.rst, section Dtypes: "Mixed float32/float64
 # computes in float64; otherwise the forward dtype rules apply."
 DERIVATIVE_DTYPES = [(F16, F16), (F32, F32), (F64, F64), (F32, F64), (F64, np.dtype(np.int32))]
 
@@ -384,22 +356,20 @@ def derivative_inputs(draw, name, dtypes=DERIVATIVE_DTYPES, big=None):
     return [s, v], axis
 
 
-def derivative_floor(name, inputs, axis, result_dtype, scale):
-    """`scale` times the terms of REGISTRY, at least the dtype's tiny."""
-    high = [np.atleast_1d(np.asarray(a, oracle_dtype(result_dtype))) for a in inputs]
-    terms = DERIVATIVES[name].terms(*high, axis=axis)  # the Jacobian's: batch + (n, n)
-    if name != "softmax_jacobian":
-        terms = terms.reshape(inputs[0].shape)  # 0-d stays 0-d
-    return np.maximum(scale * terms, tiny(result_dtype))
+def floor_of_terms(name, inputs, axis, result_dtype, scale):
+    """`scale` times the terms of the budget (_registry.derivative_floor),
+    at least the dtype's tiny."""
+    return np.maximum(derivative_floor(name, inputs, axis, result_dtype, scale),
+                      tiny(result_dtype))
 
 
-# API.md: the four rows of "Derivatives" (the formulas are the reference's),
+# docs/api.rst, section Derivatives: the four functions (the formulas are the reference's),
 # and "`out` may be the same array as either input"
 @pytest.mark.parametrize("name", list(DERIVATIVES))
 @given(data=st.data(), out_kind=st.sampled_from(OUTS))
 def test_derivative_matches_reference(name, data, out_kind):
     inputs, axis = data.draw(derivative_inputs(name))
-    inputs = [data.draw(laid_out(a)) for a in inputs]
+    inputs = [data.draw(any_layout(a)) for a in inputs]
     before = [a.copy() for a in inputs]
     func = DERIVATIVES[name].fast
     result = func(*inputs, axis=axis)
@@ -409,7 +379,7 @@ def test_derivative_matches_reference(name, data, out_kind):
                       axis=axis)
     assert result.shape == expected.shape
     ulps, scale = derivative_budget(name, result_dtype)
-    floor = derivative_floor(name, inputs, axis, result_dtype, scale)
+    floor = floor_of_terms(name, inputs, axis, result_dtype, scale)
     assert_ulp_close(result, expected, result_dtype.type, ulps, floor)
     for a, b in zip(inputs, before):  # inputs are never written
         np.testing.assert_array_equal(a, b)
@@ -418,19 +388,20 @@ def test_derivative_matches_reference(name, data, out_kind):
         assert_out_result(func, inputs, {"axis": axis}, out)
 
 
-# API.md: "the Jacobian-vector product and the vector-Jacobian product are
+# docs/api.rst, section Derivatives:
+# "the Jacobian-vector product and the vector-Jacobian product are
 # the same: J v = s * (v - <s, v>)"
 @given(data=st.data())
 def test_vjp_equals_jvp(data):
     (s, v), axis = data.draw(derivative_inputs("softmax_jvp"))
-    s, v = data.draw(laid_out(s)), data.draw(laid_out(v))
+    s, v = data.draw(any_layout(s)), data.draw(any_layout(v))
     np.testing.assert_array_equal(fs.softmax_vjp(s, v, axis), fs.softmax_jvp(s, v, axis))
 
 
 DTYPES_32_64 = [(F32, F32), (F64, F64), (F32, F64)]
 
 
-# API.md: "J = diag(s) - s sᵀ ... J v = s * (v - <s, v>)" and
+# docs/api.rst, section Derivatives: "J = diag(s) - s sᵀ ... J v = s * (v - <s, v>)" and
 # "fused: no Jacobian is formed" -- yet the same numbers.
 @given(data=st.data())
 def test_jacobian_times_v_is_jvp(data):
@@ -440,7 +411,7 @@ def test_jacobian_times_v_is_jvp(data):
     jac = fs.softmax_jacobian(s.astype(dtype), axis).astype(hp)  # one rounding per entry
     v_rows = np.moveaxis(np.atleast_1d(v), axis, -1).astype(hp)
     jv = np.moveaxis(np.einsum("...ij,...j->...i", jac, v_rows), -1, axis).reshape(s.shape)
-    # J's entries err by <= 1 ulp of max(|J_ij|, tiny) each (test_derivatives:
+    # J's entries err by <= 1 ulp of max(|J_ij|, tiny) each (_registry.py:
     # no cancellation in the kernel's s_i (δ_ij - s_j)), so J @ v, summed in
     # high precision, is off by <= eps sum_j max(s_i (δ_ij + s_j), tiny) |v_j|;
     # the JVP by its REGISTRY budget, at most `ulps` ulp of max(terms_i, tiny).
@@ -449,12 +420,13 @@ def test_jacobian_times_v_is_jvp(data):
     jac_err = np.moveaxis(np.einsum("...ij,...j->...i", jac_terms, np.abs(v_rows)), -1, axis)
     ulps, _ = derivative_budget("softmax_jvp", dtype)
     bound = eps * (jac_err.reshape(s.shape)
-                   + ulps * derivative_floor("softmax_jvp", [s, v], axis, dtype, 1.0))
+                   + ulps * floor_of_terms("softmax_jvp", [s, v], axis, dtype, 1.0))
     err = np.abs(fs.softmax_jvp(s, v, axis).astype(hp) - jv)
     assert (err <= bound).all(), f"max excess {np.max(err / bound)}"
 
 
-# API.md: "J v = s * (v - <s, v>)": its entries sum to <s, v> (1 - sum(s)),
+# docs/api.rst, section Derivatives:
+# "J v = s * (v - <s, v>)": its entries sum to <s, v> (1 - sum(s)),
 # 0 for an exact probability vector: <1, J v> = 0.
 @given(data=st.data())
 def test_jvp_sums_to_zero(data):
@@ -466,7 +438,7 @@ def test_jvp_sums_to_zero(data):
     total = np.atleast_1d(fs.softmax_jvp(s, v, axis)).astype(hp).sum(axis)
     # each entry within `ulps` ulp of max(terms_j, tiny) (REGISTRY)
     ulps, _ = derivative_budget("softmax_jvp", dtype)
-    floor = derivative_floor("softmax_jvp", [s, v], axis, dtype, 1.0)
+    floor = floor_of_terms("softmax_jvp", [s, v], axis, dtype, 1.0)
     bound = ulps * np.finfo(dtype).eps * np.atleast_1d(floor).sum(axis)
     assert (np.abs(total - exact) <= bound).all()
 
@@ -560,17 +532,17 @@ def cross_entropy_inputs(draw, logits_dtypes, big=None, typical=False,
 def _none_rows(logits, target, axis):
     """Rows of logits and of the one-hot or probability target, in high
     precision, and the dtypes of the result and of the computation."""
-    result = _rule(logits.dtype) if target.dtype.kind in "iu" else \
-        np.result_type(_rule(logits.dtype), _rule(target.dtype))
-    compute, hp = _compute(result), _high(result)
+    result = dtype_rule(logits.dtype) if target.dtype.kind in "iu" else \
+        np.result_type(dtype_rule(logits.dtype), dtype_rule(target.dtype))
+    compute, hp = compute_dtype(result), high_dtype(result)
     x, t = rows_of(logits, target, axis, hp)
     return x, t, result, compute, hp
 
 
-# API.md: "Loss per row: -sum(target * log_softmax(logits))." and
+# docs/api.rst, section Fused loss: "Loss per row: -sum(target * log_softmax(logits))." and
 # "With return_grad=True it returns (loss, dlogits) from one pass"
 # (logits up to 30 in magnitude and no tiny weights: the budgets of
-# test_cross_entropy are relative to the terms, which a subnormal loss or
+# _registry.py are relative to the terms, which a subnormal loss or
 # gradient entry would not meet; the identities below take any values)
 @given(data=cross_entropy_inputs(FLOATS + [np.int32], typical=True, tiny_weights=False),
        layouts=st.data(),
@@ -579,7 +551,7 @@ def _none_rows(logits, target, axis):
 def test_cross_entropy_matches_reference(data, layouts, reduction):
     logits, target, axis = data
     if layouts is not None:
-        logits, target = layouts.draw(laid_out(logits)), layouts.draw(laid_out(target))
+        logits, target = layouts.draw(any_layout(logits)), layouts.draw(any_layout(target))
     loss, grad = fs.softmax_cross_entropy(logits, target, axis, reduction=reduction,
                                           return_grad=True)
     x, t, result, compute, hp = _none_rows(logits, target, axis)
@@ -609,7 +581,7 @@ def _extreme_ce_inputs(kinds):
                        for dtype in (np.float32, np.float64)))
 
 
-# API.md: "dlogits = softmax(logits) * sum(target) - target per row (for
+# docs/api.rst, section Fused loss: "dlogits = softmax(logits) * sum(target) - target per row (for
 # one-hot or index targets: s - y)"
 @given(data=_extreme_ce_inputs(["index"]))
 def test_cross_entropy_grad_is_softmax_minus_one_hot(data):
@@ -627,7 +599,7 @@ def test_cross_entropy_grad_is_softmax_minus_one_hot(data):
     assert (err <= bound).all(), f"max excess {np.max(err / bound)}"
 
 
-# API.md: "Loss per row: -sum(target * log_softmax(logits))." and "A zero
+# docs/api.rst, section Fused loss: "Loss per row: -sum(target * log_softmax(logits))." and "A zero
 # target weight on a `-inf` logit contributes 0"
 @given(data=_extreme_ce_inputs(["index", "prob"]))
 def test_cross_entropy_loss_is_minus_target_dot_log_softmax(data):
@@ -646,7 +618,7 @@ def test_cross_entropy_loss_is_minus_target_dot_log_softmax(data):
     # the loss within LOSS_ULPS ulp of max(|loss|, M, tiny) (of the
     # computation dtype; tiny for tiny weights); each log-probability within B_l ulp of max(|logp|, 1) (of the
     # logits' result dtype)
-    ls_dtype = _rule(logits.dtype)
+    ls_dtype = dtype_rule(logits.dtype)
     b_l = BOUNDS[("log_softmax", ls_dtype.type)][0]
     with np.errstate(invalid="ignore"):
         m = loss_terms(x, t)
