@@ -150,7 +150,7 @@ _ONNX_IR_VERSION = 7
 
 def _onnxruntime_forward(op_type: str) -> Callable[[Any, Inputs], Timed | None]:
     def make(ort: Any, a: Inputs) -> Timed | None:
-        helper = importlib.import_module("onnx.helper")
+        helper = importlib.import_module("onnx.helper")  # by name: untyped, as Any
         x = a["x"]
         elem = helper.np_dtype_to_tensor_dtype(x.dtype)
         graph = helper.make_graph(

@@ -87,9 +87,10 @@ def import_library(name: str, threads: int) -> tuple[Any, str]:
         torch = import_torch(threads)
         if torch is None:
             return None, "not installed"
-        return torch, f"{torch.__version__} ({torch.get_num_threads()} threads)"
+        return torch, f"{torch.__version__} ({torch.get_num_threads()} thread(s))"
     if name == "onnxruntime":
-        # imported by name: mypy would otherwise analyse the peers, untyped here
+        # imported by name, so that mypy does not analyse these large optional
+        # peers: they are used untyped (Any), as PyTorch is
         try:
             ort = importlib.import_module("onnxruntime")
         except ImportError:
@@ -99,7 +100,7 @@ def import_library(name: str, threads: int) -> tuple[Any, str]:
         except ImportError:
             return None, "needs onnx to build its model: not installed"
         return ort, (f"{ort.__version__}, onnx {onnx.__version__} "
-                     f"({threads} intra-op threads)")
+                     f"({threads} intra-op thread(s))")
     if name == "jax":
         # before the import: no probing for accelerators
         os.environ.setdefault("JAX_PLATFORMS", "cpu")
@@ -110,9 +111,9 @@ def import_library(name: str, threads: int) -> tuple[Any, str]:
         jax.config.update("jax_enable_x64", True)  # float64 stays float64
         cores = (len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity")
                  else os.cpu_count())
-        return jax, f"{jax.__version__} (XLA pool sized by CPU affinity: {cores} cores)"
+        return jax, f"{jax.__version__} (XLA pool sized by CPU affinity: {cores} core(s))"
     if name == "fastsoftmax":
-        return None, f"{fs.__version__} ({threads} threads)"
+        return None, f"{fs.__version__} ({threads} thread(s))"
     return None, f"numpy {np.__version__}"  # the op table's NumPy implementations
 
 
