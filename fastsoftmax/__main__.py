@@ -12,6 +12,9 @@ what this build is, whether it is right, how fast it is.
     python -m fastsoftmax bench --quick   # small shapes, few repeats: a smoke test
     python -m fastsoftmax bench --placement   # only: speed against where the output
                                               # lies relative to the input
+    python -m fastsoftmax bench --peers   # only: softmax and log_softmax against
+                                          # PyTorch, ONNX Runtime and JAX, each
+                                          # library in a process of its own
 
 The demo exits with status 1 if any correctness or gradient check fails.
 The bench prints its tables on stdout and its progress on stderr, so that
@@ -21,7 +24,7 @@ For careful, saved benchmarks use ``pytest benchmarks/ --benchmark-only``.
 The work is done elsewhere: the checks in ``_checks.py``, the bench in
 ``_bench.py`` (over the op table of ``_ops.py``, timed by ``_timing.py``),
 the tables and plots in ``_report.py``, the placement table in
-``_placement.py``.
+``_placement.py``, the peers comparison in ``_peers.py``.
 """
 
 from __future__ import annotations
@@ -36,6 +39,7 @@ import fastsoftmax as fs
 from fastsoftmax._bench import FULL, QUICK, bench, op_cases, speed_table
 from fastsoftmax._checks import ULP_LIMIT, correctness_rows, gradcheck_rows
 from fastsoftmax._ops import available
+from fastsoftmax._peers import peers_bench
 from fastsoftmax._placement import placement_table
 from fastsoftmax._report import print_table, pyplot
 from fastsoftmax.testing import DEFAULT_RTOL
@@ -94,12 +98,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     bench_parser.add_argument("--placement", action="store_true",
                               help="only the placement table: each kernel with its output "
                                    "at several offsets from its input, 1 and all threads")
+    bench_parser.add_argument("--peers", action="store_true",
+                              help="only softmax and log_softmax against PyTorch, ONNX "
+                                   "Runtime and JAX, each library timed in a process of "
+                                   "its own, with its error in ulp")
     args = parser.parse_args(argv)
     if args.command == "bench":
         if args.plot is not None and pyplot() is None:
             parser.error("--plot needs matplotlib (pip install \".[plot]\")")
         if args.repeat is not None and args.repeat < 1:
             parser.error("--repeat must be at least 1")
+        if args.peers and args.placement:
+            parser.error("--peers and --placement are separate runs: give one")
+        if args.peers:
+            return peers_bench(args.quick, args.repeat)
         sizes = QUICK if args.quick else FULL
         if args.placement:
             threads = tuple(sorted({1, fs.get_num_threads()}))

@@ -15,10 +15,20 @@ scipy        scipy.special (the forward ops only)
 torch        PyTorch on the same memory (torch.from_numpy), where installed
 floor        NumPy moving the bytes the op must move (read the inputs, write
              the output) into a preallocated array, on one thread
+
+and, for softmax and log_softmax only, the peers timed in a process of their
+own (`OWN_PROCESS`; see fastsoftmax._peers), where installed:
+
+onnxruntime  one Softmax / LogSoftmax node (opset 13, axis -1), built with
+             onnx.helper, run by an InferenceSession on fs.get_num_threads()
+             intra-op threads
+jax          jax.jit(jax.nn.softmax) / jax.nn.log_softmax on the CPU, the
+             input put on the device once, the result waited for
 """
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Union
@@ -43,6 +53,11 @@ Inputs = dict[str, NDArray[Any]]   # an op's arguments by name (see make_inputs)
 FloatType = Union[type[np.float32], type[np.float64]]
 
 IMPLEMENTATIONS = ("fastsoftmax", "reference", "numpy", "scipy", "torch", "floor")
+
+# Peers whose idle thread pools keep spinning after a call and take the cores
+# from whatever else the process times: they run only in a process of their
+# own (fastsoftmax._peers), never beside the IMPLEMENTATIONS.
+OWN_PROCESS = ("onnxruntime", "jax")
 
 
 # --------------------------------------------------------------------------
@@ -124,6 +139,50 @@ def _torch_cross_entropy(torch: Any, a: Inputs) -> Timed:
     return forward_backward
 
 
+# --------------------------------------------------------------------------
+# ONNX Runtime and JAX: each is given its module, set up by fastsoftmax._peers
+# --------------------------------------------------------------------------
+
+# The oldest ONNX IR version with opset 13, so that an onnxruntime older than
+# the onnx package that builds the model still loads it.
+_ONNX_IR_VERSION = 7
+
+
+def _onnxruntime_forward(op_type: str) -> Callable[[Any, Inputs], Timed | None]:
+    def make(ort: Any, a: Inputs) -> Timed | None:
+        helper = importlib.import_module("onnx.helper")  # by name: untyped, as Any
+        x = a["x"]
+        elem = helper.np_dtype_to_tensor_dtype(x.dtype)
+        graph = helper.make_graph(
+            [helper.make_node(op_type, ["x"], ["y"], axis=-1)], op_type,
+            [helper.make_tensor_value_info("x", elem, x.shape)],
+            [helper.make_tensor_value_info("y", elem, x.shape)])
+        model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)],
+                                  ir_version=_ONNX_IR_VERSION)
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = fs.get_num_threads()  # as many as ours
+        options.inter_op_num_threads = 1  # one node: nothing runs beside it
+        try:
+            session = ort.InferenceSession(model.SerializeToString(), options,
+                                           providers=["CPUExecutionProvider"])
+        except ort.capi.onnxruntime_pybind11_state.NotImplemented:
+            return None  # no CPU kernel for this dtype
+        run, feed = session.run, {"x": x}
+        return lambda: run(["y"], feed)[0]
+    return make
+
+
+def _jax_forward(name: str) -> Callable[[Any, Inputs], Timed | None]:
+    def make(jax: Any, a: Inputs) -> Timed | None:
+        # on the device once, as a JAX program keeps its arrays
+        x = jax.device_put(a["x"])
+        if x.dtype != a["x"].dtype:
+            return None  # float64 without jax_enable_x64 would be float32
+        func = jax.jit(getattr(jax.nn, name))
+        return lambda: func(x).block_until_ready()
+    return make
+
+
 def _floor_copy(a: Inputs) -> Timed:
     # forward and cross-entropy: read the logits, write as many values
     x = a["x"]
@@ -170,6 +229,10 @@ class Op:
         Keyword arguments of fastsoftmax's and the reference's call.
     note : str
         What the columns time, where the name does not say it (for titles).
+    peers : mapping
+        ``{name: make(module, inputs) -> call or None}`` for the `OWN_PROCESS`
+        peers that have the op; None where they have no kernel for the
+        inputs' dtype.
     """
 
     args: tuple[str, ...]
@@ -179,12 +242,16 @@ class Op:
     scipy: bool = False
     kwargs: Mapping[str, object] = field(default_factory=dict)
     note: str = ""
+    peers: Mapping[str, Callable[[Any, Inputs], Timed | None]] = field(default_factory=dict)
 
 
 OPS: dict[str, Op] = {
-    "softmax": Op(("x",), naive_softmax, _torch_forward("softmax"), _floor_copy, scipy=True),
+    "softmax": Op(("x",), naive_softmax, _torch_forward("softmax"), _floor_copy, scipy=True,
+                  peers={"onnxruntime": _onnxruntime_forward("Softmax"),
+                         "jax": _jax_forward("softmax")}),
     "log_softmax": Op(("x",), naive_log_softmax, _torch_forward("log_softmax"), _floor_copy,
-                      scipy=True),
+                      scipy=True, peers={"onnxruntime": _onnxruntime_forward("LogSoftmax"),
+                                         "jax": _jax_forward("log_softmax")}),
     "softmax_vjp": Op(
         ("s", "g"), naive_softmax_vjp, _torch_vjp, _floor_vjp,
         note="numpy: s * (g - (s * g).sum(-1)); torch: _softmax_backward_data; "
@@ -239,16 +306,21 @@ def scipy_version() -> str | None:
     return None if scipy is None else str(scipy.__version__)
 
 
-def available(op: str, names: Iterable[str], torch: Any = None) -> list[str]:
+def available(op: str, names: Iterable[str], torch: Any = None,
+              peers: Mapping[str, Any] | None = None) -> list[str]:
     """Those of `names` that can run `op` here, in their order.
 
-    SciPy needs the module and the op; PyTorch needs its module, `torch`.
+    SciPy needs the module and the op; PyTorch needs its module, `torch`;
+    an `OWN_PROCESS` peer needs the op and its module in `peers`.
     """
     present = {"scipy": sps is not None and OPS[op].scipy, "torch": torch is not None}
+    present.update((peer, peer in (peers or {}) and peer in OPS[op].peers)
+                   for peer in OWN_PROCESS)
     return [name for name in names if present.get(name, True)]
 
 
-def implementation(op: str, name: str, a: Inputs, torch: Any = None) -> Timed | None:
+def implementation(op: str, name: str, a: Inputs, torch: Any = None,
+                   peers: Mapping[str, Any] | None = None) -> Timed | None:
     """A zero-argument call of `op` by implementation `name` on inputs `a`.
 
     Parameters
@@ -256,21 +328,28 @@ def implementation(op: str, name: str, a: Inputs, torch: Any = None) -> Timed | 
     op : str
         A key of `OPS`.
     name : str
-        One of `IMPLEMENTATIONS`.
+        One of `IMPLEMENTATIONS` or `OWN_PROCESS`.
     a : dict
         ``make_inputs(op, ...)``.
     torch : module, optional
         PyTorch, for ``name="torch"``.
+    peers : mapping, optional
+        ``{name: module}`` of the `OWN_PROCESS` peers, set up as
+        ``fastsoftmax._peers.import_library`` does.
 
     Returns
     -------
     callable or None
-        None where `name` cannot run `op` here (see `available`).
+        None where `name` cannot run `op` here (see `available`), or has no
+        kernel for the inputs' dtype.
     """
     spec = OPS[op]
     args = tuple(a[arg] for arg in spec.args)
-    if name not in available(op, [name], torch):
+    if name not in available(op, [name], torch, peers):
         return None
+    if name in OWN_PROCESS:
+        assert peers is not None  # available() checked it
+        return spec.peers[name](peers[name], a)
     if name in ("fastsoftmax", "reference"):
         func, kwargs = getattr(fs if name == "fastsoftmax" else ref, op), spec.kwargs
         return lambda: func(*args, **kwargs)
@@ -284,7 +363,8 @@ def implementation(op: str, name: str, a: Inputs, torch: Any = None) -> Timed | 
         return spec.torch(torch, a)
     if name == "floor":
         return spec.floor(a)
-    raise ValueError(f"unknown implementation {name!r}; expected one of {IMPLEMENTATIONS}")
+    raise ValueError(f"unknown implementation {name!r}; expected one of "
+                     f"{IMPLEMENTATIONS + OWN_PROCESS}")
 
 
 def implementations(op: str, a: Inputs, names: Sequence[str],

@@ -29,7 +29,7 @@ USAGE_FILE = Path(__file__).resolve().parent / "typing_usage.py"
 # are checked as well.
 MODULES = ["__init__.py", "__main__.py", "_api.py", "_backend.py", "reference.py", "testing.py",
            "nn.py", "_bench.py", "_checks.py", "_ops.py", "_placement.py", "_report.py",
-           "_timing.py"]
+           "_timing.py", "_peers.py"]
 if importlib.util.find_spec("dask") is not None:  # an optional dependency
     MODULES.append("dask.py")
 
