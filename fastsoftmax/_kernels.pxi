@@ -161,23 +161,24 @@ cdef inline int threads_for(Py_ssize_t elements, int requested) noexcept nogil:
 # cache for the later passes unless it is huge.  A row holding NaN or +inf,
 # or only -inf, gets a NaN max or sum, and so NaN everywhere.
 
-cdef inline void softmax_block(const floating[:, :] x, floating[:, :] out,
-                               Py_ssize_t first, Py_ssize_t count,
-                               bint take_log) noexcept nogil:
-    """Rows first .. first + count - 1 (count <= ROW_BLOCK), pass by pass
-    across the rows; a single row is a block of one.  Each row's log (or
-    reciprocal) waits for its sum and the row's last pass waits for it; one
-    row at a time, that latency is paid per row (a fifth of log_softmax's
-    time on rows of 64).  Here the rows' logs are independent of each other
-    and overlap.  Each row gets the same operations, whatever its block."""
+cdef inline void softmax_block(const floating *x, Py_ssize_t sx, floating *y, Py_ssize_t sy,
+                               Py_ssize_t count, Py_ssize_t n, bint take_log) noexcept nogil:
+    """count <= ROW_BLOCK rows of n elements, the first at x (y), the next
+    sx (sy) bytes further each, pass by pass across the rows; a single row
+    is a block of one.  Each row's log (or reciprocal) waits for its sum and
+    the row's last pass waits for it; one row at a time, that latency is
+    paid per row (a fifth of log_softmax's time on rows of 64).  Here the
+    rows' logs are independent of each other and overlap.  Each row gets
+    the same operations, whatever its block.  (Pointers, not memoryviews:
+    the compiler then inlines this into its callers.)"""
     cdef floating m[ROW_BLOCK]
     cdef double total[ROW_BLOCK]
     cdef const floating *xr
     cdef floating *yr
-    cdef Py_ssize_t r, n = x.shape[1]
+    cdef Py_ssize_t r
     for r in range(count):
-        xr = &x[first + r, 0]
-        yr = &out[first + r, 0]
+        xr = <const floating *>(<const char *>x + r * sx)
+        yr = <floating *>(<char *>y + r * sy)
         m[r] = row_max(xr, n)
         # log_softmax does not need the terms, but storing them (unless in
         # place) pulls y's cache lines in while the exp keeps the core busy,
@@ -185,12 +186,14 @@ cdef inline void softmax_block(const floating[:, :] x, floating[:, :] out,
         total[r] = row_exp_sum(xr, m[r], <floating *>NULL if take_log and yr == xr else yr, n)
     if take_log:
         for r in range(count):
-            total[r] = row_log_sum(&x[first + r, 0], m[r], <const floating *>NULL, total[r], n)
+            xr = <const floating *>(<const char *>x + r * sx)
+            total[r] = row_log_sum(xr, m[r], <const floating *>NULL, total[r], n)
         for r in range(count):
-            row_shift(&x[first + r, 0], m[r], total[r], &out[first + r, 0], n)
+            xr = <const floating *>(<const char *>x + r * sx)
+            row_shift(xr, m[r], total[r], <floating *>(<char *>y + r * sy), n)
     else:
         for r in range(count):
-            row_scale_div(&out[first + r, 0], 1.0, total[r], n)
+            row_scale_div(<floating *>(<char *>y + r * sy), 1.0, total[r], n)
 
 
 cdef inline Py_ssize_t chunk_length(Py_ssize_t n, Py_ssize_t nchunks) noexcept nogil:
@@ -268,10 +271,12 @@ cdef void softmax_rows_impl(const floating[:, :] x, floating[:, :] out,
     elif nthreads > 1:
         # (no more threads than blocks: a thread without one would only wait)
         for b in prange(blocks, schedule="static", num_threads=min(<Py_ssize_t>nthreads, blocks)):
-            softmax_block(x, out, b * per_block, min(per_block, rows - b * per_block), take_log)
+            softmax_block(&x[b * per_block, 0], x.strides[0], &out[b * per_block, 0],
+                          out.strides[0], min(per_block, rows - b * per_block), n, take_log)
     else:
         for b in range(blocks):
-            softmax_block(x, out, b * per_block, min(per_block, rows - b * per_block), take_log)
+            softmax_block(&x[b * per_block, 0], x.strides[0], &out[b * per_block, 0],
+                          out.strides[0], min(per_block, rows - b * per_block), n, take_log)
 
 
 def softmax_rows(const floating[:, :] x, floating[:, :] out, int num_threads, bint take_log):
