@@ -151,11 +151,14 @@ template <> struct FloatTraits<float> {
     static constexpr float poly[degree + 1] = {
         1.0f / 5040.0f, 1.0f / 720.0f, 1.0f / 120.0f, 1.0f / 24.0f,
         1.0f / 6.0f, 0.5f, 1.0f, 1.0f};
-    // see expneg2w_scaled and row_log_sum
+    // the scaled exps of the subnormal tail (see expneg2w_scaled)
     static constexpr int tail_scale = 64;
     static constexpr float tail_lowest = -130.0f;
+    // Tail sums below n times this are recomputed from scaled exps: each
+    // term rounded to the subnormal grid is off by up to 2^-150 (2^-1075
+    // for double), which then stays below 2^-50 of the tail's own ulp.
     static constexpr double tail_recompute = 0x1p-76;
-    // FS: how the row sums add float terms (see lane_sum)
+    // how the row sums add float terms (see lane_sum)
     using Sum = PlainSum;
 };
 
