@@ -1,8 +1,14 @@
 """Build the fastsoftmax Cython extensions.
 
-The kernel source (fastsoftmax/_kernels.pxi) is compiled once per
-instruction set into its own module; fastsoftmax._backend picks the best one
-the CPU supports at import time, so a default build runs on any x86-64 CPU.
+The kernel source (fastsoftmax/_kernels.pxi, C++ through Cython, with the
+templates of fastsoftmax/_vmath.hpp) is compiled once per instruction set
+(the table in fastsoftmax/_simd_paths.py) into its own module;
+fastsoftmax._backend picks the best one the CPU supports at import time, so
+a default build runs on any x86-64 CPU.
+
+Flags are chosen by compiler type: GCC-like compilers (gcc, clang) get
+-O3, -fopenmp and -m flags, MSVC /O2, /openmp and /arch:.  With clang,
+OpenMP needs LLVM's runtime (Debian: libomp-dev).
 
 OpenMP is decided here, at build time, by compiling, linking and *running* a
 tiny OpenMP program with the compiler the extensions will use.  If that
@@ -16,10 +22,13 @@ Environment variables:
   FASTSOFTMAX_NATIVE=1          also build a "native" variant (-march=native)
   FASTSOFTMAX_SANITIZE=<list>   build with -fsanitize=<list> (e.g. address,undefined),
                                 every finding fatal; see .ci/sanitizers for running it
+  CC, CXX                       the compilers (the C++ sources are compiled with CXX;
+                                for clang set both: CC=clang CXX=clang++)
 """
 
 import os
 import platform
+import runpy
 import subprocess
 import sys
 import tempfile
@@ -31,10 +40,11 @@ from setuptools.command.build_ext import build_ext
 
 PACKAGE = "fastsoftmax"
 
+# C++, as the kernels: compiled and linked the way they are.
 OPENMP_PROBE = r"""
 #include <omp.h>
 #include <stdio.h>
-int main(void)
+int main()
 {
     int team = 0;
     #pragma omp parallel num_threads(2)
@@ -53,29 +63,50 @@ def env_flag(name):
 
 
 DEBUG = env_flag("FASTSOFTMAX_DEBUG")
-# Sanitizers: the same flags compile and link.  -g and the frame pointer
-# give reports with file:line; no recovery, so a finding fails the run.
 SANITIZE = os.environ.get("FASTSOFTMAX_SANITIZE", "").strip()
-SANITIZE_FLAGS = ([f"-fsanitize={SANITIZE}", f"-fno-sanitize-recover={SANITIZE}",
-                   "-fno-omit-frame-pointer", "-g"] if SANITIZE else [])
 IS_X86 = platform.machine().lower() in {"x86_64", "amd64", "i386", "i686"}
+# The package cannot be imported before it is built: its table is read by path.
+SIMD_PATHS = runpy.run_path(os.path.join(os.path.dirname(os.path.abspath(__file__)),
+                                         PACKAGE, "_simd_paths.py"))
 
-# Instruction-set variants: name -> extra compiler flags.  The baseline uses
-# only what every CPU of the architecture has (SSE2 on x86-64).
-VARIANTS = {"baseline": []}
-if IS_X86:
-    VARIANTS["avx2"] = ["-mavx2", "-mfma"]
-    VARIANTS["avx512"] = ["-mavx512f", "-mavx512dq", "-mavx512bw", "-mavx512vl",
-                          "-mavx2", "-mfma"]
-if env_flag("FASTSOFTMAX_NATIVE"):
-    VARIANTS["native"] = ["-march=native"]
 
-# No -ffast-math (nor -ffinite-math-only): they would break the -inf
-# masking and NaN propagation that the library promises.  -fno-trapping-math
-# only tells the compiler that no floating-point trap handler is installed,
-# which lets it turn the branch-free selects of the exp into vector blends;
-# results (NaN, inf, rounding) are unchanged.
-OPTIMISE = ["-O0", "-g"] if DEBUG else ["-O3", "-fno-trapping-math"]
+class Flags:
+    """The flags of one compiler type; nothing GCC-only reaches MSVC."""
+
+    def __init__(self, compiler_type):
+        self.msvc = compiler_type == "msvc"
+        if self.msvc:
+            # MSVC's default /fp:precise neither reassociates nor contracts.
+            self.optimise = ["/Od", "/Zi"] if DEBUG else ["/O2"]
+            self.std = ["/std:c++17"]
+            self.openmp_compile, self.openmp_link = ["/openmp"], []
+            self.simd = []   # no "omp simd" without /fp:fast in its loops
+            if SANITIZE:
+                sys.exit("fastsoftmax: FASTSOFTMAX_SANITIZE needs gcc or clang")
+            self.sanitize = []
+        else:
+            # No -ffast-math (nor -ffinite-math-only): they would break the
+            # -inf masking and NaN propagation that the library promises.
+            # -fno-trapping-math only tells the compiler that no
+            # floating-point trap handler is installed, which lets it turn the
+            # branch-free selects of the exp into vector blends; results (NaN,
+            # inf, rounding) are unchanged.
+            self.optimise = ["-O0", "-g"] if DEBUG else ["-O3", "-fno-trapping-math"]
+            # GNU mode, not ISO: -std=c++17 would also switch floating-point
+            # contraction off, and change the rounding of the AVX2 builds.
+            self.std = ["-std=gnu++17"]
+            self.openmp_compile = self.openmp_link = ["-fopenmp"]
+            # -fopenmp-simd honours the "omp simd" pragmas of _vmath.hpp
+            # without the OpenMP runtime, so the serial build vectorises its
+            # reductions too (probed: a compiler may lack it).
+            self.simd = ["-fopenmp-simd"]
+            # Sanitizers: the same flags compile and link.  -g and the frame
+            # pointer give reports with file:line; no recovery, so a finding
+            # fails the run.
+            self.sanitize = ([f"-fsanitize={SANITIZE}", f"-fno-sanitize-recover={SANITIZE}",
+                              "-fno-omit-frame-pointer", "-g"] if SANITIZE else [])
+        self.variants = SIMD_PATHS["build_flags"](IS_X86, self.msvc,
+                                                  env_flag("FASTSOFTMAX_NATIVE"))
 
 DIRECTIVES = {
     "language_level": 3,
@@ -87,8 +118,12 @@ DIRECTIVES = {
 
 
 def compiler_description(compiler):
-    """First line of the C compiler's --version, e.g. 'gcc (Debian 12.2.0) 12.2.0'."""
-    exe = getattr(compiler, "compiler_so", None) or ["cc"]
+    """First line of the C++ compiler's --version, e.g. 'g++ (Debian 12.2.0) 12.2.0'."""
+    if compiler.compiler_type == "msvc":
+        return "MSVC (cl.exe)"   # cl has no --version
+    # (setuptools before 72 compiles C++ sources with the C compiler command)
+    exe = (getattr(compiler, "compiler_so_cxx", None) or getattr(compiler, "compiler_so", None)
+           or ["c++"])
     try:
         out = subprocess.run([exe[0], "--version"], capture_output=True, text=True,
                              timeout=30).stdout
@@ -98,9 +133,9 @@ def compiler_description(compiler):
 
 
 def try_compile(compiler, source, extra_compile=(), extra_link=(), run=False):
-    """Compile (and link and run, if asked) `source`; True if it all worked."""
+    """Compile as C++ (and link and run, if asked) `source`; True if it all worked."""
     with tempfile.TemporaryDirectory() as tmp:
-        src = os.path.join(tmp, "probe.c")
+        src = os.path.join(tmp, "probe.cpp")
         with open(src, "w") as f:
             f.write(source)
         try:
@@ -109,7 +144,8 @@ def try_compile(compiler, source, extra_compile=(), extra_link=(), run=False):
             if not run:
                 return True
             exe = os.path.join(tmp, "probe")
-            compiler.link_executable(objects, exe, extra_postargs=list(extra_link))
+            compiler.link_executable(objects, exe, extra_postargs=list(extra_link),
+                                     target_lang="c++")
             return subprocess.run([exe], capture_output=True, timeout=60).returncode == 0
         except Exception:  # compile/link errors come in several types
             return False
@@ -120,32 +156,39 @@ class BuildExt(build_ext):
 
     def build_extensions(self):
         compiler = self.compiler
-        openmp, reason = self.decide_openmp(compiler)
-        omp_flags = ["-fopenmp"] if openmp else []
-        # -fopenmp-simd honours the "omp simd" pragmas of _vmath.h without the
-        # OpenMP runtime, so the serial build vectorises its reductions too.
-        simd_flags = ["-fopenmp-simd"] if try_compile(compiler, "int main(void){return 0;}\n",
-                                                      ["-fopenmp-simd"]) else []
+        flags = Flags(compiler.compiler_type)
+        # the paths this compiler cannot build (MSVC: native) are left out
+        self.extensions = [ext for ext in self.extensions
+                           if ext.name.rsplit("_", 1)[-1] in flags.variants]
+        empty = "int main() { return 0; }\n"
+        openmp, reason = self.decide_openmp(compiler, flags)
+        omp_compile = flags.openmp_compile if openmp else []
+        omp_link = flags.openmp_link if openmp else []
+        simd_flags = flags.simd if flags.simd and try_compile(compiler, empty, flags.simd) else []
+        std = flags.std if try_compile(compiler, empty, flags.std) else []
         variants = {}
         for ext in self.extensions:
             variant = ext.name.rsplit("_", 1)[-1]
-            isa = VARIANTS[variant]
-            if isa and not try_compile(compiler, "int main(void){return 0;}\n", isa):
+            isa = flags.variants[variant]
+            if isa and not try_compile(compiler, empty, isa):
                 print(f"fastsoftmax: compiler rejects {isa}; variant {variant} is "
                       "built without them", file=sys.stderr)
                 isa = []
-            ext.extra_compile_args = OPTIMISE + simd_flags + isa + omp_flags + SANITIZE_FLAGS
-            ext.extra_link_args = omp_flags + SANITIZE_FLAGS
+            ext.extra_compile_args = (flags.optimise + std + simd_flags + isa + omp_compile
+                                      + flags.sanitize)
+            ext.extra_link_args = omp_link + flags.sanitize
             variants[variant] = ext.extra_compile_args
         self.write_build_config(openmp, reason, compiler_description(compiler), variants)
         super().build_extensions()
 
-    def decide_openmp(self, compiler):
+    def decide_openmp(self, compiler, flags):
         if env_flag("FASTSOFTMAX_NO_OPENMP"):
             return False, "disabled by FASTSOFTMAX_NO_OPENMP"
-        if try_compile(compiler, OPENMP_PROBE, ["-fopenmp"], ["-fopenmp"], run=True):
+        if try_compile(compiler, OPENMP_PROBE, flags.openmp_compile, flags.openmp_link,
+                       run=True):
             return True, "OpenMP probe compiled, linked and ran with 2 threads"
-        message = ("the OpenMP probe failed to compile, link or run with -fopenmp")
+        message = ("the OpenMP probe failed to compile, link or run with "
+                   + " ".join(flags.openmp_compile))
         if env_flag("FASTSOFTMAX_REQUIRE_OPENMP"):
             sys.exit(f"fastsoftmax: {message}, and FASTSOFTMAX_REQUIRE_OPENMP is set")
         print(f"fastsoftmax: WARNING: {message}; building serial kernels",
@@ -173,12 +216,15 @@ class BuildExt(build_ext):
                 '''))
 
 
+# Every path this machine could build; build_extensions drops those that
+# its compiler cannot (the compiler type is known only there).
 extensions = [
     Extension(f"{PACKAGE}._kernels_{variant}",
               [f"{PACKAGE}/_kernels_{variant}.pyx"],
-              depends=[f"{PACKAGE}/_kernels.pxi", f"{PACKAGE}/_vmath.h"],
-              include_dirs=[PACKAGE])
-    for variant in VARIANTS
+              depends=[f"{PACKAGE}/_kernels.pxi", f"{PACKAGE}/_vmath.hpp",
+                       f"{PACKAGE}/_simd_paths.py"],
+              include_dirs=[PACKAGE], language="c++")
+    for variant in SIMD_PATHS["build_flags"](IS_X86, False, env_flag("FASTSOFTMAX_NATIVE"))
 ]
 
 setup(

@@ -19,17 +19,11 @@ import numpy as np
 from numpy.typing import NDArray
 
 from . import _build_config
+from ._simd_paths import PATHS
 
-# Best first.  "native" exists only in an opt-in FASTSOFTMAX_NATIVE=1 build,
-# made for the machine that built it.
-PATH_PREFERENCE = ("native", "avx512", "avx2", "baseline")
-# CPU features each path's compiler flags assume.
-PATH_FEATURES = {
-    "native": (),
-    "avx512": ("avx512f", "avx512dq", "avx512bw", "avx512vl", "avx2", "fma"),
-    "avx2": ("avx2", "fma"),
-    "baseline": (),
-}
+# Best first (the order of the table).  "native" exists only in an opt-in
+# FASTSOFTMAX_NATIVE=1 build, made for the machine that built it.
+PATH_PREFERENCE = tuple(PATHS)
 SIMD_ENV = "FASTSOFTMAX_SIMD"
 
 # (rows, n) arrays as the kernels take them: float32 or float64, contiguous
@@ -85,7 +79,7 @@ def built_paths() -> list[str]:
 def supported_paths() -> list[str]:
     """The built SIMD paths this CPU can run, best first."""
     return [p for p in built_paths()
-            if all(_baseline.cpu_supports(f) for f in PATH_FEATURES[p])]
+            if all(_baseline.cpu_supports(f) for f in PATHS[p].features)]
 
 
 def load(path: str) -> KernelModule:

@@ -11,8 +11,9 @@
 #   checks its class indices, which it must never follow out of a row);
 # - fused type `floating` gives one kernel per operation for float32 and
 #   float64;
-# - the per-element work lives in _vmath.h (vectorised exp and reductions);
-#   here are the row loops, the GIL release and the threads.
+# - the per-element work lives in _vmath.hpp (vectorised exp and reductions,
+#   C++ templates that the fused-type code below instantiates); here are
+#   the row loops, the GIL release and the threads.
 
 from cython.parallel cimport prange
 from libc.math cimport INFINITY, log
@@ -23,45 +24,34 @@ ctypedef fused floating:
     float
     double
 
-cdef extern from "_vmath.h" nogil:
-    int fs_openmp_enabled()
-    int fs_omp_max_threads()
-    void fs_omp_set_num_threads(int n)
-    int fs_omp_team_size()
-    int fs_simd_width_bytes()
-    int fs_cpu_supports(const char *feature)
+cdef extern from "_vmath.hpp" nogil:
+    # Build facts, named c_* here: the Python functions below take their names.
+    int c_openmp_enabled "fastsoftmax::openmp_enabled"()
+    int c_omp_max_threads "fastsoftmax::omp_max_threads"()
+    void c_omp_set_num_threads "fastsoftmax::omp_set_num_threads"(int n)
+    int c_omp_team_size "fastsoftmax::omp_team_size"()
+    int c_simd_width_bytes "fastsoftmax::simd_width_bytes"()
+    int c_cpu_supports "fastsoftmax::cpu_supports"(const char *feature)
+    const Py_ssize_t COLS "fastsoftmax::cols"
 
-    float fs_exp_f32(float x)
-    double fs_exp_f64(double x)
-    float fs_row_max_f32(const float *x, Py_ssize_t n)
-    double fs_row_max_f64(const double *x, Py_ssize_t n)
-    double fs_row_exp_sum_f32(const float *x, float shift, float *y, Py_ssize_t n)
-    double fs_row_exp_sum_f64(const double *x, double shift, double *y, Py_ssize_t n)
-    void fs_row_scale_div_f32(float *y, double num, double den, Py_ssize_t n)
-    void fs_row_scale_div_f64(double *y, double num, double den, Py_ssize_t n)
-    void fs_row_shift_f32(const float *x, float shift, double offset, float *y, Py_ssize_t n)
-    void fs_row_shift_f64(const double *x, double shift, double offset, double *y, Py_ssize_t n)
-    double fs_row_log_sum_f32(const float *x, float m, const float *e, double S, Py_ssize_t n)
-    double fs_row_log_sum_f64(const double *x, double m, const double *e, double S, Py_ssize_t n)
-    double fs_row_sum_f32(const float *x, Py_ssize_t n)
-    double fs_row_sum_f64(const double *x, Py_ssize_t n)
-    double fs_row_dot_f32(const float *a, const float *b, Py_ssize_t n)
-    double fs_row_dot_f64(const double *a, const double *b, Py_ssize_t n)
-    double fs_row_weighted_shifted_sum_f32(const float *w, const float *x, float shift, Py_ssize_t n)
-    double fs_row_weighted_shifted_sum_f64(const double *w, const double *x, double shift, Py_ssize_t n)
-    void fs_row_jvp_f32(const float *s, const float *v, double dot, float *y, Py_ssize_t n)
-    void fs_row_jvp_f64(const double *s, const double *v, double dot, double *y, Py_ssize_t n)
-    void fs_row_log_vjp_f32(const float *logp, const float *g, double gsum, float *y, Py_ssize_t n)
-    void fs_row_log_vjp_f64(const double *logp, const double *g, double gsum, double *y, Py_ssize_t n)
-    void fs_row_xent_grad_f32(float *g, const float *t, double factor, double tscale, Py_ssize_t n)
-    void fs_row_xent_grad_f64(double *g, const double *t, double factor, double tscale, Py_ssize_t n)
-    void fs_jacobian_row_f32(const float *s, Py_ssize_t i, float *y, Py_ssize_t n)
-    void fs_jacobian_row_f64(const double *s, Py_ssize_t i, double *y, Py_ssize_t n)
-    void fs_softmax_cols_f32(const float *x, Py_ssize_t sx, float *y, Py_ssize_t sy,
-                             Py_ssize_t n, Py_ssize_t w, int take_log)
-    void fs_softmax_cols_f64(const double *x, Py_ssize_t sx, double *y, Py_ssize_t sy,
-                             Py_ssize_t n, Py_ssize_t w, int take_log)
-    enum: FS_COLS
+# The row primitives: C++ templates, instantiated for float or double by the
+# fused-type code that calls them.
+cdef extern from "_vmath.hpp" namespace "fastsoftmax" nogil:
+    T exp[T](T x)
+    T row_max[T](const T *x, Py_ssize_t n)
+    double row_exp_sum[T](const T *x, T shift, T *y, Py_ssize_t n)
+    void row_scale_div[T](T *y, double num, double den, Py_ssize_t n)
+    void row_shift[T](const T *x, T shift, double offset, T *y, Py_ssize_t n)
+    double row_log_sum[T](const T *x, T m, const T *e, double S, Py_ssize_t n)
+    double row_sum[T](const T *x, Py_ssize_t n)
+    double row_dot[T](const T *a, const T *b, Py_ssize_t n)
+    double row_weighted_shifted_sum[T](const T *w, const T *x, T shift, Py_ssize_t n)
+    void row_jvp[T](const T *s, const T *v, double dot, T *y, Py_ssize_t n)
+    void row_log_vjp[T](const T *logp, const T *g, double gsum, T *y, Py_ssize_t n)
+    void row_xent_grad[T](T *g, const T *t, double factor, double tscale, Py_ssize_t n)
+    void jacobian_row[T](const T *s, Py_ssize_t i, T *y, Py_ssize_t n)
+    void softmax_cols_tile[T](const T *x, Py_ssize_t sx, T *y, Py_ssize_t sy,
+                              Py_ssize_t n, Py_ssize_t w, int take_log)
 
 
 # Below this many elements a call stays on the calling thread: waking the
@@ -76,7 +66,7 @@ SPLIT_ROW_MIN = 65536
 cdef enum:
     MAX_CHUNKS = 256
 # Rows of at most BLOCK_MAX_BYTES go through the forward passes ROW_BLOCK
-# rows at a time (see softmax_row_block): a block's input and output stay in
+# rows at a time (see softmax_block): a block's input and output stay in
 # L1 cache.  Measured on 2 cores: 10-25 % faster for rows of 16 to 256
 # floats, no gain (up to 9 % slower) for rows of 2 KiB and more.
 cdef enum:
@@ -93,26 +83,31 @@ cdef Py_ssize_t split_row_min = SPLIT_ROW_MIN
 
 def openmp_enabled():
     """True if this module was compiled with OpenMP."""
-    return bool(fs_openmp_enabled())
+    return bool(c_openmp_enabled())
 
 
 def omp_max_threads():
     """OpenMP's thread limit for the calling thread (1 without OpenMP)."""
-    return fs_omp_max_threads()
+    return c_omp_max_threads()
 
 
 def omp_set_num_threads(int n):
-    fs_omp_set_num_threads(n)
+    c_omp_set_num_threads(n)
 
 
 def simd_width_bytes():
     """Vector register width this module was compiled for."""
-    return fs_simd_width_bytes()
+    return c_simd_width_bytes()
 
 
 def cpu_supports(str feature):
-    """Run-time test of an x86 CPU feature ("avx2", "avx512f", ...)."""
-    return bool(fs_cpu_supports(feature.encode("ascii")))
+    """Run-time test of an x86 CPU feature ("avx2", "avx512f", ...); False
+    off x86.  ValueError for a name the probe does not know, so that a
+    feature added to fastsoftmax._simd_paths cannot silently read False."""
+    cdef int known = c_cpu_supports(feature.encode("ascii"))
+    if known < 0:
+        raise ValueError(f"cpu_supports: unknown CPU feature {feature!r}")
+    return bool(known)
 
 
 def parallel_team_size(int num_threads):
@@ -127,7 +122,7 @@ def parallel_team_size(int num_threads):
     # (an array: a scalar assigned inside prange would be thread-private)
     for i in prange(num_threads, nogil=True, schedule="static", num_threads=num_threads):
         if i == 0:
-            team[0] = fs_omp_team_size()
+            team[0] = c_omp_team_size()
     return team[0]
 
 
@@ -159,109 +154,6 @@ cdef inline int threads_for(Py_ssize_t elements, int requested) noexcept nogil:
 
 
 # ---------------------------------------------------------------------------
-# Fused-type front ends for the C row primitives
-# ---------------------------------------------------------------------------
-
-cdef inline floating row_max(const floating *x, Py_ssize_t n) noexcept nogil:
-    if floating is float:
-        return fs_row_max_f32(x, n)
-    else:
-        return fs_row_max_f64(x, n)
-
-
-cdef inline double row_exp_sum(const floating *x, floating shift, floating *y,
-                               Py_ssize_t n) noexcept nogil:
-    if floating is float:
-        return fs_row_exp_sum_f32(x, shift, y, n)
-    else:
-        return fs_row_exp_sum_f64(x, shift, y, n)
-
-
-cdef inline void row_scale_div(floating *y, double num, double den, Py_ssize_t n) noexcept nogil:
-    if floating is float:
-        fs_row_scale_div_f32(y, num, den, n)
-    else:
-        fs_row_scale_div_f64(y, num, den, n)
-
-
-cdef inline double row_log_sum(const floating *x, floating m, const floating *e,
-                               double total, Py_ssize_t n) noexcept nogil:
-    if floating is float:
-        return fs_row_log_sum_f32(x, m, e, total, n)
-    else:
-        return fs_row_log_sum_f64(x, m, e, total, n)
-
-
-cdef inline double row_sum(const floating *x, Py_ssize_t n) noexcept nogil:
-    if floating is float:
-        return fs_row_sum_f32(x, n)
-    else:
-        return fs_row_sum_f64(x, n)
-
-
-cdef inline double row_dot(const floating *a, const floating *b, Py_ssize_t n) noexcept nogil:
-    if floating is float:
-        return fs_row_dot_f32(a, b, n)
-    else:
-        return fs_row_dot_f64(a, b, n)
-
-
-cdef inline double row_weighted_shifted_sum(const floating *w, const floating *x,
-                                            floating shift, Py_ssize_t n) noexcept nogil:
-    if floating is float:
-        return fs_row_weighted_shifted_sum_f32(w, x, shift, n)
-    else:
-        return fs_row_weighted_shifted_sum_f64(w, x, shift, n)
-
-
-cdef inline void row_jvp(const floating *s, const floating *v, double dot, floating *y,
-                         Py_ssize_t n) noexcept nogil:
-    if floating is float:
-        fs_row_jvp_f32(s, v, dot, y, n)
-    else:
-        fs_row_jvp_f64(s, v, dot, y, n)
-
-
-cdef inline void row_log_vjp(const floating *logp, const floating *g, double gsum,
-                             floating *y, Py_ssize_t n) noexcept nogil:
-    if floating is float:
-        fs_row_log_vjp_f32(logp, g, gsum, y, n)
-    else:
-        fs_row_log_vjp_f64(logp, g, gsum, y, n)
-
-
-cdef inline void row_xent_grad(floating *g, const floating *t, double factor, double tscale,
-                               Py_ssize_t n) noexcept nogil:
-    if floating is float:
-        fs_row_xent_grad_f32(g, t, factor, tscale, n)
-    else:
-        fs_row_xent_grad_f64(g, t, factor, tscale, n)
-
-
-cdef inline void jacobian_row(const floating *s, Py_ssize_t i, floating *y,
-                              Py_ssize_t n) noexcept nogil:
-    if floating is float:
-        fs_jacobian_row_f32(s, i, y, n)
-    else:
-        fs_jacobian_row_f64(s, i, y, n)
-
-
-cdef inline floating exp_(floating x) noexcept nogil:
-    if floating is float:
-        return fs_exp_f32(x)
-    else:
-        return fs_exp_f64(x)
-
-
-cdef inline void row_shift(const floating *x, floating shift, double offset,
-                           floating *y, Py_ssize_t n) noexcept nogil:
-    if floating is float:
-        fs_row_shift_f32(x, shift, offset, y, n)
-    else:
-        fs_row_shift_f64(x, shift, offset, y, n)
-
-
-# ---------------------------------------------------------------------------
 # Forward: softmax and log_softmax
 # ---------------------------------------------------------------------------
 # Per row: the max, then exp(x - max) (stored, for softmax) and its sum,
@@ -269,49 +161,39 @@ cdef inline void row_shift(const floating *x, floating shift, double offset,
 # cache for the later passes unless it is huge.  A row holding NaN or +inf,
 # or only -inf, gets a NaN max or sum, and so NaN everywhere.
 
-cdef inline void softmax_row(const floating *x, floating *y, Py_ssize_t n,
-                             bint take_log) noexcept nogil:
-    # softmax_row_block does the same per row: edit the two together
-    cdef floating m = row_max(x, n)
-    cdef double total
-    if take_log:
-        # The terms are not needed, but storing them (unless in place) pulls
-        # y's cache lines in while the exp keeps the core busy, instead of
-        # in the quick shift pass, which would then wait for memory.
-        total = row_exp_sum(x, m, <floating *>NULL if y == x else y, n)
-        row_shift(x, m, row_log_sum(x, m, <floating *>NULL, total, n), y, n)
-    else:
-        total = row_exp_sum(x, m, y, n)
-        row_scale_div(y, 1.0, total, n)
-
-
-cdef inline void softmax_row_block(const floating[:, :] x, floating[:, :] out,
-                                   Py_ssize_t block, bint take_log) noexcept nogil:
-    """softmax_row for the rows of block `block` (ROW_BLOCK rows, fewer in
-    the last block), pass by pass across the rows.  Each row's log (or
-    reciprocal) waits for its sum and the row's last pass waits for it; one
-    row at a time, that latency is paid per row (a fifth of log_softmax's
-    time on rows of 64).  Here the rows' logs are independent of each other
-    and overlap.  Each row gets exactly the operations softmax_row does."""
+cdef inline void softmax_block(const floating *x, Py_ssize_t sx, floating *y, Py_ssize_t sy,
+                               Py_ssize_t count, Py_ssize_t n, bint take_log) noexcept nogil:
+    """count <= ROW_BLOCK rows of n elements, the first at x (y), the next
+    sx (sy) bytes further each, pass by pass across the rows; a single row
+    is a block of one.  Each row's log (or reciprocal) waits for its sum and
+    the row's last pass waits for it; one row at a time, that latency is
+    paid per row (a fifth of log_softmax's time on rows of 64).  Here the
+    rows' logs are independent of each other and overlap.  Each row gets
+    the same operations, whatever its block.  (Pointers, not memoryviews:
+    the compiler then inlines this into its callers.)"""
     cdef floating m[ROW_BLOCK]
     cdef double total[ROW_BLOCK]
     cdef const floating *xr
     cdef floating *yr
-    cdef Py_ssize_t r, n = x.shape[1], first = block * ROW_BLOCK
-    cdef Py_ssize_t count = min(<Py_ssize_t>ROW_BLOCK, x.shape[0] - first)
+    cdef Py_ssize_t r
     for r in range(count):
-        xr = &x[first + r, 0]
-        yr = &out[first + r, 0]
+        xr = <const floating *>(<const char *>x + r * sx)
+        yr = <floating *>(<char *>y + r * sy)
         m[r] = row_max(xr, n)
+        # log_softmax does not need the terms, but storing them (unless in
+        # place) pulls y's cache lines in while the exp keeps the core busy,
+        # instead of in the quick shift pass, which would then wait for memory.
         total[r] = row_exp_sum(xr, m[r], <floating *>NULL if take_log and yr == xr else yr, n)
     if take_log:
         for r in range(count):
-            total[r] = row_log_sum(&x[first + r, 0], m[r], <floating *>NULL, total[r], n)
+            xr = <const floating *>(<const char *>x + r * sx)
+            total[r] = row_log_sum(xr, m[r], <const floating *>NULL, total[r], n)
         for r in range(count):
-            row_shift(&x[first + r, 0], m[r], total[r], &out[first + r, 0], n)
+            xr = <const floating *>(<const char *>x + r * sx)
+            row_shift(xr, m[r], total[r], <floating *>(<char *>y + r * sy), n)
     else:
         for r in range(count):
-            row_scale_div(&out[first + r, 0], 1.0, total[r], n)
+            row_scale_div(<floating *>(<char *>y + r * sy), 1.0, total[r], n)
 
 
 cdef inline Py_ssize_t chunk_length(Py_ssize_t n, Py_ssize_t nchunks) noexcept nogil:
@@ -346,7 +228,7 @@ cdef void softmax_row_split(const floating *x, floating *y, Py_ssize_t n,
         # A chunk whose max is -inf holds only -inf (a mask) and maybe NaN:
         # shifting by 0 gives a sum of 0, or NaN, where exp(x - m_c) would
         # give NaN for the mask.  log_softmax stores the terms too, as
-        # softmax_row does and for the same reason (10 % faster on one row
+        # softmax_block does and for the same reason (10 % faster on one row
         # of 4e6 floats).
         chunk_sum[c] = row_exp_sum(x + start, m_c if m_c != -INFINITY else 0,
                                    <floating *>NULL if (take_log and y == x) else y + start,
@@ -359,7 +241,7 @@ cdef void softmax_row_split(const floating *x, floating *y, Py_ssize_t n,
         if chunk_max[c] == -INFINITY:
             total += chunk_sum[c]
         else:
-            total += chunk_sum[c] * exp_(chunk_max[c] - m)
+            total += chunk_sum[c] * exp(chunk_max[c] - m)
 
     cdef double log_total = row_log_sum(x, m, <floating *>NULL, total, n) if take_log else 0.0
     for c in prange(nchunks, schedule="static", num_threads=num_threads):
@@ -370,33 +252,31 @@ cdef void softmax_row_split(const floating *x, floating *y, Py_ssize_t n,
         elif chunk_max[c] == -INFINITY:  # its stored terms are 0 (or NaN)
             row_scale_div(y + start, 1.0, total, stop - start)
         else:
-            row_scale_div(y + start, exp_(chunk_max[c] - m), total, stop - start)
+            row_scale_div(y + start, exp(chunk_max[c] - m), total, stop - start)
 
 
 cdef void softmax_rows_impl(const floating[:, :] x, floating[:, :] out,
                             int num_threads, bint take_log) noexcept nogil:
-    cdef Py_ssize_t rows = x.shape[0], n = x.shape[1], i
+    cdef Py_ssize_t rows = x.shape[0], n = x.shape[1], i, b
     if rows == 0 or n == 0:
         return
     cdef int nthreads = threads_for(rows * n, num_threads)
-    cdef Py_ssize_t blocks = (rows + ROW_BLOCK - 1) // ROW_BLOCK, b
-    cdef bint by_blocks = n * <Py_ssize_t>sizeof(floating) <= BLOCK_MAX_BYTES
+    # short rows go ROW_BLOCK at a time, long ones one by one
+    cdef Py_ssize_t per_block = (ROW_BLOCK if n * <Py_ssize_t>sizeof(floating) <= BLOCK_MAX_BYTES
+                                 else 1)
+    cdef Py_ssize_t blocks = (rows + per_block - 1) // per_block
     if nthreads > 1 and rows < nthreads and n >= split_row_min:
         for i in range(rows):
             softmax_row_split(&x[i, 0], &out[i, 0], n, nthreads, take_log)
-    elif by_blocks and nthreads > 1:
+    elif nthreads > 1:
         # (no more threads than blocks: a thread without one would only wait)
         for b in prange(blocks, schedule="static", num_threads=min(<Py_ssize_t>nthreads, blocks)):
-            softmax_row_block(x, out, b, take_log)
-    elif by_blocks:
-        for b in range(blocks):
-            softmax_row_block(x, out, b, take_log)
-    elif nthreads > 1:
-        for i in prange(rows, schedule="static", num_threads=nthreads):
-            softmax_row(&x[i, 0], &out[i, 0], n, take_log)
+            softmax_block(&x[b * per_block, 0], x.strides[0], &out[b * per_block, 0],
+                          out.strides[0], min(per_block, rows - b * per_block), n, take_log)
     else:
-        for i in range(rows):
-            softmax_row(&x[i, 0], &out[i, 0], n, take_log)
+        for b in range(blocks):
+            softmax_block(&x[b * per_block, 0], x.strides[0], &out[b * per_block, 0],
+                          out.strides[0], min(per_block, rows - b * per_block), n, take_log)
 
 
 def softmax_rows(const floating[:, :] x, floating[:, :] out, int num_threads, bint take_log):
@@ -409,24 +289,15 @@ def softmax_rows(const floating[:, :] x, floating[:, :] out, int num_threads, bi
         softmax_rows_impl(x, out, num_threads, take_log)
 
 
-cdef inline void softmax_cols_tile(const floating *x, Py_ssize_t sx, floating *y,
-                                   Py_ssize_t sy, Py_ssize_t n, Py_ssize_t w,
-                                   bint take_log) noexcept nogil:
-    if floating is float:
-        fs_softmax_cols_f32(x, sx, y, sy, n, w, take_log)
-    else:
-        fs_softmax_cols_f64(x, sx, y, sy, n, w, take_log)
-
-
 def softmax_cols(const floating[:, :, ::1] x, floating[:, :, ::1] out, int num_threads,
                  bint take_log):
     """Softmax (or log_softmax) along axis 1 of an (outer, n, inner) array
     whose inner axis is contiguous: the non-last-axis case without a
-    transposed copy.  Each work item is FS_COLS columns of one outer block,
+    transposed copy.  Each work item is COLS columns of one outer block,
     vectorised across the columns; out may be x."""
     require_shape("out", out.shape, x.shape, 3)
     cdef Py_ssize_t outer = x.shape[0], n = x.shape[1], inner = x.shape[2]
-    cdef Py_ssize_t tiles = (inner + FS_COLS - 1) // FS_COLS
+    cdef Py_ssize_t tiles = (inner + COLS - 1) // COLS
     cdef Py_ssize_t item, o, c0
     if outer == 0 or n == 0 or inner == 0:
         return
@@ -436,9 +307,9 @@ def softmax_cols(const floating[:, :, ::1] x, floating[:, :, ::1] out, int num_t
     with nogil:
         for item in prange(outer * tiles, schedule="static", num_threads=nthreads):
             o = item // tiles
-            c0 = (item % tiles) * FS_COLS
+            c0 = (item % tiles) * COLS
             softmax_cols_tile(&x[o, 0, c0], sx, &out[o, 0, c0], sy, n,
-                              min(<Py_ssize_t>FS_COLS, inner - c0), take_log)
+                              min(COLS, inner - c0), take_log)
 
 
 def set_thresholds(Py_ssize_t parallel_min=PARALLEL_MIN_ELEMENTS,
@@ -561,13 +432,16 @@ cdef inline double xent_row(const floating *x, const floating *t, Py_ssize_t c,
     cdef floating m = row_max(x, n)
     cdef double total = row_exp_sum(x, m, grad, n)
     cdef double log_total = row_log_sum(x, m, grad, total, n)
-    cdef double tsum, loss
+    cdef double tsum, weighted, loss
     if t == NULL:
         tsum = 1.0
         loss = log_total - (<double>x[c] - <double>m)
     else:
         tsum = row_sum(t, n)
-        loss = tsum * log_total - row_weighted_shifted_sum(t, x, m, n)
+        # (the sum first: the product and the subtraction then sit together,
+        # and builds with FMA fuse them into one rounding)
+        weighted = row_weighted_shifted_sum(t, x, m, n)
+        loss = tsum * log_total - weighted
     if grad != NULL:
         if t == NULL:
             row_scale_div(grad, scale, total, n)
@@ -670,7 +544,7 @@ def cross_entropy_rows(const floating[:, :] logits, const floating[:, :] target,
     cdef double total
     with nogil:
         xent_rows_impl(logits, t, t_stride, idx, row_loss, g, grad_scale, num_threads)
-        total = fs_row_sum_f64(row_loss, rows)  # compensated
+        total = row_sum(row_loss, rows)  # compensated
     if loss is None:
         PyMem_RawFree(row_loss)
     return total, -1

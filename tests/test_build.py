@@ -5,6 +5,7 @@ import concurrent.futures
 import importlib.machinery
 import io
 import os
+import platform
 import re
 import subprocess
 import sys
@@ -14,11 +15,18 @@ import pytest
 
 import fastsoftmax as fs
 from fastsoftmax import _backend, _build_config
+from fastsoftmax._simd_paths import PATHS
 
 from _helpers import DTYPE_IDS, FLOAT_DTYPES, FORWARD, FORWARD_IDS, check, oracle
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-SIMD_WIDTH_BITS = {"avx512": 512, "avx2": 256, "baseline": 128}
+# the widths the paths are built for (None: the machine's own, "native")
+SIMD_WIDTH_BITS = {name: path.width_bits for name, path in PATHS.items()
+                   if path.width_bits is not None}
+IS_X86 = platform.machine().lower() in {"x86_64", "amd64", "i386", "i686"}
+MSVC = _build_config.COMPILER.startswith("MSVC")
+
+
 def openmp():
     return _backend.kernels.openmp_enabled()
 
@@ -194,6 +202,42 @@ def test_simd_environment_variable_selects_the_path(path, tmp_path):
         tuple(f"_kernels_{path}{suffix}" for suffix in importlib.machinery.EXTENSION_SUFFIXES))
     if path in SIMD_WIDTH_BITS:
         assert int(_config_value(text, "simd_width_bits")) == SIMD_WIDTH_BITS[path]
+
+
+# The table of SIMD paths is the one place that names their flags and CPU
+# features: the build used its flags, and the run-time probe knows its
+# features.
+def test_built_paths_have_the_flags_of_the_table():
+    built = _backend.built_paths()
+    assert "baseline" in built
+    if IS_X86:
+        assert {"avx2", "avx512"} <= set(built)
+    for name in built:
+        flags = _build_config.VARIANT_FLAGS[name]
+        table = PATHS[name].msvc_flags if MSVC else PATHS[name].unix_flags
+        assert table is not None and set(table) <= set(flags), (name, flags)
+
+
+def test_cpu_probe_knows_every_feature_of_the_table():
+    features = {f for path in PATHS.values() for f in path.features}
+    assert features
+    for kernels in all_kernel_modules():
+        for feature in features:
+            assert kernels.cpu_supports(feature) in (True, False)
+        with pytest.raises(ValueError, match="unknown CPU feature 'sse9'"):
+            kernels.cpu_supports("sse9")
+    for path in _backend.supported_paths():
+        assert all(_backend.kernels.cpu_supports(f) for f in PATHS[path].features)
+
+
+# A build made with a chosen compiler (CI builds with clang too) must really
+# have used it: FASTSOFTMAX_EXPECT_COMPILER names a word of its --version.
+@pytest.mark.skipif(not os.environ.get("FASTSOFTMAX_EXPECT_COMPILER"),
+                    reason="FASTSOFTMAX_EXPECT_COMPILER is set where a build must have "
+                           "used a given compiler (CI's clang build)")
+def test_build_used_the_expected_compiler():
+    expected = os.environ["FASTSOFTMAX_EXPECT_COMPILER"].lower()
+    assert expected in _build_config.COMPILER.lower(), _build_config.COMPILER
 
 
 UNAVAILABLE_PATHS = ["nonsense", "sse9"] + [

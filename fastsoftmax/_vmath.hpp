@@ -1,0 +1,657 @@
+// Vectorisable elementary functions and row reductions for the fastsoftmax
+// kernels (_kernels.pxi), written once for float and double as templates;
+// the constants that differ between the two types live in FloatTraits.
+//
+// Why C++ and not Cython: the compiler may only vectorise a reduction
+// (sum, max) if it is allowed to reorder it, which needs -ffast-math, and
+// -ffast-math would break the -inf masking and NaN rules the library
+// promises.  Here the reordering is written out instead (sums over an
+// explicit array of lanes, see lane_sum, with an error bound we control)
+// or granted for one loop by an "omp simd" pragma, which Cython cannot
+// emit.  libm's exp is a scalar call that blocks vectorisation, so exp is
+// a branch-free polynomial here.
+//
+// The same source is compiled once per instruction set (SSE2 baseline,
+// AVX2+FMA, AVX-512); the Python layer picks one at import time.  Cython
+// calls the templates directly from its fused-type code.
+#ifndef FASTSOFTMAX_VMATH_HPP
+#define FASTSOFTMAX_VMATH_HPP
+
+#include <cmath>
+#include <cstddef>
+#include <cstdint>
+#include <cstring>
+#include <limits>
+
+#ifdef _OPENMP
+#include <omp.h>
+#endif
+
+// "omp simd" for the next loop.  Not for MSVC: its OpenMP 2.0 has no simd
+// construct, and its experimental one turns on /fp:fast inside the loop,
+// which would undo the compensated sums.
+#if defined(_MSC_VER) && !defined(__clang__)
+#define FS_OMP_SIMD
+#define FS_OMP_SIMD_MAX(var)
+#else
+#define FS_PRAGMA(text) _Pragma(#text)
+#define FS_OMP_SIMD FS_PRAGMA(omp simd)
+#define FS_OMP_SIMD_MAX(var) FS_PRAGMA(omp simd reduction(max : var))
+#endif
+
+namespace fastsoftmax {
+// Internal linkage, as C's "static inline": nothing here is exported from
+// a kernel module, and calls the compiler leaves out of line are direct,
+// not through the module's symbol table (PLT).
+namespace {
+
+using std::ptrdiff_t;
+
+// ------------------------------------------------------------------
+// Build facts the Python layer reports (show_config, tests).
+// ------------------------------------------------------------------
+
+inline int openmp_enabled()
+{
+#ifdef _OPENMP
+    return 1;
+#else
+    return 0;
+#endif
+}
+
+// OpenMP's current thread limit for the calling thread (1 without OpenMP).
+// threadpoolctl changes this value, which is why we read it per call.
+inline int omp_max_threads()
+{
+#ifdef _OPENMP
+    return omp_get_max_threads();
+#else
+    return 1;
+#endif
+}
+
+inline void omp_set_num_threads(int n)
+{
+#ifdef _OPENMP
+    ::omp_set_num_threads(n);
+#else
+    (void)n;
+#endif
+}
+
+// Number of threads of the innermost parallel region (1 outside one).
+inline int omp_team_size()
+{
+#ifdef _OPENMP
+    return omp_get_num_threads();
+#else
+    return 1;
+#endif
+}
+
+inline int simd_width_bytes()
+{
+#if defined(__AVX512F__)
+    return 64;
+#elif defined(__AVX2__) || defined(__AVX__)
+    return 32;
+#else
+    return 16;
+#endif
+}
+
+// Run-time CPU feature test by name: 1 or 0, or -1 for a name this probe
+// does not know (GCC's and Clang's builtin takes only a literal, hence the
+// list).  Off x86, or without the builtin, every known feature reads 0.
+inline int cpu_supports(const char *feature)
+{
+    static const char *const known[] = {"avx2", "fma", "avx512f", "avx512dq",
+                                        "avx512bw", "avx512vl"};
+    int index = -1;
+    for (int k = 0; k < (int)(sizeof known / sizeof known[0]); k++)
+        if (std::strcmp(feature, known[k]) == 0) index = k;
+#if (defined(__GNUC__) || defined(__clang__)) && (defined(__x86_64__) || defined(__i386__))
+    __builtin_cpu_init();
+    switch (index) {
+    case 0: return __builtin_cpu_supports("avx2") ? 1 : 0;
+    case 1: return __builtin_cpu_supports("fma") ? 1 : 0;
+    case 2: return __builtin_cpu_supports("avx512f") ? 1 : 0;
+    case 3: return __builtin_cpu_supports("avx512dq") ? 1 : 0;
+    case 4: return __builtin_cpu_supports("avx512bw") ? 1 : 0;
+    case 5: return __builtin_cpu_supports("avx512vl") ? 1 : 0;
+    default: return -1;
+    }
+#else
+    return index < 0 ? -1 : 0;
+#endif
+}
+
+// ------------------------------------------------------------------
+// The constants of each float type
+// ------------------------------------------------------------------
+
+template <class T> struct FloatTraits;
+
+struct PlainSum;
+struct KahanSum;
+
+template <> struct FloatTraits<float> {
+    using Bits = std::uint32_t;
+    static constexpr int mantissa_bits = 23;
+    static constexpr float bias = 127.0f;           // exponent bias
+    static constexpr float magic = 12582912.0f;     // 1.5 * 2^23
+    static constexpr float lowest = -104.0f;        // exp(-104) < 2^-150: rounds to 0
+    static constexpr float highest = 89.0f;         // exp(89) > FLT_MAX: overflows
+    static constexpr float log2e = 1.44269504088896341f;
+    static constexpr float ln2_hi = 0.693359375f;       // 9 significant bits
+    static constexpr float ln2_lo = -2.12194440e-4f;    // ln2 - ln2_hi
+    // Taylor coefficients of exp, highest degree (7) first
+    static constexpr int degree = 7;
+    static constexpr float poly[degree + 1] = {
+        1.0f / 5040.0f, 1.0f / 720.0f, 1.0f / 120.0f, 1.0f / 24.0f,
+        1.0f / 6.0f, 0.5f, 1.0f, 1.0f};
+    // the scaled exps of the subnormal tail (see expneg2w_scaled)
+    static constexpr int tail_scale = 64;
+    static constexpr float tail_lowest = -130.0f;
+    // Tail sums below n times this are recomputed from scaled exps: each
+    // term rounded to the subnormal grid is off by up to 2^-150 (2^-1075
+    // for double), which then stays below 2^-50 of the tail's own ulp.
+    static constexpr double tail_recompute = 0x1p-76;
+    // how the row sums add float terms (see lane_sum)
+    using Sum = PlainSum;
+};
+
+template <> struct FloatTraits<double> {
+    using Bits = std::uint64_t;
+    static constexpr int mantissa_bits = 52;
+    static constexpr double bias = 1023.0;
+    static constexpr double magic = 6755399441055744.0;  // 1.5 * 2^52
+    static constexpr double lowest = -746.0;        // exp(-746) < 2^-1075: rounds to 0
+    static constexpr double highest = 710.0;        // exp(710) > DBL_MAX: overflows
+    static constexpr double log2e = 1.4426950408889634074;
+    static constexpr double ln2_hi = 6.93145751953125e-1;           // 22 significant bits
+    static constexpr double ln2_lo = 1.42860682030941723212e-6;     // ln2 - ln2_hi
+    static constexpr int degree = 13;
+    static constexpr double poly[degree + 1] = {
+        1.0 / 6227020800.0, 1.0 / 479001600.0, 1.0 / 39916800.0, 1.0 / 3628800.0,
+        1.0 / 362880.0, 1.0 / 40320.0, 1.0 / 5040.0, 1.0 / 720.0, 1.0 / 120.0,
+        1.0 / 24.0, 1.0 / 6.0, 0.5, 1.0, 1.0};
+    static constexpr int tail_scale = 128;
+    static constexpr double tail_lowest = -790.0;
+    static constexpr double tail_recompute = 0x1p-970;
+    using Sum = KahanSum;
+};
+
+// ------------------------------------------------------------------
+// exp
+// ------------------------------------------------------------------
+//
+// exp(hi + lo), where hi + lo is an argument given as an unevaluated sum
+// (lo tiny).  Softmax needs exp(x - m): the rounding of x - m alone would
+// cost |x - m| * eps of relative error (dozens of ulp for probabilities
+// around e^-20), so the kernels pass the exact difference as hi + lo.
+//
+// Method (Cody & Waite): k = round(x / ln2), r = x - k ln2 with ln2 split in
+// a short-mantissa high part (k * ln2_hi is exact) and a low part, so that
+// |r| <= ln2 / 2; exp(r) by its Taylor polynomial (degree 7 for float,
+// 13 for double: truncation error below 0.1 ulp on that interval); then the
+// result is scaled by 2^k so that subnormal results are still rounded only
+// once.  Rounding to an integer uses the "add 1.5 * 2^(mantissa bits)"
+// trick, which also leaves the integer in the low mantissa bits: pure float
+// arithmetic and bit shifts, no float-to-int conversion (undefined for NaN),
+// no 64-bit arithmetic shift (SSE2 has none), no branches: the compiler
+// vectorises it for every instruction set.
+//
+// Special values: -inf and anything whose exp underflows give +0 exactly,
+// NaN gives NaN, large arguments overflow to +inf.
+
+template <class T> inline T from_bits(typename FloatTraits<T>::Bits u)
+{
+    T f;
+    std::memcpy(&f, &u, sizeof f);
+    return f;
+}
+
+template <class T> inline typename FloatTraits<T>::Bits bits_of(T f)
+{
+    typename FloatTraits<T>::Bits u;
+    std::memcpy(&u, &f, sizeof u);
+    return u;
+}
+
+// The biased exponent field of 2^e, for an integer e + bias stored in the
+// low mantissa bits of (e + bias + magic).
+template <class T> inline typename FloatTraits<T>::Bits exponent_field(T biased_plus_magic)
+{
+    return bits_of(biased_plus_magic) << FloatTraits<T>::mantissa_bits;
+}
+
+// Cody-Waite: k = round(x / ln2) (as a float) and r = hi + lo - k ln2.
+template <class T> inline T exp_reduce(T xc, T lo, T *r)
+{
+    using F = FloatTraits<T>;
+    T kf = (xc * F::log2e + F::magic) - F::magic;
+    *r = (xc - kf * F::ln2_hi) + (lo - kf * F::ln2_lo);
+    return kf;
+}
+
+// exp(r) for |r| <= ln2 / 2: Taylor polynomial, Horner form.
+template <class T> inline T exp_poly(T r)
+{
+    using F = FloatTraits<T>;
+    T p = F::poly[0];
+    for (int k = 1; k <= F::degree; k++) p = p * r + F::poly[k];
+    return p;
+}
+
+// exp(hi + lo) for any hi.  2^k = 2^k1 * 2^k2 with each factor normal;
+// the biased exponent ki + bias is read off the mantissa bits of
+// (ki + bias + magic).
+template <class T> inline T exp2w(T hi, T lo)
+{
+    using F = FloatTraits<T>;
+    T xc = hi < F::lowest ? F::lowest : hi;    // NaN passes through
+    xc = xc > F::highest ? F::highest : xc;
+    T r, kf = exp_reduce(xc, lo, &r);
+    T p = exp_poly(r);
+    T k1 = (kf * T(0.5) + F::magic) - F::magic, k2 = kf - k1;
+    T scale1 = from_bits<T>(exponent_field(k1 + (F::bias + F::magic)));
+    T scale2 = from_bits<T>(exponent_field(k2 + (F::bias + F::magic)));
+    T y = (p * scale1) * scale2;
+    return hi < F::lowest ? T(0) : y;
+}
+
+// exp(hi + lo) for hi <= 0, the softmax case exp(x - max): cheaper scaling.
+// p * 2^k = (p * 2^(k+bias-1)) * 2^(1-bias), the smallest normal number:
+// for k in [-150, 1] (float) the first product is a normal number, made by
+// adding k + bias - 1 to p's exponent bits (exact), and the second rounds
+// once, into the subnormal range if need be.  No clamp: below the lowest
+// argument (-inf included) the garbage computed from an out-of-range k is
+// replaced by 0 at the end, and a NaN argument is passed through (adding
+// k's bits to a NaN with a payload, such as R's NA, could make a number).
+template <class T> inline T expneg2w(T hi, T lo)
+{
+    using F = FloatTraits<T>;
+    T r, kf = exp_reduce(hi, lo, &r);
+    T p = exp_poly(r);
+    auto shift = exponent_field(kf + ((F::bias - T(1)) + F::magic));
+    T y = from_bits<T>(bits_of(p) + shift) * std::numeric_limits<T>::min();
+    y = hi == hi ? y : hi;
+    return hi < F::lowest ? T(0) : y;
+}
+
+// exp(hi + lo) * 2^tail_scale for hi <= 0, tail_scale = 64 (float) or 128
+// (double): results that exp would round to the subnormal grid stay normal
+// here, with full relative accuracy.  For the tail sum of log_softmax, whose
+// terms would otherwise each lose up to half a subnormal step.  Adding
+// kf + tail_scale to p's exponent field keeps it within 1..254 (1..2046)
+// down to hi = tail_lowest, -130 (-790); below, the result is 0: the terms
+// left out are under 2^-187 (2^-1139), too small to move a sum on the
+// subnormal grid of 2^-149 (2^-1074) even by a fraction of a step.
+template <class T> inline T expneg2w_scaled(T hi, T lo)
+{
+    using F = FloatTraits<T>;
+    T r, kf = exp_reduce(hi, lo, &r);
+    T p = exp_poly(r);
+    auto shift = exponent_field(kf + (T(F::tail_scale) + F::magic));
+    T y = from_bits<T>(bits_of(p) + shift);
+    y = hi == hi ? y : hi;   // NaN stays NaN, as in expneg2w
+    return hi < F::tail_lowest ? T(0) : y;
+}
+
+template <class T> inline T exp(T x) { return exp2w(x, T(0)); }
+
+// ------------------------------------------------------------------
+// Lane sums
+// ------------------------------------------------------------------
+//
+// Sums keep `lanes` partial sums in double, one per vector lane, written
+// as a fixed-length "omp simd" loop over a lane array: the compiler keeps
+// the array in registers (-fopenmp-simd enables the pragma without the
+// OpenMP runtime; a compiler without it just ignores the pragma), and the
+// lanes are added pairwise at the end.  ("omp simd reduction" would do the
+// same, but GCC then adds the lanes one after another: 16 dependent
+// additions, ~20 ns on every row, which dominated short rows.)
+//
+// PlainSum (float data): plain double lanes.  Each term is a float, so
+//   a lane of m terms is off by at most m * 2^-53 relative to the sum of
+//   the terms' magnitudes: for n = 10^8 (m = n / 16), 7e-10, below 0.02
+//   float ulp.  Compensation would buy nothing a float result can show.
+// KahanSum (double data): Kahan compensation in every lane.  A double lane
+//   summing, say, one large and many small terms would round the same way
+//   at every step and lose several ulp; compensated lanes keep the error at
+//   about 2 eps whatever n is.  An infinite term, or a sum that overflows,
+//   would make the carry infinite or NaN, and the result inf - inf = NaN: a
+//   carry that is not finite is reset to 0 instead, so that an infinite sum
+//   stays infinite.
+// The column kernel (softmax_cols_tile) adds its per-column sums with the
+// same two policies.
+
+constexpr int lanes = 16;
+
+// a + b = s + *err exactly (TwoSum); the errors are gathered in *err
+inline double two_sum(double a, double b, double *err)
+{
+    double s = a + b, bv = s - a;
+    double e = (a - (s - bv)) + (b - bv);
+    *err += e - e == 0.0 ? e : 0.0;   // inf operands or sum: no NaN
+    return s;
+}
+
+struct PlainSum {
+    static void add(double &sum, double & /*carry*/, double value) { sum += value; }
+
+    static double total(const double *lane, const double * /*carry*/)
+    {
+        double h8[8], h4[4];
+        for (int l = 0; l < 8; l++) h8[l] = lane[l] + lane[l + 8];
+        for (int l = 0; l < 4; l++) h4[l] = h8[l] + h8[l + 4];
+        return (h4[0] + h4[2]) + (h4[1] + h4[3]);
+    }
+};
+
+struct KahanSum {
+    static void add(double &sum, double &carry, double value)
+    {
+        double y = value - carry;
+        double t = sum + y;
+        double c = (t - sum) - y;
+        carry = c - c == 0.0 ? c : 0.0;
+        sum = t;
+    }
+
+    // sum of the lanes minus the sum of their carries, each addition of the
+    // pairwise tree compensated: the plain tree's four roundings could cost
+    // a double softmax ~2 ulp
+    static double total(const double *lane, const double *carry)
+    {
+        double h8[8], h4[4], h2[2], e8[8], e4[4], e2[2], e1 = 0.0;
+        for (int l = 0; l < 8; l++) { e8[l] = -(carry[l] + carry[l + 8]); h8[l] = two_sum(lane[l], lane[l + 8], &e8[l]); }
+        for (int l = 0; l < 4; l++) { e4[l] = e8[l] + e8[l + 4]; h4[l] = two_sum(h8[l], h8[l + 4], &e4[l]); }
+        for (int l = 0; l < 2; l++) { e2[l] = e4[l] + e4[l + 2]; h2[l] = two_sum(h4[l], h4[l + 2], &e2[l]); }
+        e1 = e2[0] + e2[1];
+        double total = two_sum(h2[0], h2[1], &e1);
+        return total + e1;
+    }
+};
+
+// body(l, j) for every j in [0, n): j = base + l, lane l of a block of
+// `lanes`; the last block is partial.
+template <class Body> inline void for_lanes(ptrdiff_t n, Body body)
+{
+    ptrdiff_t base = 0;
+    for (; base + lanes <= n; base += lanes) {
+        FS_OMP_SIMD
+        for (ptrdiff_t l = 0; l < lanes; l++) body(l, base + l);
+    }
+    FS_OMP_SIMD
+    for (ptrdiff_t l = 0; l < n - base; l++) body(l, base + l);
+}
+
+// The sum of term(j) for j in [0, n), in lanes, as T's data are summed
+// (term may also store something).
+template <class T, class Term> inline double lane_sum(ptrdiff_t n, Term term)
+{
+    using Sum = typename FloatTraits<T>::Sum;
+    double lane[lanes] = {0.0}, carry[lanes] = {0.0};
+    for_lanes(n, [&](ptrdiff_t l, ptrdiff_t j) { Sum::add(lane[l], carry[l], term(j)); });
+    return Sum::total(lane, carry);
+}
+
+// ------------------------------------------------------------------
+// Row primitives
+// ------------------------------------------------------------------
+
+// a - b as hi + *lo exactly: hi the rounded difference, *lo its error
+// (TwoSum)
+template <class T> inline T two_diff(T a, T b, T *lo)
+{
+    T hi = a - b;
+    T bv = hi - a;
+    *lo = (a - (hi - bv)) + (-b - bv);
+    return hi;
+}
+
+// exp(a - b) for a <= b, the difference taken exactly
+template <class T> inline T exp_diff(T a, T b)
+{
+    T lo, hi = two_diff(a, b, &lo);
+    return expneg2w(hi, lo);
+}
+
+// exp(a - b) * 2^tail_scale for a <= b
+template <class T> inline T exp_diff_scaled(T a, T b)
+{
+    T lo, hi = two_diff(a, b, &lo);
+    return expneg2w_scaled(hi, lo);
+}
+
+// The sum of exp(x[j] - m) over x[j] != m, x[j] stepping by stride, from
+// scaled exps that do not round to the subnormal grid: for tail sums small
+// enough (below n * tail_recompute) for that rounding to show.
+template <class T> inline double row_tail_scaled(const T *x, T m, ptrdiff_t stride, ptrdiff_t n)
+{
+    double tail = lane_sum<T>(n, [&](ptrdiff_t j) {
+        return x[j * stride] == m ? 0.0 : (double)exp_diff_scaled(x[j * stride], m);
+    });
+    return std::ldexp(tail, -FloatTraits<T>::tail_scale);
+}
+
+// max of x[0:n] (-inf for n == 0).  It may or may not see a NaN: callers
+// rely on the sum of exp(x - max), which is NaN for any NaN in the row.
+template <class T> inline T row_max(const T *x, ptrdiff_t n)
+{
+    T m = -std::numeric_limits<T>::infinity();
+    FS_OMP_SIMD_MAX(m)
+    for (ptrdiff_t j = 0; j < n; j++) m = x[j] > m ? x[j] : m;
+    return m;
+}
+
+// sum of exp(x[j] - shift); also stores each term in y unless y is null
+// (y may be x).  The lanes overlap with the exp's arithmetic.  Not inlined:
+// inlined into the callers' block loops, it made float64 rows of 16 to 300
+// elements 5-25 % slower (GCC 12, AVX2).
+template <class T> [[gnu::noinline]] double row_exp_sum(const T *x, T shift, T *y, ptrdiff_t n)
+{
+    if (y)
+        return lane_sum<T>(n, [&](ptrdiff_t j) { return y[j] = exp_diff(x[j], shift); });
+    return lane_sum<T>(n, [&](ptrdiff_t j) { return exp_diff(x[j], shift); });
+}
+
+// log(S) for S = sum of exp(x[j] - m), m = max x, given S: accurate also
+// when S is close to 1 (log-probabilities close to 0), where log(S) would
+// carry an absolute error of about eps.  Only then (S < 2) the terms are
+// summed again without those equal to m, which are exactly 1 and are
+// counted instead, so that S - 1 keeps its relative accuracy and
+// log S = log1p(S - 1).  The terms are taken from e[] unless it is null.
+// A NaN S (NaN or +inf in the row, or all -inf) gives NaN.
+template <class T> inline double row_log_sum(const T *x, T m, const T *e, double S, ptrdiff_t n)
+{
+    if (!(S < 2.0)) return std::log(S);
+    double tail = e ? lane_sum<T>(n, [&](ptrdiff_t j) { return x[j] == m ? 0.0 : (double)e[j]; })
+                    : lane_sum<T>(n, [&](ptrdiff_t j) {
+                          return x[j] == m ? 0.0 : (double)exp_diff(x[j], m);
+                      });
+    if (tail < (double)n * FloatTraits<T>::tail_recompute)
+        tail = row_tail_scaled(x, m, 1, n);
+    double ones = lane_sum<T>(n, [&](ptrdiff_t j) { return x[j] == m ? 1.0 : 0.0; });
+    return std::log1p(tail + (ones - 1.0));
+}
+
+template <class T> inline double row_sum(const T *x, ptrdiff_t n)
+{
+    return lane_sum<T>(n, [&](ptrdiff_t j) { return (double)x[j]; });
+}
+
+template <class T> inline double row_dot(const T *a, const T *b, ptrdiff_t n)
+{
+    return lane_sum<T>(n, [&](ptrdiff_t j) { return (double)a[j] * (double)b[j]; });
+}
+
+// sum of w[j] * (x[j] - shift) over the nonzero weights: a zero weight on
+// a -inf entry contributes 0 (the limit of 0 log 0), not 0 * -inf = NaN
+template <class T>
+inline double row_weighted_shifted_sum(const T *w, const T *x, T shift, ptrdiff_t n)
+{
+    return lane_sum<T>(n, [&](ptrdiff_t j) {
+        return w[j] != 0 ? (double)w[j] * ((double)x[j] - (double)shift) : 0.0;
+    });
+}
+
+// y[j] = (x[j] - shift) - offset: log_softmax with offset = log(sum)
+template <class T> inline void row_shift(const T *x, T shift, double offset, T *y, ptrdiff_t n)
+{
+    for (ptrdiff_t j = 0; j < n; j++)
+        y[j] = (T)(((double)x[j] - (double)shift) - offset);
+}
+
+// y[j] = s[j] * (v[j] - dot): the softmax Jacobian-vector product
+template <class T> inline void row_jvp(const T *s, const T *v, double dot, T *y, ptrdiff_t n)
+{
+    for (ptrdiff_t j = 0; j < n; j++)
+        y[j] = (T)((double)s[j] * ((double)v[j] - dot));
+}
+
+// y[j] = g[j] - exp(logp[j]) * gsum: the log_softmax vector-Jacobian product
+template <class T> inline void row_log_vjp(const T *logp, const T *g, double gsum, T *y, ptrdiff_t n)
+{
+    for (ptrdiff_t j = 0; j < n; j++)
+        y[j] = (T)((double)g[j] - (double)exp2w(logp[j], T(0)) * gsum);
+}
+
+// Cross-entropy gradient: g[j] = g[j] * factor - t[j] * tscale, where g
+// holds exp(x - max) on entry
+template <class T>
+inline void row_xent_grad(T *g, const T *t, double factor, double tscale, ptrdiff_t n)
+{
+    for (ptrdiff_t j = 0; j < n; j++)
+        g[j] = (T)((double)g[j] * factor - (double)t[j] * tscale);
+}
+
+// Row i of the Jacobian diag(s) - s s^T: y[j] = s[i] (delta_ij - s[j]),
+// each element written once
+template <class T> inline void jacobian_row(const T *s, ptrdiff_t i, T *y, ptrdiff_t n)
+{
+    const T si = s[i];
+    for (ptrdiff_t j = 0; j < i; j++) y[j] = -si * s[j];
+    y[i] = si * ((T)1 - si);
+    for (ptrdiff_t j = i + 1; j < n; j++) y[j] = -si * s[j];
+}
+
+// y[j] *= num / den, rounded once: the factor is taken as an unevaluated
+// sum hi + lo (lo = the remainder of the division, exact with an FMA), and
+// fma(y, hi, y * lo) rounds once, the error of y * lo being ~2^-48 (float)
+// or ~2^-106 (double) relative.  A plain y * (num / den) would round twice,
+// which costs a double softmax up to an ulp.  For float data the factor is
+// a pair of floats, so the loop runs at the float vector width.  Without
+// hardware FMA (the SSE2 build) fma() would be a library call in the loop:
+// the product is then formed in double (float data) or plainly.
+// (A template with one specialisation per type, since the two differ.)
+template <class T> void row_scale_div(T *y, double num, double den, ptrdiff_t n);
+
+template <> inline void row_scale_div<float>(float *y, double num, double den, ptrdiff_t n)
+{
+    double factor = num / den;
+#if defined(__FMA__)
+    const float hi = (float)factor, lo = (float)(factor - (double)hi);
+    FS_OMP_SIMD
+    for (ptrdiff_t j = 0; j < n; j++) y[j] = std::fma(y[j], hi, y[j] * lo);
+#else
+    for (ptrdiff_t j = 0; j < n; j++) y[j] = (float)((double)y[j] * factor);
+#endif
+}
+
+template <> inline void row_scale_div<double>(double *y, double num, double den, ptrdiff_t n)
+{
+    const double hi = num / den;
+#if defined(__FMA__)
+    const double lo = std::fma(-hi, den, num) / den;
+    FS_OMP_SIMD
+    for (ptrdiff_t j = 0; j < n; j++) y[j] = std::fma(y[j], hi, y[j] * lo);
+#else
+    for (ptrdiff_t j = 0; j < n; j++) y[j] *= hi;
+#endif
+}
+
+// ------------------------------------------------------------------
+// Softmax along a non-last axis, without a transposed copy.
+// ------------------------------------------------------------------
+//
+// A C-contiguous array reduced along a middle axis is a stack of (n, inner)
+// blocks, each softmax running down a column.  The kernels take `cols`
+// neighbouring columns at a time and vectorise across them: the same
+// passes as for a row (max; exp(x - max) and its sum; scale or shift), each
+// a loop over the n rows of the tile, with one max, sum (and, for
+// log_softmax, the log1p inputs) per column in arrays on the stack.
+// x and y step by sx and sy elements from one row to the next; y may be x.
+// The sums: plain double for float data, Kahan per column for double data
+// (the lane sums' policies).
+
+constexpr ptrdiff_t cols = 128;
+
+template <class T>
+inline void softmax_cols_tile(const T *x, ptrdiff_t sx, T *y, ptrdiff_t sy, ptrdiff_t n,
+                              ptrdiff_t w, int take_log)
+{
+    using Sum = typename FloatTraits<T>::Sum;
+    T m[cols];
+    double sum[cols], carry[cols], tail[cols], tcarry[cols];
+    double ones[cols];
+    for (ptrdiff_t c = 0; c < w; c++) {
+        m[c] = -std::numeric_limits<T>::infinity();
+        sum[c] = carry[c] = tail[c] = tcarry[c] = ones[c] = 0.0;
+    }
+    for (ptrdiff_t i = 0; i < n; i++) {
+        const T *xi = x + i * sx;
+        FS_OMP_SIMD
+        for (ptrdiff_t c = 0; c < w; c++) m[c] = xi[c] > m[c] ? xi[c] : m[c];
+    }
+    for (ptrdiff_t i = 0; i < n; i++) {
+        const T *xi = x + i * sx;
+        T *yi = y + i * sy;
+        FS_OMP_SIMD
+        for (ptrdiff_t c = 0; c < w; c++) {
+            T e = exp_diff(xi[c], m[c]);
+            if (take_log) {
+                Sum::add(tail[c], tcarry[c], xi[c] == m[c] ? 0.0 : (double)e);
+                ones[c] += xi[c] == m[c] ? 1.0 : 0.0;
+            } else {
+                yi[c] = e;
+            }
+            Sum::add(sum[c], carry[c], (double)e);
+        }
+    }
+    // sum: the factor (softmax) or the offset log(S) (log_softmax, with the
+    // log1p path of row_log_sum when S < 2)
+    for (ptrdiff_t c = 0; c < w; c++) {
+        double S = sum[c] - carry[c], t = tail[c] - tcarry[c];
+        if (!take_log) {
+            sum[c] = 1.0 / S;
+        } else if (S < 2.0) {
+            if (t < (double)n * FloatTraits<T>::tail_recompute)
+                t = row_tail_scaled(x + c, m[c], sx, n);
+            sum[c] = std::log1p(t + (ones[c] - 1.0));
+        } else {
+            sum[c] = std::log(S);
+        }
+    }
+    for (ptrdiff_t i = 0; i < n; i++) {
+        const T *xi = x + i * sx;
+        T *yi = y + i * sy;
+        if (take_log) {
+            FS_OMP_SIMD
+            for (ptrdiff_t c = 0; c < w; c++)
+                yi[c] = (T)(((double)xi[c] - (double)m[c]) - sum[c]);
+        } else {
+            FS_OMP_SIMD
+            for (ptrdiff_t c = 0; c < w; c++)
+                yi[c] = (T)((double)yi[c] * sum[c]);
+        }
+    }
+}
+
+}  // namespace
+}  // namespace fastsoftmax
+
+#endif  // FASTSOFTMAX_VMATH_HPP
