@@ -28,8 +28,9 @@ if TYPE_CHECKING:
 # The public math functions, listed once: fastsoftmax, fastsoftmax.dask and
 # fastsoftmax.reference import this tuple (`from ._api import __all__`, which
 # type checkers follow) and add their own names to it.
-__all__ = ("softmax", "log_softmax", "softmax_jacobian", "softmax_jvp", "softmax_vjp",
-           "log_softmax_vjp", "softmax_cross_entropy")
+__all__: tuple[str, ...] = (
+    "softmax", "log_softmax", "softmax_jacobian", "softmax_jvp", "softmax_vjp",
+    "log_softmax_vjp", "softmax_cross_entropy")
 
 _F16, _F32, _F64 = np.dtype(np.float16), np.dtype(np.float32), np.dtype(np.float64)
 _KERNEL_DTYPES = (_F32, _F64)  # native byte order: '>f8' != '<f8'
