@@ -200,7 +200,7 @@ def _prepare(convert: Callable[[Any, str], _ArrayT], func: str, kind: _Kind,
     `_as_array` here; fastsoftmax.dask passes its own, which keeps dask
     arrays (whose dtypes and shapes are all that is checked).
     """
-    arrays: list[Any] = [convert(a, name) for a, name in zip(args, names)]
+    arrays: list[Any] = list(map(convert, args, names))
     first = arrays[0]
     result_dtype = _result_dtype(first, names[0])
     if kind == "product":
@@ -389,7 +389,7 @@ class _Output:
 # --------------------------------------------------------------------------
 
 def _is_plain(x: object, axis: object, out: object = None,
-              *others: Any) -> TypeGuard[_FloatArray]:
+              others: tuple[Any, ...] = ()) -> TypeGuard[_FloatArray]:
     """True for the common case the kernels take as is, which skips the
     general path (~5 us of Python that would find nothing to do): `x` (and
     the other inputs) C-contiguous, aligned, non-empty float32/float64
@@ -567,7 +567,7 @@ def log_softmax(x: ArrayLike, axis: _Axis = -1, *,
 def _product(log_vjp: bool, func: str, a: ArrayLike, b: ArrayLike, axis: SupportsIndex,
              out: NDArray[Any] | None, names: tuple[str, str]) -> NDArray[Any]:
     """Shared body of softmax_jvp, softmax_vjp and log_softmax_vjp."""
-    if _is_plain(a, axis, out, b):
+    if _is_plain(a, axis, out, (b,)):
         y = np.empty_like(a) if out is None else out
         _backend.kernels.product_rows(_as_2d(a), _as_2d(cast(_FloatArray, b)), _as_2d(y),
                                       _backend.get_num_threads(), log_vjp)
