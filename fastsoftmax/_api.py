@@ -14,7 +14,7 @@ import operator
 import sys
 from math import prod
 from typing import (TYPE_CHECKING, Any, Callable, Generic, Literal, SupportsIndex, TypeVar,
-                    Union, cast, overload)
+                    Union, overload)
 
 import numpy as np
 from numpy.exceptions import AxisError
@@ -396,25 +396,25 @@ def _is_plain(x: object, axis: object, out: object = None,
     ndarrays of one dtype and shape, reduced along their last axis, and
     `out` None or an array like them, writeable, that is each input itself
     or shares no memory with it."""
-    if not (type(x) is np.ndarray and type(axis) is int and x.ndim >= 1
+    # (one expression, one flags object, and no call for the commonest case:
+    # this is most of the cost of a small call)
+    return (type(x) is np.ndarray and type(axis) is int and x.ndim >= 1
             and (axis == -1 or axis == x.ndim - 1) and x.dtype in _KERNEL_DTYPES
-            and x.size > 0 and x.flags.c_contiguous and x.flags.aligned):
-        return False
-    for a in others:
-        if not _is_like(a, x):
+            and x.size > 0 and (flags := x.flags).c_contiguous and flags.aligned
+            and ((out is None and not others) or _are_like(x, out, others)))
+
+
+def _are_like(x: _FloatArray, out: object, others: tuple[Any, ...]) -> bool:
+    """The rest of _is_plain: `others` and `out` are arrays like `x`."""
+    for a in others if out is None else (*others, out):
+        if not (type(a) is np.ndarray and a.dtype == x.dtype and a.shape == x.shape
+                and (flags := a.flags).c_contiguous and flags.aligned):
             return False
     if out is None:
         return True
-    if not (_is_like(out, x) and out.flags.writeable):
-        return False
-    return (out is x or not np.may_share_memory(out, x)) and all(
-        out is a or not np.may_share_memory(out, a) for a in others)
-
-
-def _is_like(a: object, x: _FloatArray) -> TypeGuard[NDArray[Any]]:
-    """`a` is an aligned C-contiguous ndarray of x's dtype and shape."""
-    return (type(a) is np.ndarray and a.dtype == x.dtype and a.shape == x.shape
-            and a.flags.c_contiguous and a.flags.aligned)
+    assert isinstance(out, np.ndarray)
+    return out.flags.writeable and all(out is a or not np.may_share_memory(out, a)
+                                       for a in (x, *others))
 
 
 def _as_2d(x: NDArray[Any]) -> NDArray[Any]:
@@ -569,7 +569,7 @@ def _product(log_vjp: bool, func: str, a: ArrayLike, b: ArrayLike, axis: Support
     """Shared body of softmax_jvp, softmax_vjp and log_softmax_vjp."""
     if _is_plain(a, axis, out, (b,)):
         y = np.empty_like(a) if out is None else out
-        _backend.kernels.product_rows(_as_2d(a), _as_2d(cast(_FloatArray, b)), _as_2d(y),
+        _backend.kernels.product_rows(_as_2d(a), _as_2d(b), _as_2d(y),  # type: ignore[arg-type]
                                       _backend.get_num_threads(), log_vjp)
         return y
     call = _prepare(_as_array, func, "product", (a, b), names, axis, out)
