@@ -90,6 +90,8 @@ def _as_array(x: ArrayLike, name: str) -> NDArray[Any]:
 
 def _axes(axis: _Axis, ndim: int) -> tuple[int, ...]:
     """axis (int, tuple of ints or None) as a sorted tuple of axes in [0, ndim)."""
+    if type(axis) is int and -ndim <= axis < ndim:  # the common case, in short
+        return (axis % ndim,)
     items = tuple(range(ndim)) if axis is None else axis
     if not isinstance(items, tuple):
         items = (items,)
@@ -200,7 +202,9 @@ def _prepare(convert: Callable[[Any, str], _ArrayT], func: str, kind: _Kind,
     `_as_array` here; fastsoftmax.dask passes its own, which keeps dask
     arrays (whose dtypes and shapes are all that is checked).
     """
-    arrays: list[Any] = list(map(convert, args, names))
+    arrays: list[Any] = [convert(args[0], names[0])]
+    if len(args) > 1:
+        arrays.append(convert(args[1], names[1]))
     first = arrays[0]
     result_dtype = _result_dtype(first, names[0])
     if kind == "product":
@@ -210,12 +214,12 @@ def _prepare(convert: Callable[[Any, str], _ArrayT], func: str, kind: _Kind,
             raise ValueError(f"{names[0]} and {names[1]} must have the same shape, got "
                              f"{names[0]}.shape={first.shape} and "
                              f"{names[1]}.shape={second.shape}")
-    shape = tuple(first.shape)
+    shape: tuple[int, ...] = first.shape
     if first.ndim == 0:  # a 0-d input is a one-element softmax
         data = 1 if kind == "loss" else len(arrays)  # (a target keeps its shape)
         arrays[:data] = [a.reshape(1) for a in arrays[:data]]
         first = arrays[0]
-    nd_shape = tuple(first.shape)
+    nd_shape: tuple[int, ...] = first.shape
     result_shape, batch_shape, is_index = shape, nd_shape, False
     if kind == "forward":
         axes = _axes(axis, len(nd_shape))
@@ -389,32 +393,30 @@ class _Output:
 # --------------------------------------------------------------------------
 
 def _is_plain(x: object, axis: object, out: object = None,
-              others: tuple[Any, ...] = ()) -> TypeGuard[_FloatArray]:
+              b: object = None) -> TypeGuard[_FloatArray]:
     """True for the common case the kernels take as is, which skips the
     general path (~5 us of Python that would find nothing to do): `x` (and
-    the other inputs) C-contiguous, aligned, non-empty float32/float64
-    ndarrays of one dtype and shape, reduced along their last axis, and
-    `out` None or an array like them, writeable, that is each input itself
-    or shares no memory with it."""
-    # (one expression, one flags object, and no call for the commonest case:
-    # this is most of the cost of a small call)
+    `b`, the products' second input) C-contiguous, aligned, non-empty
+    float32/float64 ndarrays of one dtype and shape, reduced along their
+    last axis, and `out` None or such an array, writeable, that is each
+    input itself or shares no memory with it."""
+    # (one expression, one flags object an array, and no call unless out is
+    # given: this is most of the cost of a small call)
     return (type(x) is np.ndarray and type(axis) is int and x.ndim >= 1
             and (axis == -1 or axis == x.ndim - 1) and x.dtype in _KERNEL_DTYPES
             and x.size > 0 and (flags := x.flags).c_contiguous and flags.aligned
-            and ((out is None and not others) or _are_like(x, out, others)))
+            and (b is None or (type(b) is np.ndarray and b.dtype == x.dtype
+                               and b.shape == x.shape and (flags := b.flags).c_contiguous
+                               and flags.aligned))
+            and (out is None or _is_plain_out(out, x, b)))
 
 
-def _are_like(x: _FloatArray, out: object, others: tuple[Any, ...]) -> bool:
-    """The rest of _is_plain: `others` and `out` are arrays like `x`."""
-    for a in others if out is None else (*others, out):
-        if not (type(a) is np.ndarray and a.dtype == x.dtype and a.shape == x.shape
-                and (flags := a.flags).c_contiguous and flags.aligned):
-            return False
-    if out is None:
-        return True
-    assert isinstance(out, np.ndarray)
-    return out.flags.writeable and all(out is a or not np.may_share_memory(out, a)
-                                       for a in (x, *others))
+def _is_plain_out(out: object, x: _FloatArray, b: object) -> bool:
+    """The rest of _is_plain, for a given `out`."""
+    return (type(out) is np.ndarray and out.dtype == x.dtype and out.shape == x.shape
+            and (flags := out.flags).c_contiguous and flags.aligned and flags.writeable
+            and (out is x or not np.may_share_memory(out, x))
+            and (b is None or out is b or not np.may_share_memory(out, b)))
 
 
 def _as_2d(x: NDArray[Any]) -> NDArray[Any]:
@@ -567,7 +569,7 @@ def log_softmax(x: ArrayLike, axis: _Axis = -1, *,
 def _product(log_vjp: bool, func: str, a: ArrayLike, b: ArrayLike, axis: SupportsIndex,
              out: NDArray[Any] | None, names: tuple[str, str]) -> NDArray[Any]:
     """Shared body of softmax_jvp, softmax_vjp and log_softmax_vjp."""
-    if _is_plain(a, axis, out, (b,)):
+    if b is not None and _is_plain(a, axis, out, b):  # (b None: an error below)
         y = np.empty_like(a) if out is None else out
         _backend.kernels.product_rows(_as_2d(a), _as_2d(b), _as_2d(y),  # type: ignore[arg-type]
                                       _backend.get_num_threads(), log_vjp)
