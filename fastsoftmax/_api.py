@@ -807,7 +807,7 @@ def _class_indices(target: NDArray[Any], n: int) -> NDArray[np.int64]:
     """Class indices as a flat, contiguous int64 array (the kernel checks
     that they lie in [0, n))."""
     flat = target if target.ndim == 1 else target.reshape(-1)
-    if flat.dtype == _I64 and flat.flags.c_contiguous and flat.flags.aligned:
+    if flat.dtype == _I64 and (flags := flat.flags).c_contiguous and flags.aligned:
         return flat
     if flat.dtype == np.uint64 and flat.size and flat.max() > np.iinfo(np.int64).max:
         return np.where(flat < n, flat, -1).astype(np.int64)  # keep huge ones out of range
@@ -942,10 +942,13 @@ def softmax_cross_entropy(logits: ArrayLike, target: ArrayLike, axis: SupportsIn
     if (_is_plain(logits, axis) and type(target) is np.ndarray
             and target.dtype.kind in "iu" and target.shape == logits.shape[:-1]):
         # C-contiguous float logits, class indices, the last axis
-        grad = np.empty_like(logits) if return_grad else None
-        loss = _cross_entropy_rows(_as_2d(logits), None, target, target.shape, reduction,
-                                   None if grad is None else _as_2d(grad), logits.dtype)
-        return loss if grad is None else (loss, grad)
+        x_rows = _as_2d(logits)
+        grad = np.empty(x_rows.shape, x_rows.dtype) if return_grad else None
+        loss = _cross_entropy_rows(x_rows, None, target, target.shape, reduction, grad,
+                                   logits.dtype)
+        if grad is None:
+            return loss
+        return loss, (grad if logits.ndim == 2 else grad.reshape(logits.shape))
     call = _prepare(_as_array, "softmax_cross_entropy", "loss", (logits, target),
                     ("logits", "target"), axis)
     x, t = call.arrays
