@@ -15,26 +15,8 @@ networks, and ``fastsoftmax.dask`` the functions over dask arrays.
 
 __version__ = "0.1.0"
 
-from ._api import (
-    log_softmax,
-    log_softmax_vjp,
-    softmax,
-    softmax_cross_entropy,
-    softmax_jacobian,
-    softmax_jvp,
-    softmax_vjp,
-)
+from ._api import *  # the math functions: _api.__all__
+from ._api import __all__
 from ._backend import get_num_threads, set_num_threads, show_config
 
-__all__ = [
-    "softmax",
-    "log_softmax",
-    "softmax_jacobian",
-    "softmax_jvp",
-    "softmax_vjp",
-    "log_softmax_vjp",
-    "softmax_cross_entropy",
-    "get_num_threads",
-    "set_num_threads",
-    "show_config",
-]
+__all__ += ("get_num_threads", "set_num_threads", "show_config")  # after the math functions

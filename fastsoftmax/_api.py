@@ -13,7 +13,8 @@ import math
 import operator
 import sys
 from math import prod
-from typing import TYPE_CHECKING, Any, Literal, SupportsIndex, TypeVar, Union, overload
+from typing import (TYPE_CHECKING, Any, Callable, Generic, Literal, SupportsIndex, TypeVar,
+                    Union, overload)
 
 import numpy as np
 from numpy.exceptions import AxisError
@@ -24,15 +25,12 @@ from . import _backend
 if TYPE_CHECKING:
     from typing_extensions import TypeGuard  # in typing from Python 3.10 on
 
-__all__ = [
-    "softmax",
-    "log_softmax",
-    "softmax_jacobian",
-    "softmax_jvp",
-    "softmax_vjp",
-    "log_softmax_vjp",
-    "softmax_cross_entropy",
-]
+# The public math functions, listed once: fastsoftmax, fastsoftmax.dask and
+# fastsoftmax.reference import this tuple (`from ._api import __all__`, which
+# type checkers follow) and add their own names to it.
+__all__: tuple[str, ...] = (
+    "softmax", "log_softmax", "softmax_jacobian", "softmax_jvp", "softmax_vjp",
+    "log_softmax_vjp", "softmax_cross_entropy")
 
 _F16, _F32, _F64 = np.dtype(np.float16), np.dtype(np.float32), np.dtype(np.float64)
 _KERNEL_DTYPES = (_F32, _F64)  # native byte order: '>f8' != '<f8'
@@ -48,15 +46,17 @@ _Axis = Union[SupportsIndex, tuple[SupportsIndex, ...], None]
 _Reduction = Literal["mean", "sum", "none"]
 _CrossEntropyResult = Union[np.floating[Any], _FloatArray,
                             tuple[Union[np.floating[Any], _FloatArray], _FloatArray]]
+_ArrayT = TypeVar("_ArrayT")  # a NumPy array here, or a dask one for fastsoftmax.dask
 
 
 # --------------------------------------------------------------------------
-# Validation helpers
+# Validation: a call's arguments, checked in one place
 # --------------------------------------------------------------------------
 
-def _result_dtype(arr: NDArray[Any], name: str) -> np.dtype[Any]:
-    """The result dtype for an input array (API.md's dtype rules)."""
-    dt = arr.dtype
+def _result_dtype(arr: Any, name: str) -> np.dtype[Any]:
+    """The result dtype for an input array, NumPy or dask (docs/api.rst,
+    section Dtypes)."""
+    dt: np.dtype[Any] = arr.dtype
     if dt.kind == "f" and dt.itemsize <= 8:
         return np.dtype(dt.type)  # native byte order
     if dt.kind in "biu":
@@ -90,6 +90,8 @@ def _as_array(x: ArrayLike, name: str) -> NDArray[Any]:
 
 def _axes(axis: _Axis, ndim: int) -> tuple[int, ...]:
     """axis (int, tuple of ints or None) as a sorted tuple of axes in [0, ndim)."""
+    if type(axis) is int and -ndim <= axis < ndim:  # the common case, in short
+        return (axis % ndim,)
     items = tuple(range(ndim)) if axis is None else axis
     if not isinstance(items, tuple):
         items = (items,)
@@ -111,7 +113,7 @@ def _axes(axis: _Axis, ndim: int) -> tuple[int, ...]:
 
 
 def _single_axis(axis: _Axis, ndim: int, func: str) -> tuple[int, ...]:
-    """The derivatives take one int axis."""
+    """The derivatives and the loss take one int axis."""
     # (checked here, not left to _axes, whose message offers tuples and None)
     message = f"{func} takes a single int axis, got axis={axis!r}"
     if axis is None or isinstance(axis, (tuple, bool, np.bool_)):
@@ -123,10 +125,11 @@ def _single_axis(axis: _Axis, ndim: int, func: str) -> tuple[int, ...]:
     return _axes(axis, ndim)
 
 
-def _check_out(out: object, shape: tuple[int, ...], dtype: np.dtype[Any]) -> None:
-    """Reject a wrong `out` before anything is computed or written."""
+def _check_out(out: object, shape: tuple[int, ...],
+               dtype: np.dtype[Any]) -> NDArray[Any] | None:
+    """`out`, or the error for a wrong one, before anything is computed or written."""
     if out is None:
-        return
+        return None
     if not isinstance(out, np.ndarray):
         raise TypeError(f"out must be a numpy.ndarray, got {type(out).__name__}")
     if isinstance(out, np.ma.MaskedArray):  # its mask would hide the result
@@ -138,10 +141,104 @@ def _check_out(out: object, shape: tuple[int, ...], dtype: np.dtype[Any]) -> Non
                         f"has dtype {dtype} (native byte order)")
     if not out.flags.writeable:
         raise ValueError("out is read-only")
+    return out
+
+
+def _check_reduction(reduction: object) -> None:
+    """The loss's `reduction` (of the functions here, of fastsoftmax.dask and
+    of the nn layer)."""
+    # (the str check first: `in` would compare an array elementwise)
+    if not isinstance(reduction, str) or reduction not in _REDUCTIONS:
+        raise ValueError(f"reduction must be one of {', '.join(map(repr, _REDUCTIONS))}; "
+                         f"got {reduction!r}")
+
+
+# What a call is, for its checks: which axes it takes and what its
+# arguments and its result are.
+#   forward   one input, any axes; the result has its shape
+#   product   two inputs of one shape, whose dtypes combine; one axis
+#   jacobian  one input, one axis; the result is batch + (n, n)
+#   loss      logits and a target (class indices or probabilities); one axis
+_Kind = Literal["forward", "product", "jacobian", "loss"]
+
+
+class _Call(Generic[_ArrayT]):
+    """A call's arguments, checked: what the computation needs of them.
+
+    `arrays` are the inputs as given, converted to arrays (NumPy, or dask
+    for fastsoftmax.dask) and at least 1-d, not yet in the compute dtype;
+    `shape` is the first input's own shape, `axes` the reduced axes of the
+    arrays, `result_shape` and `result_dtype` the result's (for the loss:
+    its gradient's), and `out` the checked output array or None.  For the
+    loss, `is_index` says whether the target holds class indices; for the
+    one-axis kinds, `batch_shape` is the arrays' shape without that axis.
+    """
+
+    __slots__ = ("arrays", "shape", "axes", "result_shape", "result_dtype", "compute_dtype",
+                 "out", "is_index", "batch_shape")
+
+    def __init__(self, arrays: list[_ArrayT], shape: tuple[int, ...], axes: tuple[int, ...],
+                 result_shape: tuple[int, ...], result_dtype: np.dtype[Any],
+                 out: NDArray[Any] | None, is_index: bool, batch_shape: tuple[int, ...],
+                 ) -> None:
+        self.arrays, self.shape, self.axes = arrays, shape, axes
+        self.result_shape, self.result_dtype = result_shape, result_dtype
+        self.compute_dtype = _compute_dtype(result_dtype)
+        self.out, self.is_index, self.batch_shape = out, is_index, batch_shape
+
+    def rows(self, arr: NDArray[Any]) -> NDArray[Any]:
+        """(rows, n) array of `arr` (of the inputs' shape) in the compute
+        dtype, reduced axes last: a view when possible."""
+        return _input_rows(arr.astype(self.compute_dtype, copy=False), self.axes)
+
+
+def _prepare(convert: Callable[[Any, str], _ArrayT], func: str, kind: _Kind,
+             args: tuple[Any, ...], names: tuple[str, ...], axis: _Axis,
+             out: object = None) -> _Call[_ArrayT]:
+    """Check a call's arguments, in the order that gives the documented
+    error for each mistake, and return what the computation needs of them.
+
+    `convert` turns an argument into an array, or raises the error for it:
+    `_as_array` here; fastsoftmax.dask passes its own, which keeps dask
+    arrays (whose dtypes and shapes are all that is checked).
+    """
+    arrays: list[Any] = [convert(args[0], names[0])]
+    if len(args) > 1:
+        arrays.append(convert(args[1], names[1]))
+    first = arrays[0]
+    result_dtype = _result_dtype(first, names[0])
+    if kind == "product":
+        second = arrays[1]
+        result_dtype = np.result_type(result_dtype, _result_dtype(second, names[1]))
+        if first.shape != second.shape:
+            raise ValueError(f"{names[0]} and {names[1]} must have the same shape, got "
+                             f"{names[0]}.shape={first.shape} and "
+                             f"{names[1]}.shape={second.shape}")
+    shape: tuple[int, ...] = first.shape
+    if first.ndim == 0:  # a 0-d input is a one-element softmax
+        data = 1 if kind == "loss" else len(arrays)  # (a target keeps its shape)
+        arrays[:data] = [a.reshape(1) for a in arrays[:data]]
+        first = arrays[0]
+    nd_shape: tuple[int, ...] = first.shape
+    result_shape, batch_shape, is_index = shape, nd_shape, False
+    if kind == "forward":
+        axes = _axes(axis, len(nd_shape))
+    else:
+        axes = _single_axis(axis, len(nd_shape), func)
+        batch_shape = nd_shape[:axes[0]] + nd_shape[axes[0] + 1:]
+        if kind == "jacobian":
+            n = nd_shape[axes[0]]
+            result_shape = batch_shape + (n, n)
+        elif kind == "loss":
+            is_index, result_dtype = _target_kind(arrays[1], shape, batch_shape, axes[0],
+                                                  result_dtype)
+    checked_out = _check_out(out, result_shape, result_dtype)
+    return _Call(arrays, shape, axes, result_shape, result_dtype, checked_out, is_index,
+                 batch_shape)
 
 
 # --------------------------------------------------------------------------
-# Layout: (rows, n) views for the kernels
+# Layout: the arrays the kernels take, and where they write
 # --------------------------------------------------------------------------
 
 def _moved(arr: NDArray[Any], axes: tuple[int, ...]) -> NDArray[Any]:
@@ -201,77 +298,130 @@ def _copy_result(out: NDArray[Any], buffer: NDArray[Any]) -> None:
             np.copyto(out, buffer, casting="same_kind")
 
 
-class _Output:
-    """Where a kernel writes: `out` itself when its layout allows, else a
-    fresh buffer that is copied (and cast, for float16) into `out`."""
+def _partial_overlap(view: NDArray[Any], other: NDArray[Any]) -> bool:
+    """Whether `view` shares memory with `other` without being exactly it
+    (same memory, same layout): the kernels may write over an input row
+    only once they have read it."""
+    if not np.may_share_memory(view, other):
+        return False
+    same = (view.__array_interface__["data"][0] == other.__array_interface__["data"][0]
+            and view.strides == other.strides and view.shape == other.shape)
+    return not same
 
-    def __init__(self, shape: tuple[int, ...], axes: tuple[int, ...],
-                 result_dtype: np.dtype[Any], compute_dtype: np.dtype[Any],
-                 out: NDArray[Any] | None, inputs: list[NDArray[Any]]) -> None:
-        self.out = out
-        self.result: NDArray[Any] | None = None
-        self.result_dtype = result_dtype
-        if out is not None and result_dtype == compute_dtype and out.flags.aligned:
-            rows = _rows_view(_moved(out, axes), len(axes))
-            # writing straight into out is safe unless it overlaps an input
-            # without being exactly that input (same memory, same layout)
-            if rows is not None and not any(_partial_overlap(rows, a) for a in inputs):
-                self.rows = rows
-                self.result = out
-                return
-        # A fresh buffer in the moved layout (reduced axes last), so that
-        # its rows are contiguous; the result is its view in `shape`.
+
+class _Output:
+    """Where a kernel writes a call's result, and the result it returns.
+
+    The kernel writes into `out` itself when it can take a view of it (and
+    no cast is needed) and that view does not partially overlap one of its
+    inputs; otherwise into a fresh buffer, which is copied (and cast, for
+    float16) into `out`, or cast and returned.  `shape` is the result's
+    shape with a 0-d input as 1-d.  The kernel's view is either (rows, n)
+    with the call's axes last, any row stride (the row kernels), or
+    `kernel_shape`, of a C-contiguous array (the column kernel's
+    (outer, n, inner), the Jacobian's (rows, n, n)).
+
+    Without `out` the buffer is allocated at once: a Jacobian, n times its
+    input, is made before any copy of the input, so that a request too big
+    fails on the result, naming its size.
+    """
+
+    def __init__(self, call: _Call[NDArray[Any]], shape: tuple[int, ...],
+                 kernel_shape: tuple[int, ...] | None = None) -> None:
+        self.call, self.shape, self.kernel_shape = call, shape, kernel_shape
+        out = call.out
+        # `out` in `shape` (a view: only a 0-d out differs)
+        self.out = out if out is None or out.shape == shape else out.reshape(shape)
+        self.rows: NDArray[Any] | None = None  # what the kernel writes
+        self.direct = False
+        if out is None:
+            self._allocate()
+
+    def _allocate(self) -> NDArray[Any]:
+        dtype = self.call.compute_dtype
+        if self.kernel_shape is not None:
+            self.rows = np.empty(self.kernel_shape, dtype)
+            self.result = self.rows.reshape(self.shape)
+            return self.rows
+        # In the moved layout (reduced axes last), so that its rows are
+        # contiguous; the result is its view in `shape`.
+        shape, axes = self.shape, self.call.axes
         k, ndim = len(axes), len(shape)
         trailing = tuple(range(ndim - k, ndim))
         moved_shape = tuple(shape[i] for i in range(ndim) if i not in axes) + \
             tuple(shape[i] for i in axes)
-        buffer = np.empty(moved_shape, compute_dtype)
+        buffer = np.empty(moved_shape, dtype)
         self.rows = buffer.reshape(_split(moved_shape, k))
-        self.buffer = buffer if axes == trailing else np.moveaxis(buffer, trailing, axes)
+        self.result = buffer if axes == trailing else np.moveaxis(buffer, trailing, axes)
+        return self.rows
+
+    def _view(self, out: NDArray[Any]) -> NDArray[Any] | None:
+        """The kernel's view of `out`, or None where its layout allows none."""
+        if self.kernel_shape is not None:
+            return out.reshape(self.kernel_shape) if out.flags.c_contiguous else None
+        axes = self.call.axes
+        return _rows_view(_moved(out, axes), len(axes))
+
+    def target(self, *inputs: NDArray[Any]) -> NDArray[Any]:
+        """The array the kernel writes, given the arrays it reads."""
+        if self.rows is not None:  # the buffer, allocated up front
+            return self.rows
+        out, call = self.out, self.call
+        assert out is not None
+        if call.result_dtype == call.compute_dtype and out.flags.aligned:
+            view = self._view(out)
+            # writing straight into out is safe unless it overlaps an input
+            # without being exactly that input
+            if view is not None and not any(_partial_overlap(view, a) for a in inputs):
+                self.rows, self.direct = view, True
+                return view
+        return self._allocate()
 
     def finish(self) -> NDArray[Any]:
-        if self.result is not None:
-            return self.result
-        if self.out is not None:
-            _copy_result(self.out, self.buffer)
-            return self.out
-        if self.buffer.dtype != self.result_dtype:
-            return _cast_result(self.buffer, self.result_dtype)
-        return self.buffer
-
-
-def _partial_overlap(rows: NDArray[Any], other: NDArray[Any]) -> bool:
-    if not np.may_share_memory(rows, other):
-        return False
-    same = (rows.__array_interface__["data"][0] == other.__array_interface__["data"][0]
-            and rows.strides == other.strides and rows.shape == other.shape)
-    return not same
+        """The call's result: `out`, or the buffer in the result dtype and shape."""
+        call = self.call
+        if call.out is None:
+            return _cast_result(self.result, call.result_dtype).reshape(call.result_shape)
+        if not self.direct:
+            assert self.out is not None
+            _copy_result(self.out, self.result)
+        return call.out
 
 
 # --------------------------------------------------------------------------
-# Forward
+# The fast path
 # --------------------------------------------------------------------------
 
-def _is_plain_rows(x: object, axis: object) -> TypeGuard[_FloatArray]:
-    """True for the common case the kernels take as is: a C-contiguous,
-    non-empty float32/float64 ndarray, reduced along its last axis."""
+def _is_plain(x: object, axis: object, out: object = None,
+              b: object = None) -> TypeGuard[_FloatArray]:
+    """True for the common case the kernels take as is, which skips the
+    general path (~5 us of Python that would find nothing to do): `x` (and
+    `b`, the products' second input) C-contiguous, aligned, non-empty
+    float32/float64 ndarrays of one dtype and shape, reduced along their
+    last axis, and `out` None or such an array, writeable, that is each
+    input itself or shares no memory with it."""
+    # (one expression, one flags object an array, and no call unless out is
+    # given: this is most of the cost of a small call)
     return (type(x) is np.ndarray and type(axis) is int and x.ndim >= 1
             and (axis == -1 or axis == x.ndim - 1) and x.dtype in _KERNEL_DTYPES
-            and x.flags.c_contiguous and x.flags.aligned and x.size > 0)
+            and x.size > 0 and (flags := x.flags).c_contiguous and flags.aligned
+            and (b is None or (type(b) is np.ndarray and b.dtype == x.dtype
+                               and b.shape == x.shape and (flags := b.flags).c_contiguous
+                               and flags.aligned))
+            and (out is None or _is_plain_out(out, x, b)))
+
+
+def _is_plain_out(out: object, x: _FloatArray, b: object) -> bool:
+    """The rest of _is_plain, for a given `out`."""
+    return (type(out) is np.ndarray and out.dtype == x.dtype and out.shape == x.shape
+            and (flags := out.flags).c_contiguous and flags.aligned and flags.writeable
+            and (out is x or not np.may_share_memory(out, x))
+            and (b is None or out is b or not np.may_share_memory(out, b)))
 
 
 def _as_2d(x: NDArray[Any]) -> NDArray[Any]:
     """(rows, n) view of a C-contiguous array reduced along its last axis."""
     return x if x.ndim == 2 else x.reshape(-1, x.shape[-1])
-
-
-def _is_plain_out(out: object, x: _FloatArray, *others: NDArray[Any]) -> TypeGuard[_FloatArray]:
-    """True when `out` can take the kernel's result for plain-rows inputs
-    (`x` and `others` alike) as is: a writeable C-contiguous ndarray like
-    `x` that is each input itself or shares no memory with it."""
-    return (type(out) is np.ndarray and out.dtype == x.dtype and out.shape == x.shape
-            and out.flags.c_contiguous and out.flags.writeable and out.flags.aligned
-            and all(out is a or not np.may_share_memory(out, a) for a in (x, *others)))
 
 
 # A C-contiguous array reduced along one middle axis goes to the column
@@ -285,54 +435,34 @@ def _takes_cols(arr: NDArray[Any], axes: tuple[int, ...]) -> bool:
             and prod(arr.shape[axes[0] + 1:]) >= _COLS_MIN_INNER)
 
 
-def _cols_view(a: NDArray[Any], axis: int) -> NDArray[Any]:
-    """(outer, n, inner) view of a C-contiguous array, reduced along axis 1."""
-    return a.reshape(prod(a.shape[:axis]), a.shape[axis], prod(a.shape[axis + 1:]))
-
-
-def _forward_cols(arr: NDArray[Any], axis: int, out: NDArray[Any] | None,
-                  shape: tuple[int, ...], result_dtype: np.dtype[Any],
-                  take_log: bool) -> NDArray[Any]:
-    """softmax/log_softmax of a C-contiguous array along a non-last axis."""
-    direct = (out is not None and out.dtype == arr.dtype and out.flags.c_contiguous
-              and out.flags.aligned and not _partial_overlap(out.reshape(arr.shape), arr))
-    result = out.reshape(arr.shape) if out is not None and direct else np.empty(arr.shape, arr.dtype)
-    _backend.kernels.softmax_cols(_cols_view(arr, axis), _cols_view(result, axis),
-                                  _backend.get_num_threads(), take_log)
-    if out is not None:
-        if not direct:
-            _copy_result(out, result.reshape(shape))
-        return out
-    return _cast_result(result, result_dtype).reshape(shape)
-
+# --------------------------------------------------------------------------
+# Forward
+# --------------------------------------------------------------------------
 
 def _forward(x: ArrayLike, axis: _Axis, out: NDArray[Any] | None,
              take_log: bool) -> NDArray[Any]:
-    if _is_plain_rows(x, axis) and (out is None or _is_plain_out(out, x)):
-        # Fast path: skips the general normalisation below (~5 us of
-        # Python), which would find nothing to do.
+    if _is_plain(x, axis, out):
         y = np.empty_like(x) if out is None else out
         _backend.kernels.softmax_rows(_as_2d(x), _as_2d(y), _backend.get_num_threads(), take_log)
         return y
-    arr = _as_array(x, "x")
-    result_dtype = _result_dtype(arr, "x")
-    compute_dtype = _compute_dtype(result_dtype)
-    shape = arr.shape
-    if arr.ndim == 0:  # a 0-d input is a one-element softmax
-        arr = arr.reshape(1)
-    axes = _axes(axis, arr.ndim)
-    _check_out(out, shape, result_dtype)
-
-    arr = arr.astype(compute_dtype, copy=False)
+    func = "log_softmax" if take_log else "softmax"
+    call = _prepare(_as_array, func, "forward", (x,), ("x",), axis, out)
+    arr = call.arrays[0].astype(call.compute_dtype, copy=False)
+    axes = call.axes
     if _takes_cols(arr, axes):
-        return _forward_cols(arr, axes[0], out, shape, result_dtype,
-                             take_log)
+        # (outer, n, inner): reduced along axis 1, the inner axis contiguous
+        axis_ = axes[0]
+        cols = (prod(arr.shape[:axis_]), arr.shape[axis_], prod(arr.shape[axis_ + 1:]))
+        output = _Output(call, arr.shape, cols)
+        x_cols = arr.reshape(cols)
+        _backend.kernels.softmax_cols(x_cols, output.target(x_cols),
+                                      _backend.get_num_threads(), take_log)
+        return output.finish()
     x_rows = _input_rows(arr, axes)
-    out_nd = None if out is None else out.reshape(arr.shape)
-    target = _Output(arr.shape, axes, result_dtype, compute_dtype, out_nd, [x_rows])
-    _backend.kernels.softmax_rows(x_rows, target.rows, _backend.get_num_threads(), take_log)
-    result = target.finish()
-    return out if out is not None else result.reshape(shape)
+    output = _Output(call, arr.shape)
+    _backend.kernels.softmax_rows(x_rows, output.target(x_rows), _backend.get_num_threads(),
+                                  take_log)
+    return output.finish()
 
 
 @overload
@@ -436,45 +566,20 @@ def log_softmax(x: ArrayLike, axis: _Axis = -1, *,
 # Derivatives
 # --------------------------------------------------------------------------
 
-def _pair(a: ArrayLike, b: ArrayLike, axis: SupportsIndex, names: tuple[str, str],
-          func: str) -> tuple[NDArray[Any], NDArray[Any], np.dtype[Any]]:
-    """Validate two same-shape inputs; both as arrays in the common dtype."""
-    a_arr, b_arr = _as_array(a, names[0]), _as_array(b, names[1])
-    result_dtype = np.result_type(_result_dtype(a_arr, names[0]),
-                                  _result_dtype(b_arr, names[1]))
-    if a_arr.shape != b_arr.shape:
-        raise ValueError(f"{names[0]} and {names[1]} must have the same shape, got "
-                         f"{names[0]}.shape={a_arr.shape} and {names[1]}.shape={b_arr.shape}")
-    return a_arr, b_arr, result_dtype
-
-
 def _product(log_vjp: bool, func: str, a: ArrayLike, b: ArrayLike, axis: SupportsIndex,
              out: NDArray[Any] | None, names: tuple[str, str]) -> NDArray[Any]:
     """Shared body of softmax_jvp, softmax_vjp and log_softmax_vjp."""
-    if (_is_plain_rows(a, axis) and type(b) is np.ndarray
-            and b.dtype == a.dtype and b.shape == a.shape and b.flags.c_contiguous
-            and b.flags.aligned and (out is None or _is_plain_out(out, a, b))):
+    if b is not None and _is_plain(a, axis, out, b):  # (b None: an error below)
         y = np.empty_like(a) if out is None else out
-        _backend.kernels.product_rows(_as_2d(a), _as_2d(b), _as_2d(y),
+        _backend.kernels.product_rows(_as_2d(a), _as_2d(b), _as_2d(y),  # type: ignore[arg-type]
                                       _backend.get_num_threads(), log_vjp)
         return y
-    a_arr, b_arr, result_dtype = _pair(a, b, axis, names, func)
-    compute_dtype = _compute_dtype(result_dtype)
-    shape = a_arr.shape
-    if a_arr.ndim == 0:
-        a_arr, b_arr = a_arr.reshape(1), b_arr.reshape(1)
-    axes = _single_axis(axis, a_arr.ndim, func)
-    _check_out(out, shape, result_dtype)
-
-    a_rows = _input_rows(a_arr.astype(compute_dtype, copy=False), axes)
-    b_rows = _input_rows(b_arr.astype(compute_dtype, copy=False), axes)
-    out_nd = None if out is None else out.reshape(a_arr.shape)
-    target = _Output(a_arr.shape, axes, result_dtype, compute_dtype, out_nd,
-                     [a_rows, b_rows])
-    _backend.kernels.product_rows(a_rows, b_rows, target.rows, _backend.get_num_threads(),
-                                  log_vjp)
-    result = target.finish()
-    return out if out is not None else result.reshape(shape)
+    call = _prepare(_as_array, func, "product", (a, b), names, axis, out)
+    a_rows, b_rows = call.rows(call.arrays[0]), call.rows(call.arrays[1])
+    output = _Output(call, call.arrays[0].shape)
+    _backend.kernels.product_rows(a_rows, b_rows, output.target(a_rows, b_rows),
+                                  _backend.get_num_threads(), log_vjp)
+    return output.finish()
 
 
 @overload
@@ -642,45 +747,23 @@ def softmax_jacobian(s: ArrayLike, axis: SupportsIndex = -1, *,
     array([[ 0.25, -0.25],
            [-0.25,  0.25]])
     """
-    if out is None and _is_plain_rows(s, axis):  # fast path, as in _forward
+    if out is None and _is_plain(s, axis):
         n = s.shape[-1]
         _check_jacobian_size(s.shape + (n,), s.dtype)
         jac = np.empty(s.shape + (n,), s.dtype)
         _backend.kernels.softmax_jacobian_rows(_as_2d(s), jac.reshape(-1, n, n),
                                                _backend.get_num_threads())
         return jac
-    arr = _as_array(s, "s")
-    result_dtype = _result_dtype(arr, "s")
-    compute_dtype = _compute_dtype(result_dtype)
-    if arr.ndim == 0:
-        arr = arr.reshape(1)
-    (axis_,) = _single_axis(axis, arr.ndim, "softmax_jacobian")
-    moved = np.moveaxis(arr, axis_, -1)
-    n = moved.shape[-1]
-    shape = moved.shape + (n,)
-    _check_out(out, shape, result_dtype)
-    rows = prod(moved.shape[:-1])
-    buffer = None
+    call = _prepare(_as_array, "softmax_jacobian", "jacobian", (s,), ("s",), axis, out)
     if out is None:
-        # the result (n times the input) before any copy of the input: a
-        # request too big fails on the result, naming its size
-        _check_jacobian_size(shape, compute_dtype)
-        buffer = np.empty((rows, n, n), compute_dtype)
-
-    s_rows = _input_rows(moved.astype(compute_dtype, copy=False), (moved.ndim - 1,))
-    if (out is not None and result_dtype == compute_dtype and out.flags.c_contiguous
-            and out.flags.aligned and not np.may_share_memory(out, s_rows)):
-        _backend.kernels.softmax_jacobian_rows(s_rows, out.reshape(rows, n, n),
-                                               _backend.get_num_threads())
-        return out
-    if buffer is None:
-        buffer = np.empty((rows, n, n), compute_dtype)
-    _backend.kernels.softmax_jacobian_rows(s_rows, buffer, _backend.get_num_threads())
-    buffer = buffer.reshape(shape)
-    if out is not None:
-        _copy_result(out, buffer)
-        return out
-    return _cast_result(buffer, result_dtype)
+        _check_jacobian_size(call.result_shape, call.compute_dtype)
+    n = call.result_shape[-1]
+    # (made before the input's copy, if it needs one: see _Output)
+    output = _Output(call, call.result_shape, (prod(call.batch_shape), n, n))
+    s_rows = call.rows(call.arrays[0])
+    _backend.kernels.softmax_jacobian_rows(s_rows, output.target(s_rows),
+                                           _backend.get_num_threads())
+    return output.finish()
 
 
 # --------------------------------------------------------------------------
@@ -724,7 +807,7 @@ def _class_indices(target: NDArray[Any], n: int) -> NDArray[np.int64]:
     """Class indices as a flat, contiguous int64 array (the kernel checks
     that they lie in [0, n))."""
     flat = target if target.ndim == 1 else target.reshape(-1)
-    if flat.dtype == _I64 and flat.flags.c_contiguous and flat.flags.aligned:
+    if flat.dtype == _I64 and (flags := flat.flags).c_contiguous and flags.aligned:
         return flat
     if flat.dtype == np.uint64 and flat.size and flat.max() > np.iinfo(np.int64).max:
         return np.where(flat < n, flat, -1).astype(np.int64)  # keep huge ones out of range
@@ -740,12 +823,13 @@ def _index_error(value: object, n: int, where: object) -> IndexError:
 
 def _cross_entropy_rows(x_rows: NDArray[Any], probs: NDArray[Any] | None,
                         target: NDArray[Any] | None, batch_shape: tuple[int, ...],
-                        reduction: str, return_grad: bool, compute_dtype: np.dtype[Any],
-                        ) -> tuple[np.floating[Any] | _FloatArray, _FloatArray | None]:
+                        reduction: str, grad: NDArray[Any] | None,
+                        compute_dtype: np.dtype[Any]) -> np.floating[Any] | _FloatArray:
     """Run the loss kernel on (rows, n) logits, with probabilities `probs`
-    or class indices `target`; (loss reduced, grad rows or None).
-    IndexError for a class index out of range, raised before anything is
-    computed (the kernel checks first)."""
+    or class indices `target`; the loss reduced, with the gradient written
+    into the (rows, n) array `grad` if one is given.  IndexError for a
+    class index out of range, raised before anything is computed (the
+    kernel checks first)."""
     rows, n = x_rows.shape
     index = None if target is None else _class_indices(target, n)
     # The kernel writes no loss for a row of no classes: it is a sum of
@@ -753,7 +837,6 @@ def _cross_entropy_rows(x_rows: NDArray[Any], probs: NDArray[Any] | None,
     losses = None
     if reduction == "none":
         losses = np.empty(rows, np.float64) if n else np.zeros(rows, np.float64)
-    grad = np.empty((rows, n), compute_dtype) if return_grad else None
     scale = 1.0 / rows if (reduction == "mean" and rows) else 1.0
     total, bad_row = _backend.kernels.cross_entropy_rows(x_rows, probs, index, losses, grad,
                                                          scale, _backend.get_num_threads())
@@ -766,13 +849,12 @@ def _cross_entropy_rows(x_rows: NDArray[Any], probs: NDArray[Any] | None,
     # are, without the cast's overflow warning (and without np.errstate,
     # ~1 us, on the scalar path).
     if losses is not None:
-        loss = _cast_result(losses.reshape(batch_shape), compute_dtype)
-    else:
-        value = total * scale if rows else (np.nan if reduction == "mean" else 0.0)
-        if compute_dtype != _F64 and abs(value) > _F32_MAX:
-            value = math.copysign(math.inf, value)
-        loss = compute_dtype.type(value)
-    return loss, grad
+        return _cast_result(losses.reshape(batch_shape), compute_dtype)
+    value = total * scale if rows else (np.nan if reduction == "mean" else 0.0)
+    if compute_dtype != _F64 and abs(value) > _F32_MAX:
+        value = math.copysign(math.inf, value)
+    loss: np.floating[Any] = compute_dtype.type(value)
+    return loss
 
 
 # The result's structure follows `reduction` and `return_grad`: a scalar
@@ -856,39 +938,24 @@ def softmax_cross_entropy(logits: ArrayLike, target: ArrayLike, axis: SupportsIn
     >>> np.allclose(grad, (fs.softmax(logits) - np.eye(3)[[0, 1]]) / 2)
     True
     """
-    # (the str check first: `in` would compare an array elementwise)
-    if not isinstance(reduction, str) or reduction not in _REDUCTIONS:
-        raise ValueError(f"reduction must be one of {', '.join(map(repr, _REDUCTIONS))}; "
-                         f"got {reduction!r}")
-    if (_is_plain_rows(logits, axis) and type(target) is np.ndarray
+    _check_reduction(reduction)
+    if (_is_plain(logits, axis) and type(target) is np.ndarray
             and target.dtype.kind in "iu" and target.shape == logits.shape[:-1]):
-        # Fast path (C-contiguous float logits, class indices, last axis):
-        # the general normalisation below would find nothing to do.
-        loss, grad = _cross_entropy_rows(_as_2d(logits), None, target, target.shape,
-                                         reduction, return_grad, logits.dtype)
+        # C-contiguous float logits, class indices, the last axis
+        x_rows = _as_2d(logits)
+        grad = np.empty(x_rows.shape, x_rows.dtype) if return_grad else None
+        loss = _cross_entropy_rows(x_rows, None, target, target.shape, reduction, grad,
+                                   logits.dtype)
         if grad is None:
             return loss
         return loss, (grad if logits.ndim == 2 else grad.reshape(logits.shape))
-    x = _as_array(logits, "logits")
-    t = _as_array(target, "target")
-    x_result = _result_dtype(x, "logits")
-    logits_shape = x.shape
-    if x.ndim == 0:
-        x = x.reshape(1)
-    (axis_,) = _single_axis(axis, x.ndim, "softmax_cross_entropy")
-    moved = _moved(x, (axis_,))
-    batch_shape, n = moved.shape[:-1], moved.shape[-1]
-    is_index, grad_dtype = _target_kind(t, logits_shape, batch_shape, axis_, x_result)
-    compute_dtype = _compute_dtype(grad_dtype)
-
-    x_rows = _input_rows(moved.astype(compute_dtype, copy=False), (moved.ndim - 1,))
-    probs = None
-    if not is_index:
-        probs = _input_rows(t.reshape(x.shape).astype(compute_dtype, copy=False), (axis_,))
-
-    loss, grad = _cross_entropy_rows(x_rows, probs, t if is_index else None, batch_shape,
-                                     reduction, return_grad, compute_dtype)
-    if grad is None:  # return_grad=False
-        return loss
-    dlogits = np.moveaxis(grad.reshape(batch_shape + (n,)), -1, axis_)
-    return loss, _cast_result(dlogits, grad_dtype).reshape(logits_shape)
+    call = _prepare(_as_array, "softmax_cross_entropy", "loss", (logits, target),
+                    ("logits", "target"), axis)
+    x, t = call.arrays
+    x_rows = call.rows(x)
+    probs = None if call.is_index else call.rows(t.reshape(x.shape))
+    output = _Output(call, x.shape) if return_grad else None
+    loss = _cross_entropy_rows(x_rows, probs, t if call.is_index else None, call.batch_shape,
+                               reduction, None if output is None else output.target(),
+                               call.compute_dtype)
+    return loss if output is None else (loss, output.finish())

@@ -43,20 +43,11 @@ except ImportError as exc:  # dask is an optional dependency
                       'pip install "fastsoftmax[dask]"') from exc
 
 from . import _api
+from ._api import __all__, _Reduction
 
-__all__ = [
-    "softmax",
-    "log_softmax",
-    "softmax_jacobian",
-    "softmax_jvp",
-    "softmax_vjp",
-    "log_softmax_vjp",
-    "softmax_cross_entropy",
-    "RechunkWarning",
-]
+__all__ += ("RechunkWarning",)  # the functions of fastsoftmax, and the warning
 
 _Input = Union[Array, ArrayLike]
-_Reduction = Literal["mean", "sum", "none"]
 
 
 class RechunkWarning(UserWarning, PerformanceWarning):
@@ -129,11 +120,6 @@ def _as_input(x: _Input, name: str) -> Array | NDArray[Any]:
     return _api._as_array(x, name)
 
 
-def _result_dtype(x: Array | NDArray[Any], name: str) -> np.dtype[Any]:
-    """The result dtype of the top-level functions for an input of x's dtype."""
-    return _api._result_dtype(np.empty(0, x.dtype), name)
-
-
 def _meta(ndim: int, dtype: np.dtype[Any]) -> NDArray[Any]:
     """An empty block of the result's type, so that dask need not call a
     kernel on made-up data to find it."""
@@ -171,21 +157,19 @@ def _whole_along(x: Array, axes: tuple[int, ...], func: str, names: str,
     return x
 
 
-def _one_input(x: _Input, axis: _api._Axis, name: str, func: str, single: bool,
-               stacklevel: int) -> tuple[Array, tuple[int, ...], np.dtype[Any],
-                                      tuple[int, ...]]:
-    """Shared start of the one-input functions: (x as a 1-d-or-more dask
-    array whole along its axes, the axes, the result dtype, x's shape).
+def _whole(call: _api._Call[Array | NDArray[Any]], func: str, names: tuple[str, ...],
+           stacklevel: int) -> list[Array]:
+    """The inputs of a checked call as dask arrays, each one chunk along the
+    call's axes, with one RechunkWarning if any of them was split there.
     `stacklevel` counts the frames from here to the user's call."""
-    arr = _as_input(x, name)
-    dtype = _result_dtype(arr, name)
-    shape = tuple(arr.shape)
-    if arr.ndim == 0:  # a 0-d input is a one-element softmax, as at the top level
-        arr = arr.reshape(1)
-    axes = _api._single_axis(axis, arr.ndim, func) if single else _api._axes(axis, arr.ndim)
-    darr = _to_dask(arr, axes)
-    darr = _whole_along(darr, axes, func, name, _split_along(darr, axes), stacklevel + 1)
-    return darr, axes, dtype, shape
+    arrays = [_to_dask(a, call.axes) for a in call.arrays]
+    split = sorted({a for d in arrays for a in _split_along(d, call.axes)})
+    whole = []
+    for d in arrays:  # (a loop: a comprehension is a frame of its own before Python 3.12)
+        whole.append(_whole_along(d, call.axes, func, " or ".join(names), split,
+                                  stacklevel + 1))
+        split = []  # one warning for all
+    return whole
 
 
 # --------------------------------------------------------------------------
@@ -193,10 +177,13 @@ def _one_input(x: _Input, axis: _api._Axis, name: str, func: str, single: bool,
 # --------------------------------------------------------------------------
 
 def _forward(kernel: Callable[..., NDArray[Any]], x: _Input, axis: _api._Axis) -> Array:
-    darr, axes, dtype, shape = _one_input(x, axis, "x", kernel.__name__, single=False,
-                                         stacklevel=4)  # _one_input <- _forward <- softmax <- caller
-    result = _map_blocks(kernel, darr, axis=axes, dtype=dtype, meta=_meta(darr.ndim, dtype))
-    return _reshape(result, shape)
+    func = kernel.__name__
+    call = _api._prepare(_as_input, func, "forward", (x,), ("x",), axis)
+    (darr,) = _whole(call, func, ("x",), 4)  # _whole <- _forward <- softmax <- caller
+    dtype = call.result_dtype
+    result = _map_blocks(kernel, darr, axis=call.axes, dtype=dtype,
+                         meta=_meta(darr.ndim, dtype))
+    return _reshape(result, call.shape)
 
 
 def softmax(x: _Input, axis: _api._Axis = -1) -> Array:
@@ -286,26 +273,14 @@ def _product(kernel: Callable[..., NDArray[Any]], a: _Input, b: _Input,
              axis: SupportsIndex, names: tuple[str, str]) -> Array:
     """Shared body of softmax_jvp, softmax_vjp and log_softmax_vjp."""
     func = kernel.__name__
-    a_arr, b_arr = _as_input(a, names[0]), _as_input(b, names[1])
-    dtype = np.result_type(_result_dtype(a_arr, names[0]), _result_dtype(b_arr, names[1]))
-    if a_arr.shape != b_arr.shape:
-        raise ValueError(f"{names[0]} and {names[1]} must have the same shape, got "
-                         f"{names[0]}.shape={a_arr.shape} and {names[1]}.shape={b_arr.shape}")
-    shape = tuple(a_arr.shape)
-    if a_arr.ndim == 0:
-        a_arr, b_arr = a_arr.reshape(1), b_arr.reshape(1)
-    axes = _api._single_axis(axis, a_arr.ndim, func)
-    a_d, b_d = _to_dask(a_arr, axes), _to_dask(b_arr, axes)
-    split = sorted(set(_split_along(a_d, axes) + _split_along(b_d, axes)))
-    both = f"{names[0]} or {names[1]}"
-    # stacklevel 4: _whole_along <- here <- the public function <- its caller
-    a_d = _whole_along(a_d, axes, func, both, split, 4)
-    b_d = _whole_along(b_d, axes, func, both, [], 4)
+    call = _api._prepare(_as_input, func, "product", (a, b), names, axis)
+    a_d, b_d = _whole(call, func, names, 4)  # _whole <- here <- softmax_jvp <- caller
     if b_d.chunks != a_d.chunks:  # the blocks are paired one to one
         b_d = _rechunk(b_d, a_d.chunks)
-    result = _map_blocks(kernel, a_d, b_d, axis=axes[0], dtype=dtype,
+    dtype = call.result_dtype
+    result = _map_blocks(kernel, a_d, b_d, axis=call.axes[0], dtype=dtype,
                          meta=_meta(a_d.ndim, dtype))
-    return _reshape(result, shape)
+    return _reshape(result, call.shape)
 
 
 def softmax_jvp(s: _Input, v: _Input, axis: SupportsIndex = -1) -> Array:
@@ -459,10 +434,11 @@ def softmax_jacobian(s: _Input, axis: SupportsIndex = -1) -> Array:
     array([[ 0.25, -0.25],
            [-0.25,  0.25]])
     """
-    darr, (axis_,), dtype, _ = _one_input(s, axis, "s", "softmax_jacobian", single=True,
-                                            stacklevel=3)  # _one_input <- softmax_jacobian <- caller
+    call = _api._prepare(_as_input, "softmax_jacobian", "jacobian", (s,), ("s",), axis)
+    (darr,) = _whole(call, "softmax_jacobian", ("s",), 3)  # _whole <- here <- caller
+    dtype = call.result_dtype
     # a lazy transpose: the kernel takes blocks of any strides
-    moved = cast(Array, _da.moveaxis(darr, axis_, -1))
+    moved = cast(Array, _da.moveaxis(darr, call.axes[0], -1))
     n = moved.shape[-1]
     return _map_blocks(_api.softmax_jacobian, moved, axis=-1, new_axis=moved.ndim,
                        chunks=moved.chunks + ((n,),), dtype=dtype,
@@ -590,20 +566,13 @@ def softmax_cross_entropy(logits: _Input, target: _Input, axis: SupportsIndex = 
     >>> float(np.round(loss_value, 6))
     0.31854
     """
-    # The checks of the top-level function, in its order, from dtypes and shapes.
-    if not isinstance(reduction, str) or reduction not in _api._REDUCTIONS:
-        raise ValueError(f"reduction must be one of {', '.join(map(repr, _api._REDUCTIONS))}; "
-                         f"got {reduction!r}")
-    x = _as_input(logits, "logits")
-    t = _as_input(target, "target")
-    x_result = _result_dtype(x, "logits")
-    logits_shape = tuple(x.shape)
-    if x.ndim == 0:
-        x = x.reshape(1)
-    (axis_,) = _api._single_axis(axis, x.ndim, "softmax_cross_entropy")
-    batch_shape = logits_shape[:axis_] + tuple(x.shape[axis_ + 1:])
-    is_index, grad_dtype = _api._target_kind(t, logits_shape, batch_shape, axis_, x_result)
-    compute_dtype = _api._compute_dtype(grad_dtype)
+    # The checks of the top-level function, from dtypes and shapes.
+    _api._check_reduction(reduction)
+    call = _api._prepare(_as_input, "softmax_cross_entropy", "loss", (logits, target),
+                         ("logits", "target"), axis)
+    x, t = call.arrays
+    (axis_,), logits_shape, batch_shape = call.axes, call.shape, call.batch_shape
+    is_index, grad_dtype, compute_dtype = call.is_index, call.result_dtype, call.compute_dtype
 
     # The blocks: logits whole along the axis; the target paired with them
     # block for block (index targets get a length-1 axis in its place).

@@ -28,18 +28,15 @@ of silently changing a later ``backward``; copy them to edit them.
 from __future__ import annotations
 
 import operator
-from typing import Any, Literal, SupportsIndex
+from typing import Any, SupportsIndex
 
 import numpy as np
-from numpy.typing import ArrayLike, NDArray
+from numpy.typing import ArrayLike
 
-from ._api import log_softmax, log_softmax_vjp, softmax, softmax_cross_entropy, softmax_vjp
+from ._api import (_check_reduction, _FloatArray, _Reduction, log_softmax, log_softmax_vjp,
+                   softmax, softmax_cross_entropy, softmax_vjp)
 
 __all__ = ["Softmax", "LogSoftmax", "SoftmaxCrossEntropy"]
-
-_FloatArray = NDArray[np.floating[Any]]
-_Reduction = Literal["mean", "sum", "none"]
-_REDUCTIONS = ("mean", "sum", "none")
 
 
 def _read_only(arr: _FloatArray) -> _FloatArray:
@@ -61,7 +58,92 @@ def _not_run(layer: str) -> RuntimeError:
                         f"there is nothing to differentiate yet")
 
 
-class Softmax:
+class _Activation:
+    """What the activations share: the axis, the kept output, and backward
+    through the output's vector-Jacobian product."""
+
+    def __init__(self, axis: SupportsIndex = -1) -> None:
+        self.axis = operator.index(axis)  # TypeError now for a float or a tuple
+        self._output: _FloatArray | None = None
+        self._axis = self.axis  # the axis of the kept output
+
+    def _function(self, x: ArrayLike, axis: int) -> _FloatArray:
+        raise NotImplementedError
+
+    def _vjp(self, output: _FloatArray, grad: ArrayLike, axis: int) -> _FloatArray:
+        raise NotImplementedError
+
+    def forward(self, x: ArrayLike) -> _FloatArray:
+        """The activation of `x` along `axis`, kept for `backward`.
+
+        Parameters
+        ----------
+        x : array_like
+            Input of any shape with `axis`; dtypes as :func:`fastsoftmax.softmax`.
+
+        Returns
+        -------
+        ndarray
+            The (log-)probabilities, the shape of `x`; read-only.
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> from fastsoftmax.nn import LogSoftmax, Softmax
+        >>> Softmax(axis=0).forward(np.zeros((2, 3)))
+        array([[0.5, 0.5, 0.5],
+               [0.5, 0.5, 0.5]])
+        >>> np.round(LogSoftmax().forward(np.array([0.0, 0.0])), 4)
+        array([-0.6931, -0.6931])
+        """
+        output = _read_only(self._function(x, self.axis))
+        self._output, self._axis = output, self.axis
+        return output
+
+    __call__ = forward
+
+    def backward(self, grad: ArrayLike) -> _FloatArray:
+        """Gradient with respect to the input of the latest `forward`.
+
+        Parameters
+        ----------
+        grad : array_like
+            The gradient of the loss with respect to the output (``dL/ds``
+            or ``dL/dlogp``), the output's shape.
+
+        Returns
+        -------
+        ndarray
+            ``dL/dx``, the shape of the input (a new array).
+
+        Raises
+        ------
+        RuntimeError
+            If `forward` has not been called.
+        ValueError
+            If `grad` does not have the shape of the output.
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> from fastsoftmax.nn import LogSoftmax, Softmax
+        >>> layer = Softmax()
+        >>> _ = layer(np.array([0.0, 0.0]))
+        >>> layer.backward(np.array([1.0, -1.0]))
+        array([ 0.5, -0.5])
+        >>> layer = LogSoftmax()
+        >>> _ = layer(np.array([0.0, 0.0]))
+        >>> layer.backward(np.array([1.0, 0.0]))
+        array([ 0.5, -0.5])
+        """
+        layer = type(self).__name__
+        if self._output is None:
+            raise _not_run(layer)
+        _check_grad_shape(grad, self._output.shape, layer)
+        return self._vjp(self._output, grad, self._axis)
+
+
+class Softmax(_Activation):
     """Softmax activation along one axis.
 
     Parameters
@@ -94,75 +176,14 @@ class Softmax:
     array([[-0.0599, -0.1628,  0.2227]])
     """
 
-    def __init__(self, axis: SupportsIndex = -1) -> None:
-        self.axis = operator.index(axis)  # TypeError now for a float or a tuple
-        self._output: _FloatArray | None = None
-        self._axis = self.axis  # the axis of the cached output
+    def _function(self, x: ArrayLike, axis: int) -> _FloatArray:
+        return softmax(x, axis)
 
-    def forward(self, x: ArrayLike) -> _FloatArray:
-        """``softmax(x, axis)``, kept for `backward`.
-
-        Parameters
-        ----------
-        x : array_like
-            Input of any shape with `axis`; dtypes as :func:`fastsoftmax.softmax`.
-
-        Returns
-        -------
-        ndarray
-            The probabilities, the shape of `x`; read-only.
-
-        Examples
-        --------
-        >>> import numpy as np
-        >>> from fastsoftmax.nn import Softmax
-        >>> Softmax(axis=0).forward(np.zeros((2, 3)))
-        array([[0.5, 0.5, 0.5],
-               [0.5, 0.5, 0.5]])
-        """
-        output = _read_only(softmax(x, self.axis))
-        self._output, self._axis = output, self.axis
-        return output
-
-    __call__ = forward
-
-    def backward(self, grad: ArrayLike) -> _FloatArray:
-        """Gradient with respect to the input of the latest `forward`.
-
-        Parameters
-        ----------
-        grad : array_like
-            ``dL/ds``, the gradient of the loss with respect to the output,
-            the output's shape.
-
-        Returns
-        -------
-        ndarray
-            ``dL/dx``, the shape of the input (a new array).
-
-        Raises
-        ------
-        RuntimeError
-            If `forward` has not been called.
-        ValueError
-            If `grad` does not have the shape of the output.
-
-        Examples
-        --------
-        >>> import numpy as np
-        >>> from fastsoftmax.nn import Softmax
-        >>> layer = Softmax()
-        >>> _ = layer(np.array([0.0, 0.0]))
-        >>> layer.backward(np.array([1.0, -1.0]))
-        array([ 0.5, -0.5])
-        """
-        if self._output is None:
-            raise _not_run("Softmax")
-        _check_grad_shape(grad, self._output.shape, "Softmax")
-        return softmax_vjp(self._output, grad, self._axis)
+    def _vjp(self, output: _FloatArray, grad: ArrayLike, axis: int) -> _FloatArray:
+        return softmax_vjp(output, grad, axis)
 
 
-class LogSoftmax:
+class LogSoftmax(_Activation):
     """Log-softmax activation along one axis.
 
     Parameters
@@ -196,70 +217,11 @@ class LogSoftmax:
     array([[-0.91  ,  0.2447,  0.6652]])
     """
 
-    def __init__(self, axis: SupportsIndex = -1) -> None:
-        self.axis = operator.index(axis)  # TypeError now for a float or a tuple
-        self._output: _FloatArray | None = None
-        self._axis = self.axis
+    def _function(self, x: ArrayLike, axis: int) -> _FloatArray:
+        return log_softmax(x, axis)
 
-    def forward(self, x: ArrayLike) -> _FloatArray:
-        """``log_softmax(x, axis)``, kept for `backward`.
-
-        Parameters
-        ----------
-        x : array_like
-            Input of any shape with `axis`; dtypes as :func:`fastsoftmax.log_softmax`.
-
-        Returns
-        -------
-        ndarray
-            The log-probabilities, the shape of `x`; read-only.
-
-        Examples
-        --------
-        >>> import numpy as np
-        >>> from fastsoftmax.nn import LogSoftmax
-        >>> np.round(LogSoftmax().forward(np.array([0.0, 0.0])), 4)
-        array([-0.6931, -0.6931])
-        """
-        output = _read_only(log_softmax(x, self.axis))
-        self._output, self._axis = output, self.axis
-        return output
-
-    __call__ = forward
-
-    def backward(self, grad: ArrayLike) -> _FloatArray:
-        """Gradient with respect to the input of the latest `forward`.
-
-        Parameters
-        ----------
-        grad : array_like
-            ``dL/dlogp``, the output's shape.
-
-        Returns
-        -------
-        ndarray
-            ``dL/dx``, the shape of the input (a new array).
-
-        Raises
-        ------
-        RuntimeError
-            If `forward` has not been called.
-        ValueError
-            If `grad` does not have the shape of the output.
-
-        Examples
-        --------
-        >>> import numpy as np
-        >>> from fastsoftmax.nn import LogSoftmax
-        >>> layer = LogSoftmax()
-        >>> _ = layer(np.array([0.0, 0.0]))
-        >>> layer.backward(np.array([1.0, 0.0]))
-        array([ 0.5, -0.5])
-        """
-        if self._output is None:
-            raise _not_run("LogSoftmax")
-        _check_grad_shape(grad, self._output.shape, "LogSoftmax")
-        return log_softmax_vjp(self._output, grad, self._axis)
+    def _vjp(self, output: _FloatArray, grad: ArrayLike, axis: int) -> _FloatArray:
+        return log_softmax_vjp(output, grad, axis)
 
 
 class SoftmaxCrossEntropy:
@@ -299,9 +261,7 @@ class SoftmaxCrossEntropy:
     """
 
     def __init__(self, axis: SupportsIndex = -1, reduction: _Reduction = "mean") -> None:
-        if not isinstance(reduction, str) or reduction not in _REDUCTIONS:
-            raise ValueError(f"reduction must be one of {', '.join(map(repr, _REDUCTIONS))}; "
-                             f"got {reduction!r}")
+        _check_reduction(reduction)
         self.axis = operator.index(axis)  # TypeError now for a float or a tuple
         self.reduction: _Reduction = reduction
         self._dlogits: _FloatArray | None = None
