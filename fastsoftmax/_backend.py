@@ -96,17 +96,23 @@ kernels = load(SIMD_PATH)
 
 
 @contextlib.contextmanager
-def use(path: str) -> Iterator[KernelModule]:
-    """Run the public functions on the kernels of SIMD path `path` inside a
-    ``with`` block (tests and the accuracy script compare the paths), then
-    go back to the module in use before, also when the block raises."""
+def use(path: str | KernelModule) -> Iterator[KernelModule]:
+    """Run the public functions on other kernels inside a ``with`` block,
+    then go back to the module in use before, also when the block raises.
+
+    `path` names a SIMD path (tests and the accuracy script compare the
+    paths), or is a kernel module itself (tests wrap one to watch its
+    calls).  Blocks nest: each restores what it replaced, so the swaps
+    must only ever go through here.
+    """
     global kernels
     previous = kernels
-    kernels = load(path)
+    kernels = load(path) if isinstance(path, str) else path
     try:
         yield kernels
     finally:
         kernels = previous
+
 
 # The default thread count is OpenMP's, read once at import: OMP_NUM_THREADS
 # or the number of cores this process may run on.

@@ -33,6 +33,19 @@ def pytest_configure(config):
                    "-m 'not large' skips them")
 
 
+_DEFAULT_KERNELS = _backend.kernels
+
+
+@pytest.fixture(autouse=True)
+def kernels_restored():
+    """Every test leaves the default kernel module in place: one left
+    swapped would make later tests (and dask workers, which load the
+    default) compute on another SIMD path without saying so."""
+    yield
+    assert _backend.kernels is _DEFAULT_KERNELS, \
+        f"the test left _backend.kernels = {_backend.kernels!r}"
+
+
 @pytest.fixture(params=_backend.supported_paths(), ids=lambda p: f"simd-{p}")
 def simd_path(request):
     """Run the test on every SIMD kernel module this CPU supports."""

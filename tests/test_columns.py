@@ -31,8 +31,8 @@ def cols_calls(monkeypatch, simd_path):
             return kernels.softmax_cols(x, out, num_threads, take_log)
 
     monkeypatch.setattr(_api, "_COLS_MIN_INNER", 1)
-    monkeypatch.setattr(_backend, "kernels", Spy())
-    return calls
+    with _backend.use(Spy()):  # inside simd_path's block: undone before it
+        yield calls
 
 
 SHAPES_AXES = [
@@ -105,7 +105,7 @@ def test_out_in_place_and_other_dtypes(func, reference, dtype, cols_calls, threa
 
 
 @pytest.mark.parametrize("func, reference", FORWARD, ids=FORWARD_IDS)
-def test_default_threshold_takes_rows_for_short_inner_axes(func, reference, monkeypatch, rng):
+def test_default_threshold_takes_rows_for_short_inner_axes(func, reference, rng):
     """Below the threshold (inner < 16) the transposed row path is used."""
     calls = []
     kernels = _backend.kernels
@@ -118,9 +118,10 @@ def test_default_threshold_takes_rows_for_short_inner_axes(func, reference, monk
             calls.append(args[0].shape)
             return kernels.softmax_cols(*args)
 
-    monkeypatch.setattr(_backend, "kernels", Spy())
-    x = rng.standard_normal((50, 8))
-    np.testing.assert_allclose(func(x, axis=0), reference(x, axis=0), rtol=1e-13, atol=1e-300)
-    assert calls == []
-    func(rng.standard_normal((50, 16)), axis=0)
+    with _backend.use(Spy()):
+        x = rng.standard_normal((50, 8))
+        np.testing.assert_allclose(func(x, axis=0), reference(x, axis=0), rtol=1e-13,
+                                   atol=1e-300)
+        assert calls == []
+        func(rng.standard_normal((50, 16)), axis=0)
     assert calls == [(1, 50, 16)]

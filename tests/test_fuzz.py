@@ -662,24 +662,24 @@ class AlignmentSpy:
 # workers receive them) reached the kernels, whose loads of them are
 # undefined behaviour in C.  The Python layer copies them now.
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
-def test_kernels_get_aligned_arrays_only(dtype, monkeypatch):
+def test_kernels_get_aligned_arrays_only(dtype):
     itemsize = np.dtype(dtype).itemsize
     buffer = np.zeros(3 * 8 * itemsize + 1, np.uint8)
     x = np.ndarray((3, 8), dtype, buffer=buffer, offset=1)  # one byte off
     x[...] = np.arange(24).reshape(3, 8) / 7
     assert not x.flags.aligned
     spy = AlignmentSpy(_backend.kernels)
-    monkeypatch.setattr(_backend, "kernels", spy)
-    fs.softmax(x)
-    fs.log_softmax(x, axis=0)
-    fs.softmax_vjp(x, x)
-    fs.softmax_jacobian(x)
-    fs.softmax_cross_entropy(x, np.zeros(3, np.int64), return_grad=True)
-    fs.softmax_cross_entropy(x, x)
-    fs.softmax(x.copy(), out=np.ndarray((3, 8), dtype, buffer=buffer, offset=1))
     index_buffer = np.zeros(3 * 8 + 1, np.uint8)
     index = np.ndarray((3,), np.int64, buffer=index_buffer, offset=1)  # class 0, one byte off
-    fs.softmax_cross_entropy(x.copy(), index)
+    with _backend.use(spy):
+        fs.softmax(x)
+        fs.log_softmax(x, axis=0)
+        fs.softmax_vjp(x, x)
+        fs.softmax_jacobian(x)
+        fs.softmax_cross_entropy(x, np.zeros(3, np.int64), return_grad=True)
+        fs.softmax_cross_entropy(x, x)
+        fs.softmax(x.copy(), out=np.ndarray((3, 8), dtype, buffer=buffer, offset=1))
+        fs.softmax_cross_entropy(x.copy(), index)
     assert spy.calls >= 8  # each of the 8 calls reached a kernel
 
 
@@ -687,14 +687,14 @@ def test_kernels_get_aligned_arrays_only(dtype, monkeypatch):
 # the first input was aligned, not the second (found by .ci/sanitizers in a
 # dask worker).
 @pytest.mark.parametrize("func", [fs.softmax_jvp, fs.softmax_vjp, fs.log_softmax_vjp])
-def test_products_with_one_misaligned_input(func, monkeypatch):
+def test_products_with_one_misaligned_input(func):
     buffer = np.zeros(3 * 8 * 8 + 1, np.uint8)
     v = np.ndarray((3, 8), np.float64, buffer=buffer, offset=1)  # one byte off
     v[...] = 0.5
     s = np.full((3, 8), 0.125)
     spy = AlignmentSpy(_backend.kernels)
-    monkeypatch.setattr(_backend, "kernels", spy)
-    func(s, v)
+    with _backend.use(spy):
+        func(s, v)
     assert spy.calls >= 1
 
 
