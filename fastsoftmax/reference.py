@@ -1,14 +1,14 @@
 """Plain NumPy reference implementation of fastsoftmax's math functions.
 
 This module is the ground truth the tests compare the compiled kernels
-against. It follows the contract in API.md with the same signatures, and is
+against. It follows the contract of docs/api.rst with the same signatures, and is
 written to be obviously right rather than fast: every function is a direct
 transcription of its formula, the Jacobian products even build the Jacobian
 matrix row by row.
 
-Dtype rules (API.md): float32 and float64 are computed natively, float16 is
-computed in float32 and returned as float16, integer and bool inputs become
-float64; complex, object, string (and any other) dtypes raise ``TypeError``.
+Dtype rules (docs/api.rst, section Dtypes): float32 and float64 are
+computed natively, float16 is computed in float32 and returned as float16,
+integer and bool inputs become float64; complex, object, string (and any other) dtypes raise ``TypeError``.
 
 Reference-only extension: ``numpy.longdouble`` inputs are also accepted and
 computed natively in long double, so tests can use this module as a
@@ -59,7 +59,7 @@ def _quiet() -> np.errstate:
 # --------------------------------------------------------------------------
 
 def _result_dtype(dtype: np.dtype[Any]) -> np.dtype[Any]:
-    """The dtype of the result for an input of ``dtype`` (API.md's rules)."""
+    """The result dtype for an input of ``dtype`` (docs/api.rst, section Dtypes)."""
     if dtype.kind == "f":  # float16, float32, float64, longdouble
         return np.dtype(dtype.type)  # native byte order
     if dtype.kind in "biu":
