@@ -8,7 +8,8 @@ matrix row by row.
 
 Dtype rules (docs/api.rst, section Dtypes): float32 and float64 are
 computed natively, float16 is computed in float32 and returned as float16,
-integer and bool inputs become float64; complex, object, string (and any other) dtypes raise ``TypeError``.
+integer and bool inputs become float64; complex, object, string (and any
+other) dtypes raise ``TypeError``.
 
 Reference-only extension: ``numpy.longdouble`` inputs are also accepted and
 computed natively in long double, so tests can use this module as a
