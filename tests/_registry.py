@@ -104,7 +104,7 @@ def assert_ulp_close(actual, expected, dtype, ulps, floor=None):
 #
 # Sums.  Every sum over a row -- sum exp(x_j - m), <s, v>, sum(g),
 # sum t_j (x_j - m) -- runs in FS_LANES = 16 double lanes (lane l takes
-# terms l, l + 16, ...), added pairwise at the end (fastsoftmax/_vmath.h):
+# terms l, l + 16, ...), added pairwise at the end (fastsoftmax/_vmath.hpp):
 #   float32 data (and float16, computed in float32): plain double lanes.  A
 #     lane of m = ceil(n/16) terms and the 4 levels of the pairwise end err
 #     by at most (m + 4) 2^-53 of the sum of the terms' magnitudes: for

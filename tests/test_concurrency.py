@@ -169,11 +169,11 @@ def kernel_call(name, dtype=np.float32):
     out = np.empty((rows, n), dtype)
     if name == "softmax_rows":
         return lambda: kernels.softmax_rows(x, out, 1, False)
-    if name == "log_softmax_rows":
+    if name == "softmax_rows-take_log":
         return lambda: kernels.softmax_rows(x, out, 1, True)
-    if name == "softmax_jvp_rows":
+    if name == "product_rows":
         return lambda: kernels.product_rows(x, x, out, 1, False)
-    if name == "log_softmax_vjp_rows":
+    if name == "product_rows-log_vjp":
         return lambda: kernels.product_rows(x, x, out, 1, True)
     if name == "softmax_jacobian_rows":
         jac = np.empty((1, 2896, 2896), dtype)
@@ -184,7 +184,7 @@ def kernel_call(name, dtype=np.float32):
     raise ValueError(name)
 
 
-KERNELS = ["softmax_rows", "log_softmax_rows", "softmax_jvp_rows", "log_softmax_vjp_rows",
+KERNELS = ["softmax_rows", "softmax_rows-take_log", "product_rows", "product_rows-log_vjp",
            "softmax_jacobian_rows", "cross_entropy_rows"]
 
 
