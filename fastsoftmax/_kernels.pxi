@@ -31,6 +31,7 @@ cdef extern from "_vmath.hpp" nogil:
     void c_omp_set_num_threads "fastsoftmax::omp_set_num_threads"(int n)
     int c_omp_team_size "fastsoftmax::omp_team_size"()
     int c_simd_width_bytes "fastsoftmax::simd_width_bytes"()
+    const char *c_compiler "fastsoftmax::compiler"()
     int c_cpu_supports "fastsoftmax::cpu_supports"(const char *feature)
     const Py_ssize_t COLS "fastsoftmax::cols"
 
@@ -98,6 +99,11 @@ def omp_set_num_threads(int n):
 def simd_width_bytes():
     """Vector register width this module was compiled for."""
     return c_simd_width_bytes()
+
+
+def compiler():
+    """The compiler that compiled this module ("gcc 12.2.0", "clang 14.0.6 ...")."""
+    return c_compiler().decode("ascii", "replace")
 
 
 def cpu_supports(str feature):

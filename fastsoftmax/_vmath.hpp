@@ -90,6 +90,21 @@ inline int omp_team_size()
 #endif
 }
 
+// The compiler that compiled this module, as its predefined macros tell:
+// what the build config says can be stale if a build reused objects.
+inline const char *compiler()
+{
+#if defined(__clang__)
+    return "clang " __clang_version__;
+#elif defined(__GNUC__)
+    return "gcc " __VERSION__;
+#elif defined(_MSC_VER)
+    return "msvc";
+#else
+    return "unknown";
+#endif
+}
+
 inline int simd_width_bytes()
 {
 #if defined(__AVX512F__)
