@@ -110,6 +110,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             parser.error("--repeat must be at least 1")
         if args.peers and args.placement:
             parser.error("--peers and --placement are separate runs: give one")
+        if args.plot is not None and (args.peers or args.placement):
+            parser.error("--plot goes with the full bench, not with --peers or --placement")
         if args.peers:
             return peers_bench(args.quick, args.repeat)
         sizes = QUICK if args.quick else FULL

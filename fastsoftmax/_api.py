@@ -25,9 +25,10 @@ from . import _backend
 if TYPE_CHECKING:
     from typing_extensions import TypeGuard  # in typing from Python 3.10 on
 
-# The public math functions, listed once: fastsoftmax, fastsoftmax.dask and
-# fastsoftmax.reference import this tuple (`from ._api import __all__`, which
-# type checkers follow) and add their own names to it.
+# The public math functions, listed once: fastsoftmax and fastsoftmax.dask
+# import this tuple (`from ._api import __all__`, which type checkers
+# follow) and add their own names to it.  (fastsoftmax.reference keeps its
+# own list: it imports nothing but NumPy.)
 __all__: tuple[str, ...] = (
     "softmax", "log_softmax", "softmax_jacobian", "softmax_jvp", "softmax_vjp",
     "log_softmax_vjp", "softmax_cross_entropy")

@@ -88,7 +88,7 @@ MATH_FUNCTIONS = ("softmax", "log_softmax", "softmax_jacobian", "softmax_jvp",
 ULP_LIMIT = 8
 
 
-def _exact_dtype(dtype: np.dtype[Any]) -> np.dtype[Any]:
+def exact_dtype(dtype: np.dtype[Any]) -> np.dtype[Any]:
     """The dtype the reference computes the 'exact' value in: float64 for
     float32 data, long double for float64 data (where the platform has one)."""
     return np.dtype(np.float64) if dtype == np.float32 else np.dtype(np.longdouble)
@@ -108,7 +108,7 @@ def _max_error(got: ArrayLike, exact: ArrayLike, dtype: np.dtype[Any],
 def _check_one(name: str, shape: Shape, axis: int, dtype: np.dtype[Any],
                rng: np.random.Generator) -> float:
     """Error in ulp of fs.<name> against reference.<name> on random data."""
-    hi = _exact_dtype(dtype)
+    hi = exact_dtype(dtype)
     x = (3 * rng.standard_normal(shape)).astype(dtype)
     g = rng.standard_normal(shape).astype(dtype)
     ours, exact = getattr(fs, name), getattr(ref, name)

@@ -34,7 +34,7 @@ from numpy.typing import NDArray
 import fastsoftmax as fs
 from fastsoftmax import reference as ref
 from fastsoftmax._bench import FULL, QUICK, import_torch
-from fastsoftmax._checks import _exact_dtype, ulp_errors
+from fastsoftmax._checks import exact_dtype, ulp_errors
 from fastsoftmax._ops import IMPLEMENTATIONS, OWN_PROCESS, Shape, implementation, make_inputs
 from fastsoftmax._report import number, print_table
 from fastsoftmax._timing import median_times
@@ -114,13 +114,16 @@ def import_library(name: str, threads: int) -> tuple[Any, str]:
         return jax, f"{jax.__version__} (XLA pool sized by CPU affinity: {cores} core(s))"
     if name == "fastsoftmax":
         return None, f"{fs.__version__} ({threads} thread(s))"
+    if name not in IMPLEMENTATIONS:
+        raise ValueError(f"unknown library {name!r}: not one of {LIBRARIES} "
+                         f"or of the op table's {IMPLEMENTATIONS}")
     return None, f"numpy {np.__version__}"  # the op table's NumPy implementations
 
 
 def max_ulp(op: str, x: NDArray[Any], result: Any) -> float:
     """Largest error in ulp of `result`, `op` of `x`, against the oracle:
     the reference in float64 for float32 data, long double for float64."""
-    exact = getattr(ref, op)(x.astype(_exact_dtype(x.dtype)))
+    exact = getattr(ref, op)(x.astype(exact_dtype(x.dtype)))
     return float(np.max(ulp_errors(np.asarray(result), exact, x.dtype)))
 
 

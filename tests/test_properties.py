@@ -83,7 +83,7 @@ def forward_budget(func, dtype):
 
 
 def derivative_budget(name, dtype):
-    """(ulps, floor scale of the terms) of REGISTRY, float16 included."""
+    """(ulps, floor scale of the terms) of _registry.DERIVATIVE_BOUNDS, float16 included."""
     dtype = np.dtype(dtype)
     if dtype == F16:
         ulps, scale = DERIVATIVE_BOUNDS[name][F32]
@@ -414,7 +414,7 @@ def test_jacobian_times_v_is_jvp(data):
     # J's entries err by <= 1 ulp of max(|J_ij|, tiny) each (_registry.py:
     # no cancellation in the kernel's s_i (δ_ij - s_j)), so J @ v, summed in
     # high precision, is off by <= eps sum_j max(s_i (δ_ij + s_j), tiny) |v_j|;
-    # the JVP by its REGISTRY budget, at most `ulps` ulp of max(terms_i, tiny).
+    # the JVP by its DERIVATIVE_BOUNDS budget, at most `ulps` ulp of max(terms_i, tiny).
     eps = np.finfo(dtype).eps
     jac_terms = np.maximum(jacobian_terms(np.atleast_1d(s).astype(hp), axis), tiny(dtype))
     jac_err = np.moveaxis(np.einsum("...ij,...j->...i", jac_terms, np.abs(v_rows)), -1, axis)
@@ -436,7 +436,7 @@ def test_jvp_sums_to_zero(data):
     s_h, v_h = np.atleast_1d(s).astype(hp), np.atleast_1d(v).astype(hp)
     exact = (s_h * v_h).sum(axis) * (1 - s_h.sum(axis))
     total = np.atleast_1d(fs.softmax_jvp(s, v, axis)).astype(hp).sum(axis)
-    # each entry within `ulps` ulp of max(terms_j, tiny) (REGISTRY)
+    # each entry within `ulps` ulp of max(terms_j, tiny) (DERIVATIVE_BOUNDS)
     ulps, _ = derivative_budget("softmax_jvp", dtype)
     floor = floor_of_terms("softmax_jvp", [s, v], axis, dtype, 1.0)
     bound = ulps * np.finfo(dtype).eps * np.atleast_1d(floor).sum(axis)
@@ -461,7 +461,7 @@ def test_log_softmax_vjp_is_softmax_vjp_by_the_chain_rule(data):
     # Budget (first order in eps, the data's), with q = exp(logp) and
     # T_j = max(|g_j| + max(s_j, q_j) sum|g|, tiny) (tiny: a subnormal
     # result's rounding is absolute):
-    #   log_softmax_vjp: U_l eps T_j (REGISTRY; its floor is T_j itself)
+    #   log_softmax_vjp: U_l eps T_j (DERIVATIVE_BOUNDS; its floor is T_j itself)
     #   softmax_vjp of w = g/s: U_s eps of its terms s_j (|w_j| + <s, |w|>) ~ T_j
     #   w rounded: s_j w_j = g_j (1 + 0.5 eps): 0.5 eps T_j
     #   s and q both approximate p: |s_j - q_j| <= (B_s + B_l max(|logp_j|, 1))
