@@ -15,7 +15,7 @@
 #   C++ templates that the fused-type code below instantiates); here are
 #   the row loops, the GIL release and the threads.
 
-from cython.parallel cimport prange
+from cython.parallel cimport parallel, prange
 from libc.math cimport INFINITY, log
 from libc.stdint cimport int64_t
 from cpython.mem cimport PyMem_RawFree, PyMem_RawMalloc
@@ -34,22 +34,29 @@ cdef extern from "_vmath.hpp" nogil:
     const char *c_compiler "fastsoftmax::compiler"()
     int c_cpu_supports "fastsoftmax::cpu_supports"(const char *feature)
     const Py_ssize_t COLS "fastsoftmax::cols"
+    bint store_aliases "fastsoftmax::store_aliases"(const void *store, const void *load)
+    void *stage_clear_of "fastsoftmax::stage_clear_of"(void *area, const void *x)
+    const size_t PAGE "fastsoftmax::page"
+    const size_t STALL_MIN_BYTES "fastsoftmax::stall_min_bytes"
 
 # The row primitives: C++ templates, instantiated for float or double by the
 # fused-type code that calls them.
 cdef extern from "_vmath.hpp" namespace "fastsoftmax" nogil:
     T exp[T](T x)
     T row_max[T](const T *x, Py_ssize_t n)
-    double row_exp_sum[T](const T *x, T shift, T *y, Py_ssize_t n)
-    void row_scale_div[T](T *y, double num, double den, Py_ssize_t n)
+    double row_exp_sum[T](const T *x, T shift, T *e, T *y, Py_ssize_t n)
+    void row_scale_div[T](const T *e, double num, double den, T *y, Py_ssize_t n)
     void row_shift[T](const T *x, T shift, double offset, T *y, Py_ssize_t n)
     double row_log_sum[T](const T *x, T m, const T *e, double S, Py_ssize_t n)
     double row_sum[T](const T *x, Py_ssize_t n)
     double row_dot[T](const T *a, const T *b, Py_ssize_t n)
+    double row_dot_copying[T](const T *a, const T *b, T *c, Py_ssize_t n, bint sum_only)
     double row_weighted_shifted_sum[T](const T *w, const T *x, T shift, Py_ssize_t n)
     void row_jvp[T](const T *s, const T *v, double dot, T *y, Py_ssize_t n)
+    void product_row[T](const T *a, const T *b, T *y, Py_ssize_t n, bint log_vjp)
     void row_log_vjp[T](const T *logp, const T *g, double gsum, T *y, Py_ssize_t n)
-    void row_xent_grad[T](T *g, const T *t, double factor, double tscale, Py_ssize_t n)
+    void row_xent_grad[T](const T *e, const T *t, double factor, double tscale, T *g,
+                          Py_ssize_t n)
     void jacobian_row[T](const T *s, Py_ssize_t i, T *y, Py_ssize_t n)
     void softmax_cols_tile[T](const T *x, Py_ssize_t sx, T *y, Py_ssize_t sy,
                               Py_ssize_t n, Py_ssize_t w, int take_log)
@@ -73,6 +80,13 @@ cdef enum:
 cdef enum:
     ROW_BLOCK = 8
     BLOCK_MAX_BYTES = 1024
+
+# Softmax and the loss keep their exp(x - max) terms in a scratch row, one
+# per thread, where storing them into the output would stall the loads of
+# the input (4K aliasing, see _vmath.hpp).  Rows longer than this store
+# into the output regardless, rather than double their memory.
+cdef enum:
+    STAGE_MAX_BYTES = 1 << 24
 
 cdef Py_ssize_t parallel_min_elements = PARALLEL_MIN_ELEMENTS
 cdef Py_ssize_t split_row_min = SPLIT_ROW_MIN
@@ -167,18 +181,44 @@ cdef inline int threads_for(Py_ssize_t elements, int requested) noexcept nogil:
 # cache for the later passes unless it is huge.  A row holding NaN or +inf,
 # or only -inf, gets a NaN max or sum, and so NaN everywhere.
 
+cdef inline size_t stage_bytes(const void *x, Py_ssize_t sx, const void *y, Py_ssize_t sy,
+                               size_t row_bytes, size_t block_bytes) noexcept nogil:
+    """Scratch a thread needs to keep a block's terms away from y: none if
+    no row of x and y (rows sx and sy bytes apart) makes storing into y
+    stall, if the rows are too short for it to matter, or if a block is
+    longer than STAGE_MAX_BYTES."""
+    if (row_bytes < STALL_MIN_BYTES or block_bytes > STAGE_MAX_BYTES
+            or (sx == sy and not store_aliases(y, x))):
+        return 0
+    return block_bytes
+
+
+cdef inline void *new_stage(size_t nbytes) noexcept nogil:
+    """A thread's scratch area, room for nbytes at any page offset (see
+    stage_clear_of), or NULL if none is needed (or there is no memory: the
+    kernels then store into the output, slower but still right)."""
+    return PyMem_RawMalloc(nbytes + PAGE) if nbytes else NULL
+
+
 cdef inline void softmax_block(const floating *x, Py_ssize_t sx, floating *y, Py_ssize_t sy,
-                               Py_ssize_t count, Py_ssize_t n, bint take_log) noexcept nogil:
+                               Py_ssize_t count, Py_ssize_t n, bint take_log,
+                               void *stage_area) noexcept nogil:
     """count <= ROW_BLOCK rows of n elements, the first at x (y), the next
     sx (sy) bytes further each, pass by pass across the rows; a single row
     is a block of one.  Each row's log (or reciprocal) waits for its sum and
     the row's last pass waits for it; one row at a time, that latency is
     paid per row (a fifth of log_softmax's time on rows of 64).  Here the
     rows' logs are independent of each other and overlap.  Each row gets
-    the same operations, whatever its block.  (Pointers, not memoryviews:
-    the compiler then inlines this into its callers.)"""
+    the same operations, whatever its block.  `stage_area` (NULL, or from
+    new_stage, room for count rows) takes softmax's terms of the rows whose
+    y would stall.
+    (Pointers, not memoryviews: the compiler then inlines this into its
+    callers.)"""
     cdef floating m[ROW_BLOCK]
     cdef double total[ROW_BLOCK]
+    cdef floating *terms[ROW_BLOCK]
+    cdef floating *stage = (<floating *>stage_clear_of(stage_area, x) if stage_area != NULL
+                            else <floating *>NULL)
     cdef const floating *xr
     cdef floating *yr
     cdef Py_ssize_t r
@@ -186,10 +226,19 @@ cdef inline void softmax_block(const floating *x, Py_ssize_t sx, floating *y, Py
         xr = <const floating *>(<const char *>x + r * sx)
         yr = <floating *>(<char *>y + r * sy)
         m[r] = row_max(xr, n)
-        # log_softmax does not need the terms, but storing them (unless in
-        # place) pulls y's cache lines in while the exp keeps the core busy,
-        # instead of in the quick shift pass, which would then wait for memory.
-        total[r] = row_exp_sum(xr, m[r], <floating *>NULL if take_log and yr == xr else yr, n)
+        # Softmax stores the terms exp(x - max), which its last pass scales
+        # into y: into y itself, or into the stage where storing into y
+        # would stall the loads of x.  log_softmax does not need them, but
+        # storing them into y (unless in place or stalling) pulls y's cache
+        # lines in while the exp keeps the core busy, instead of in the
+        # quick shift pass, which would then wait for memory.
+        terms[r] = yr
+        if take_log and (yr == xr or (store_aliases(yr, xr)
+                                      and n * sizeof(floating) >= STALL_MIN_BYTES)):
+            terms[r] = NULL
+        elif stage != NULL and store_aliases(yr, xr):
+            terms[r] = stage + r * n
+        total[r] = row_exp_sum(xr, m[r], terms[r], yr, n)
     if take_log:
         for r in range(count):
             xr = <const floating *>(<const char *>x + r * sx)
@@ -199,7 +248,7 @@ cdef inline void softmax_block(const floating *x, Py_ssize_t sx, floating *y, Py
             row_shift(xr, m[r], total[r], <floating *>(<char *>y + r * sy), n)
     else:
         for r in range(count):
-            row_scale_div(<floating *>(<char *>y + r * sy), 1.0, total[r], n)
+            row_scale_div(terms[r], 1.0, total[r], <floating *>(<char *>y + r * sy), n)
 
 
 cdef inline Py_ssize_t chunk_length(Py_ssize_t n, Py_ssize_t nchunks) noexcept nogil:
@@ -238,7 +287,7 @@ cdef void softmax_row_split(const floating *x, floating *y, Py_ssize_t n,
         # of 4e6 floats).
         chunk_sum[c] = row_exp_sum(x + start, m_c if m_c != -INFINITY else 0,
                                    <floating *>NULL if (take_log and y == x) else y + start,
-                                   stop - start)
+                                   <floating *>NULL, stop - start)
 
     for c in range(nchunks):
         if chunk_max[c] > m:
@@ -256,9 +305,9 @@ cdef void softmax_row_split(const floating *x, floating *y, Py_ssize_t n,
         if take_log:
             row_shift(x + start, m, log_total, y + start, stop - start)
         elif chunk_max[c] == -INFINITY:  # its stored terms are 0 (or NaN)
-            row_scale_div(y + start, 1.0, total, stop - start)
+            row_scale_div(y + start, 1.0, total, y + start, stop - start)
         else:
-            row_scale_div(y + start, exp(chunk_max[c] - m), total, stop - start)
+            row_scale_div(y + start, exp(chunk_max[c] - m), total, y + start, stop - start)
 
 
 cdef void softmax_rows_impl(const floating[:, :] x, floating[:, :] out,
@@ -271,18 +320,30 @@ cdef void softmax_rows_impl(const floating[:, :] x, floating[:, :] out,
     cdef Py_ssize_t per_block = (ROW_BLOCK if n * <Py_ssize_t>sizeof(floating) <= BLOCK_MAX_BYTES
                                  else 1)
     cdef Py_ssize_t blocks = (rows + per_block - 1) // per_block
+    # (log_softmax stores no terms where y would stall: no stage)
+    cdef size_t stage_size = 0 if take_log else stage_bytes(
+        &x[0, 0], x.strides[0], &out[0, 0], out.strides[0], n * sizeof(floating),
+        per_block * n * sizeof(floating))
+    cdef void *stage
     if nthreads > 1 and rows < nthreads and n >= split_row_min:
         for i in range(rows):
             softmax_row_split(&x[i, 0], &out[i, 0], n, nthreads, take_log)
     elif nthreads > 1:
         # (no more threads than blocks: a thread without one would only wait)
-        for b in prange(blocks, schedule="static", num_threads=min(<Py_ssize_t>nthreads, blocks)):
-            softmax_block(&x[b * per_block, 0], x.strides[0], &out[b * per_block, 0],
-                          out.strides[0], min(per_block, rows - b * per_block), n, take_log)
+        with parallel(num_threads=min(<Py_ssize_t>nthreads, blocks)):
+            stage = new_stage(stage_size)
+            for b in prange(blocks, schedule="static"):
+                softmax_block(&x[b * per_block, 0], x.strides[0], &out[b * per_block, 0],
+                              out.strides[0], min(per_block, rows - b * per_block), n,
+                              take_log, stage)
+            PyMem_RawFree(stage)
     else:
+        stage = new_stage(stage_size)
         for b in range(blocks):
             softmax_block(&x[b * per_block, 0], x.strides[0], &out[b * per_block, 0],
-                          out.strides[0], min(per_block, rows - b * per_block), n, take_log)
+                          out.strides[0], min(per_block, rows - b * per_block), n, take_log,
+                          stage)
+        PyMem_RawFree(stage)
 
 
 def softmax_rows(const floating[:, :] x, floating[:, :] out, int num_threads, bint take_log):
@@ -333,12 +394,27 @@ def set_thresholds(Py_ssize_t parallel_min=PARALLEL_MIN_ELEMENTS,
 # update; no Jacobian is formed.  `out` may be either input: element j is
 # read before it is written.
 
-cdef inline void product_row(const floating *a, const floating *b, floating *y,
-                             Py_ssize_t n, bint log_vjp) noexcept nogil:
-    if log_vjp:
-        row_log_vjp(a, b, row_sum(b, n), y, n)
+cdef void product_row_staged(const floating *a, const floating *b, floating *y,
+                             Py_ssize_t n, bint log_vjp, void *stage_area) noexcept nogil:
+    """product_row, but where storing into y would stall the loads of a or b
+    (see softmax_block), the first pass also copies that input into the
+    stage, placed clear of y, and the last pass reads the copy.  (Apart
+    from product_row: inlined into it, it made rows of 10 twice as slow.)"""
+    cdef floating *copy = <floating *>stage_clear_of(stage_area, y)
+    cdef double total
+    if store_aliases(y, a):
+        total = row_dot_copying(a, b, copy, n, log_vjp)
+        a = copy
+    elif store_aliases(y, b):
+        total = row_dot_copying(b, b if log_vjp else a, copy, n, log_vjp)
+        b = copy
     else:
-        row_jvp(a, b, row_dot(a, b, n), y, n)
+        product_row(a, b, y, n, log_vjp)
+        return
+    if log_vjp:
+        row_log_vjp(a, b, total, y, n)
+    else:
+        row_jvp(a, b, total, y, n)
 
 
 cdef void product_row_split(const floating *a, const floating *b, floating *y,
@@ -374,15 +450,32 @@ cdef void product_rows_impl(const floating[:, :] a, const floating[:, :] b,
     if rows == 0 or n == 0:
         return
     cdef int nthreads = threads_for(rows * n, num_threads)
+    cdef size_t stage_size = max(
+        stage_bytes(&a[0, 0], a.strides[0], &out[0, 0], out.strides[0], n * sizeof(floating),
+                    n * sizeof(floating)),
+        stage_bytes(&b[0, 0], b.strides[0], &out[0, 0], out.strides[0], n * sizeof(floating),
+                    n * sizeof(floating)))
+    cdef void *stage
     if nthreads > 1 and rows < nthreads and n >= split_row_min:
         for i in range(rows):
             product_row_split(&a[i, 0], &b[i, 0], &out[i, 0], n, nthreads, log_vjp)
     elif nthreads > 1:
-        for i in prange(rows, schedule="static", num_threads=nthreads):
-            product_row(&a[i, 0], &b[i, 0], &out[i, 0], n, log_vjp)
+        with parallel(num_threads=nthreads):
+            stage = new_stage(stage_size)
+            for i in prange(rows, schedule="static"):
+                if stage != NULL:
+                    product_row_staged(&a[i, 0], &b[i, 0], &out[i, 0], n, log_vjp, stage)
+                else:
+                    product_row(&a[i, 0], &b[i, 0], &out[i, 0], n, log_vjp)
+            PyMem_RawFree(stage)
     else:
+        stage = new_stage(stage_size)
         for i in range(rows):
-            product_row(&a[i, 0], &b[i, 0], &out[i, 0], n, log_vjp)
+            if stage != NULL:
+                product_row_staged(&a[i, 0], &b[i, 0], &out[i, 0], n, log_vjp, stage)
+            else:
+                product_row(&a[i, 0], &b[i, 0], &out[i, 0], n, log_vjp)
+        PyMem_RawFree(stage)
 
 
 def product_rows(const floating[:, :] a, const floating[:, :] b,
@@ -433,11 +526,17 @@ def softmax_jacobian_rows(const floating[:, :] s, floating[:, :, ::1] out,
 # does log S.
 
 cdef inline double xent_row(const floating *x, const floating *t, Py_ssize_t c,
-                            floating *grad, double scale, Py_ssize_t n) noexcept nogil:
-    """Loss of one row; class index c if t is NULL.  grad may be NULL."""
+                            floating *grad, double scale, Py_ssize_t n,
+                            void *stage_area) noexcept nogil:
+    """Loss of one row; class index c if t is NULL.  grad may be NULL; the
+    terms exp(x - max) go into grad, or into the stage (if not NULL) where
+    storing into grad would stall the loads of x (see softmax_block)."""
     cdef floating m = row_max(x, n)
-    cdef double total = row_exp_sum(x, m, grad, n)
-    cdef double log_total = row_log_sum(x, m, grad, total, n)
+    cdef floating *terms = grad
+    if grad != NULL and stage_area != NULL and store_aliases(grad, x):
+        terms = <floating *>stage_clear_of(stage_area, x)
+    cdef double total = row_exp_sum(x, m, terms, grad, n)
+    cdef double log_total = row_log_sum(x, m, terms, total, n)
     cdef double tsum, weighted, loss
     if t == NULL:
         tsum = 1.0
@@ -450,16 +549,17 @@ cdef inline double xent_row(const floating *x, const floating *t, Py_ssize_t c,
         loss = tsum * log_total - weighted
     if grad != NULL:
         if t == NULL:
-            row_scale_div(grad, scale, total, n)
+            row_scale_div(terms, scale, total, grad, n)
             grad[c] = <floating>(<double>grad[c] - scale)
         else:
-            row_xent_grad(grad, t, tsum * scale / total, scale, n)
+            row_xent_grad(terms, t, tsum * scale / total, scale, grad, n)
     return loss
 
 
 cdef inline double xent_row_i(const floating[:, :] x, const floating *t,
                               Py_ssize_t t_stride, const int64_t *index,
-                              floating *grad, double scale, Py_ssize_t i) noexcept nogil:
+                              floating *grad, double scale, Py_ssize_t i,
+                              void *stage_area) noexcept nogil:
     """xent_row for row i, picking that row out of whichever target is given."""
     cdef Py_ssize_t n = x.shape[1]
     cdef const floating *t_row = NULL
@@ -471,7 +571,7 @@ cdef inline double xent_row_i(const floating[:, :] x, const floating *t,
         c = index[i]
     if grad != NULL:
         grad_row = grad + i * n
-    return xent_row(&x[i, 0], t_row, c, grad_row, scale, n)
+    return xent_row(&x[i, 0], t_row, c, grad_row, scale, n, stage_area)
 
 
 cdef void xent_rows_impl(const floating[:, :] x, const floating *t, Py_ssize_t t_stride,
@@ -479,12 +579,21 @@ cdef void xent_rows_impl(const floating[:, :] x, const floating *t, Py_ssize_t t
                          double scale, int num_threads) noexcept nogil:
     cdef Py_ssize_t rows = x.shape[0], n = x.shape[1], i
     cdef int nthreads = threads_for(rows * n, num_threads)
+    cdef size_t row_bytes = n * sizeof(floating)
+    cdef size_t stage_size = 0 if grad == NULL else stage_bytes(
+        &x[0, 0], x.strides[0], grad, row_bytes, row_bytes, row_bytes)
+    cdef void *stage
     if nthreads > 1:
-        for i in prange(rows, schedule="static", num_threads=nthreads):
-            loss[i] = xent_row_i(x, t, t_stride, index, grad, scale, i)
+        with parallel(num_threads=nthreads):
+            stage = new_stage(stage_size)
+            for i in prange(rows, schedule="static"):
+                loss[i] = xent_row_i(x, t, t_stride, index, grad, scale, i, stage)
+            PyMem_RawFree(stage)
     else:
+        stage = new_stage(stage_size)
         for i in range(rows):
-            loss[i] = xent_row_i(x, t, t_stride, index, grad, scale, i)
+            loss[i] = xent_row_i(x, t, t_stride, index, grad, scale, i, stage)
+        PyMem_RawFree(stage)
 
 
 cdef Py_ssize_t first_out_of_range(const int64_t *index, Py_ssize_t rows,

@@ -39,6 +39,13 @@
 #define FS_OMP_SIMD_MAX(var) FS_PRAGMA(omp simd reduction(max : var))
 #endif
 
+// Fetch the cache line at p, for writing if rw is 1 (a hint: never faults).
+#if defined(__GNUC__) || defined(__clang__)
+#define FS_PREFETCH(p, rw) __builtin_prefetch((p), (rw))
+#else
+#define FS_PREFETCH(p, rw) ((void)(p))
+#endif
+
 namespace fastsoftmax {
 // Internal linkage, as C's "static inline": nothing here is exported from
 // a kernel module, and calls the compiler leaves out of line are direct,
@@ -404,14 +411,116 @@ template <class Body> inline void for_lanes(ptrdiff_t n, Body body)
     for (ptrdiff_t l = 0; l < n - base; l++) body(l, base + l);
 }
 
-// The sum of term(j) for j in [0, n), in lanes, as T's data are summed
-// (term may also store something).
-template <class T, class Term> inline double lane_sum(ptrdiff_t n, Term term)
-{
+// A sum in lanes, as T's data are summed.  add(n, term) adds term(j) for
+// j in [0, n) (term may also store something).  A long sum may be added in
+// pieces, each but the last a multiple of `lanes` long: every term then
+// lands in the lane, and in the order, it would have in one piece.
+template <class T> struct LaneSum {
     using Sum = typename FloatTraits<T>::Sum;
     double lane[lanes] = {0.0}, carry[lanes] = {0.0};
-    for_lanes(n, [&](ptrdiff_t l, ptrdiff_t j) { Sum::add(lane[l], carry[l], term(j)); });
-    return Sum::total(lane, carry);
+
+    template <class Term> void add(ptrdiff_t n, Term term)
+    {
+        for_lanes(n, [&](ptrdiff_t l, ptrdiff_t j) { Sum::add(lane[l], carry[l], term(j)); });
+    }
+
+    double total() const { return Sum::total(lane, carry); }
+};
+
+// The sum of term(j) for j in [0, n), in lanes (see LaneSum).
+template <class T, class Term> inline double lane_sum(ptrdiff_t n, Term term)
+{
+    LaneSum<T> sum;
+    sum.add(n, term);
+    return sum.total();
+}
+
+// ------------------------------------------------------------------
+// Stores that do not hold up later loads (4K aliasing)
+// ------------------------------------------------------------------
+//
+// A load whose address agrees in its low 12 bits with an earlier store
+// still in flight waits for that store, although the two addresses differ.
+// A pass that reads x[j] and writes y[j], first to last, meets this on
+// every vector when y lies a little after x modulo a page: each store to
+// y[j] is followed by loads of x[j + k] with the same low bits.  Measured
+// on AVX-512 (Zen 4): up to 25 % slower with y 32 to about 400 bytes after
+// x, and where y lies is NumPy's allocator's choice, not the user's.  Two
+// remedies, neither of which changes any arithmetic:
+// - element-wise passes (for_elements) run each chunk of the row last
+//   block to first when the forward order would stall: a store is then
+//   followed only by loads below it, which cannot alias it;
+// - the one pass that must run forward, because it also sums (exp(x - max)
+//   and its sum), stores its terms into a scratch row placed clear of x
+//   (stage_clear_of) instead of into y; the kernels in _kernels.pxi decide.
+
+constexpr std::uintptr_t page = 4096;
+constexpr std::uintptr_t alias_window = 512;   // bytes; measured stalls end near 400
+
+// Whether stores to `store`, stepping forward, can hold up the loads from
+// `load` that follow them.
+inline bool store_aliases(const void *store, const void *load)
+{
+    std::uintptr_t d = ((std::uintptr_t)store - (std::uintptr_t)load) % page;
+    return d != 0 && d < alias_window;
+}
+
+// The place in a scratch area of (page + what is needed) bytes at `area`
+// whose offset in its page is half a page from x's: stores there never
+// hold up loads of x, nor the other way round.
+inline void *stage_clear_of(void *area, const void *x)
+{
+    std::uintptr_t a = (std::uintptr_t)area;
+    return (void *)(a + ((std::uintptr_t)x + page / 2 - a) % page);
+}
+
+constexpr std::uintptr_t reverse_chunk = 1024;   // bytes; a multiple of lanes * 8
+// Rows shorter than this are left as they are: their stalls cost little
+// (1-6 % measured on rows of 10 and 37), less than the remedies' overhead.
+constexpr std::uintptr_t stall_min_bytes = 256;
+
+// body(j) for every j in [0, n), where body stores to y[j] and loads from
+// in1[j] and in2[j] (in2 may be null; y may be an input, in place).  In
+// order, or, when only that avoids the stall, chunk by chunk in order but
+// each chunk's blocks of `lanes` last to first: a store is then followed
+// only by loads below it, which cannot alias it, and the chunks keep the
+// stores of one away from the loads of the next (those that alias were
+// the chunk's first stores).  For element-wise work only, whose results do
+// not depend on the order; and for inputs already in cache (an earlier
+// pass read them), as the hardware prefetchers follow ascending streams
+// only.  (If both orders stall, two inputs lying on either side of y, the
+// pass runs in order.)
+template <class T, class Body>
+[[gnu::noinline]] void for_elements_reversed(const T *y, const T *in1, const T *in2, ptrdiff_t n,
+                                             Body body_arg)
+{
+    // a local copy: stores to y could otherwise change the captures (as far
+    // as the compiler knows), to be reloaded after every store
+    const Body body = body_arg;
+    constexpr ptrdiff_t chunk = reverse_chunk / sizeof(T);
+    static_assert(chunk % lanes == 0, "chunks of whole blocks");
+    for (ptrdiff_t c0 = 0; c0 < n; c0 += chunk) {
+        const ptrdiff_t c1 = n - c0 < chunk ? n : c0 + chunk;
+        const ptrdiff_t top = c1 - (c1 - c0) % lanes;   // the partial block, if any
+        for (ptrdiff_t j = top; j < c1; j++) body(j);
+        for (ptrdiff_t base = top - lanes; base >= c0; base -= lanes) {
+            FS_OMP_SIMD
+            for (ptrdiff_t l = 0; l < lanes; l++) body(base + l);
+        }
+    }
+}
+
+// (The reversed order out of line: inlined too, it made the callers' row
+// loops spill registers, 10 % on rows of 10.)
+template <class T, class Body>
+inline void for_elements(const T *y, const T *in1, const T *in2, ptrdiff_t n, Body body)
+{
+    if (n * sizeof(T) >= stall_min_bytes && (store_aliases(y, in1) || (in2 && store_aliases(y, in2))) &&
+        !store_aliases(in1, y) && !(in2 && store_aliases(in2, y))) {
+        for_elements_reversed(y, in1, in2, n, body);
+        return;
+    }
+    for (ptrdiff_t j = 0; j < n; j++) body(j);
 }
 
 // ------------------------------------------------------------------
@@ -463,19 +572,39 @@ template <class T> inline T row_max(const T *x, ptrdiff_t n)
     return m;
 }
 
-// sum of exp(x[j] - shift); also stores each term in y unless y is null
-// (y may be x).  The lanes overlap with the exp's arithmetic.  Not inlined:
-// inlined into the callers' block loops, it made float64 rows of 16 to 300
-// elements 5-25 % slower (GCC 12, AVX2).  Flattened: the lane loop is
-// compiled in here, where `shift` is a local whose address goes nowhere;
-// called out of line, the loop had to reload `shift` after every store to
-// y (a T, as `shift` is, so the two might alias): 5 % on long rows.
-template <class T> [[gnu::noinline, gnu::flatten]] double row_exp_sum(const T *x, T shift, T *y,
-                                                                      ptrdiff_t n)
+// sum of exp(x[j] - shift); also stores each term in e unless e is null
+// (e may be x).  The lanes overlap with the exp's arithmetic.
+//
+// y, if not null and neither e nor x, is the row that a later pass will write: its
+// cache lines are fetched for writing as this pass goes, a chunk at a
+// time.  The caller stores the terms elsewhere (or nowhere) because
+// storing them into y would stall (see store_aliases); but stores into y
+// would also have brought y into cache while the exp kept the core busy,
+// and without that the later pass, which is quick, would wait for memory.
+//
+// Not inlined: inlined into the callers' block loops, it made float64 rows
+// of 16 to 300 elements 5-25 % slower (GCC 12, AVX2).  Flattened: the lane
+// loop is compiled in here, where `shift` is a local whose address goes
+// nowhere; called out of line, the loop had to reload `shift` after every
+// store to e (a T, as `shift` is, so the two might alias): 5 % on long rows.
+template <class T>
+[[gnu::noinline, gnu::flatten]] double row_exp_sum(const T *x, T shift, T *e, T *y, ptrdiff_t n)
 {
-    if (y)
-        return lane_sum<T>(n, [&](ptrdiff_t j) { return y[j] = exp_diff(x[j], shift); });
-    return lane_sum<T>(n, [&](ptrdiff_t j) { return exp_diff(x[j], shift); });
+    auto term = [&](ptrdiff_t j) { return exp_diff(x[j], shift); };
+    auto stored = [&](ptrdiff_t j) { return e[j] = exp_diff(x[j], shift); };
+    if (!y || y == e || y == x) return e ? lane_sum<T>(n, stored) : lane_sum<T>(n, term);
+    constexpr ptrdiff_t chunk = 1024 / sizeof(T);   // a multiple of lanes
+    LaneSum<T> sum;
+    for (ptrdiff_t j0 = 0; j0 < n; j0 += chunk) {
+        const ptrdiff_t len = n - j0 < chunk ? n - j0 : chunk;
+        for (ptrdiff_t byte = 0; byte < len * (ptrdiff_t)sizeof(T); byte += 64)
+            FS_PREFETCH((const char *)(y + j0) + byte, 1);
+        if (e)
+            sum.add(len, [&](ptrdiff_t j) { return stored(j0 + j); });
+        else
+            sum.add(len, [&](ptrdiff_t j) { return term(j0 + j); });
+    }
+    return sum.total();
 }
 
 // log(S) for S = sum of exp(x[j] - m), m = max x, given S: accurate also
@@ -508,6 +637,18 @@ template <class T> inline double row_dot(const T *a, const T *b, ptrdiff_t n)
     return lane_sum<T>(n, [&](ptrdiff_t j) { return (double)a[j] * (double)b[j]; });
 }
 
+// row_dot(a, b, n), or row_sum(b, n) if `sum_only`, also copying a into c:
+// a product's last pass, which would stall loading a (see store_aliases),
+// then reads the copy instead, placed clear of its output.  The same sums
+// (the products a * b in double are exact, so row_dot(b, a) too).
+template <class T>
+inline double row_dot_copying(const T *a, const T *b, T *c, ptrdiff_t n, bool sum_only)
+{
+    if (sum_only)
+        return lane_sum<T>(n, [&](ptrdiff_t j) { c[j] = a[j]; return (double)b[j]; });
+    return lane_sum<T>(n, [&](ptrdiff_t j) { c[j] = a[j]; return (double)a[j] * (double)b[j]; });
+}
+
 // sum of w[j] * (x[j] - shift) over the nonzero weights: a zero weight on
 // a -inf entry contributes 0 (the limit of 0 log 0), not 0 * -inf = NaN
 template <class T>
@@ -521,11 +662,14 @@ inline double row_weighted_shifted_sum(const T *w, const T *x, T shift, ptrdiff_
 // y[j] = (x[j] - shift) - offset: log_softmax with offset = log(sum)
 template <class T> inline void row_shift(const T *x, T shift, double offset, T *y, ptrdiff_t n)
 {
-    for (ptrdiff_t j = 0; j < n; j++)
+    for_elements(y, x, (const T *)nullptr, n, [=](ptrdiff_t j) {
         y[j] = (T)(((double)x[j] - (double)shift) - offset);
+    });
 }
 
 // y[j] = s[j] * (v[j] - dot): the softmax Jacobian-vector product
+// (Plain loops, not for_elements: the products' kernels copy an input
+// that y would stall instead, see row_dot_copying.)
 template <class T> inline void row_jvp(const T *s, const T *v, double dot, T *y, ptrdiff_t n)
 {
     for (ptrdiff_t j = 0; j < n; j++)
@@ -539,17 +683,36 @@ template <class T> inline void row_log_vjp(const T *logp, const T *g, double gsu
         y[j] = (T)((double)g[j] - (double)exp2w(logp[j], T(0)) * gsum);
 }
 
-// Cross-entropy gradient: g[j] = g[j] * factor - t[j] * tscale, where g
-// holds exp(x - max) on entry
+// One row of a product: y = a * (b - <a, b>), the softmax Jacobian-vector
+// product (a = s, b = v), or, if log_vjp, y = b - exp(a) * sum(b), the
+// log_softmax vector-Jacobian product (a = logp, b = g).  Always inlined:
+// called out of line from the kernels' row loops, its lanes went through
+// memory, twice as slow on rows of 10.
 template <class T>
-inline void row_xent_grad(T *g, const T *t, double factor, double tscale, ptrdiff_t n)
+[[gnu::always_inline]] inline void product_row(const T *a, const T *b, T *y, ptrdiff_t n,
+                                               bool log_vjp)
 {
-    for (ptrdiff_t j = 0; j < n; j++)
-        g[j] = (T)((double)g[j] * factor - (double)t[j] * tscale);
+    if (log_vjp)
+        row_log_vjp(a, b, row_sum(b, n), y, n);
+    else
+        row_jvp(a, b, row_dot(a, b, n), y, n);
+}
+
+// Cross-entropy gradient: g[j] = e[j] * factor - t[j] * tscale, where e
+// holds exp(x - max) (e may be g)
+template <class T>
+inline void row_xent_grad(const T *e, const T *t, double factor, double tscale, T *g,
+                          ptrdiff_t n)
+{
+    for_elements(g, e, t, n, [=](ptrdiff_t j) {
+        g[j] = (T)((double)e[j] * factor - (double)t[j] * tscale);
+    });
 }
 
 // Row i of the Jacobian diag(s) - s s^T: y[j] = s[i] (delta_ij - s[j]),
-// each element written once
+// each element written once.  (Not through for_elements: the Jacobian's
+// rows of y step across s's page offsets whatever its placement, and its
+// output is seldom in cache, where a reversed order measured slower.)
 template <class T> inline void jacobian_row(const T *s, ptrdiff_t i, T *y, ptrdiff_t n)
 {
     const T si = s[i];
@@ -558,7 +721,7 @@ template <class T> inline void jacobian_row(const T *s, ptrdiff_t i, T *y, ptrdi
     for (ptrdiff_t j = i + 1; j < n; j++) y[j] = -si * s[j];
 }
 
-// y[j] *= num / den, rounded once: the factor is taken as an unevaluated
+// y[j] = e[j] * num / den, rounded once (e may be y): the factor is taken as an unevaluated
 // sum hi + lo (lo = the remainder of the division, exact with an FMA), and
 // fma(y, hi, y * lo) rounds once, the error of y * lo being ~2^-48 (float)
 // or ~2^-106 (double) relative.  A plain y * (num / den) would round twice,
@@ -567,29 +730,33 @@ template <class T> inline void jacobian_row(const T *s, ptrdiff_t i, T *y, ptrdi
 // hardware FMA (the SSE2 build) fma() would be a library call in the loop:
 // the product is then formed in double (float data) or plainly.
 // (A template with one specialisation per type, since the two differ.)
-template <class T> void row_scale_div(T *y, double num, double den, ptrdiff_t n);
+template <class T> void row_scale_div(const T *e, double num, double den, T *y, ptrdiff_t n);
 
-template <> inline void row_scale_div<float>(float *y, double num, double den, ptrdiff_t n)
+template <>
+inline void row_scale_div<float>(const float *e, double num, double den, float *y, ptrdiff_t n)
 {
     double factor = num / den;
 #if defined(__FMA__)
     const float hi = (float)factor, lo = (float)(factor - (double)hi);
-    FS_OMP_SIMD
-    for (ptrdiff_t j = 0; j < n; j++) y[j] = std::fma(y[j], hi, y[j] * lo);
+    for_elements(y, e, (const float *)nullptr, n,
+                 [=](ptrdiff_t j) { y[j] = std::fma(e[j], hi, e[j] * lo); });
 #else
-    for (ptrdiff_t j = 0; j < n; j++) y[j] = (float)((double)y[j] * factor);
+    for_elements(y, e, (const float *)nullptr, n,
+                 [=](ptrdiff_t j) { y[j] = (float)((double)e[j] * factor); });
 #endif
 }
 
-template <> inline void row_scale_div<double>(double *y, double num, double den, ptrdiff_t n)
+template <>
+inline void row_scale_div<double>(const double *e, double num, double den, double *y,
+                                  ptrdiff_t n)
 {
     const double hi = num / den;
 #if defined(__FMA__)
     const double lo = std::fma(-hi, den, num) / den;
-    FS_OMP_SIMD
-    for (ptrdiff_t j = 0; j < n; j++) y[j] = std::fma(y[j], hi, y[j] * lo);
+    for_elements(y, e, (const double *)nullptr, n,
+                 [=](ptrdiff_t j) { y[j] = std::fma(e[j], hi, e[j] * lo); });
 #else
-    for (ptrdiff_t j = 0; j < n; j++) y[j] *= hi;
+    for_elements(y, e, (const double *)nullptr, n, [=](ptrdiff_t j) { y[j] = e[j] * hi; });
 #endif
 }
 

@@ -1,0 +1,114 @@
+"""Results do not depend on where the output lies relative to the inputs.
+
+Where a store into the output would stall the loads of an input (4K
+aliasing: the output a little after an input modulo a page), the kernels
+change the order of an element-wise pass or keep their terms in a scratch
+row (docs/performance.rst, "Where the arrays lie").  Neither may change a
+bit of the result: every function runs here with its output -- and for the
+products their second input -- at offsets inside and outside that window,
+on every SIMD path, on 1 and 2 threads, and must agree bit for bit with the
+output placed at the input's own page offset.
+"""
+
+import numpy as np
+import pytest
+
+import fastsoftmax as fs
+from fastsoftmax import _backend
+from fastsoftmax._placement import placed
+
+from _registry import DTYPE_IDS, FLOAT_DTYPES, FUNCTIONS, logprobs, probs, quiet
+
+# Bytes from the first input, modulo a page: inside the window where
+# forward stores would stall (64 to 448), outside it, and just before the
+# input (where a reversed pass would stall, so it must not reverse).
+OFFSETS = (0, 64, 256, 448, 2048, 4032)
+ROWS_AND_LENGTHS = [(3, 1), (3, 10), (9, 37), (3, 64), (17, 130), (2, 1000), (1, 3000),
+                    (2, 5000)]
+
+
+def logits_with_specials(rng, rows, n, dtype):
+    """Spread-3 logits, and where there is room, rows that take the kernels'
+    special paths: a -inf mask, one dominant entry (log1p), terms on the
+    subnormal grid (the scaled tail sum), a NaN."""
+    x = 3 * rng.standard_normal((rows, n))
+    if n > 1:
+        x[rng.random((rows, n)) < 0.1] = -np.inf
+        x[:, 0] = 0.0
+    if rows >= 3 and n > 1:
+        x[1] = -rng.uniform(10, 40, n)
+        x[1, n // 2] = 0.5
+        lo, hi = (87, 104) if dtype == np.float32 else (708, 745)
+        x[2] = -rng.uniform(lo, hi, n)
+        x[2, -1] = 0.0
+    if rows >= 9:
+        x[8, 3] = np.nan
+    return x.astype(dtype)
+
+
+def loss_kernel_call(x, labels, grad):
+    """The loss has no out=: its kernel writes a gradient placed by the test."""
+    loss = np.empty(len(x))
+    total, _ = _backend.kernels.cross_entropy_rows(x, None, labels, loss, grad, 0.5,
+                                                   fs.get_num_threads())
+    return total, loss, grad
+
+
+def run_placed(name, inputs, offset, other_offset):
+    """`name` on `inputs` (2-d, rows along axis -1) with its output at
+    `offset` and its second input, if any, at `other_offset` from the first."""
+    first = inputs[0]
+    if name == "softmax_cross_entropy":
+        grad = placed(first.shape, first.dtype, first, offset)
+        return loss_kernel_call(first, inputs[1], grad)
+    args = [first]
+    for a in inputs[1:]:
+        args.append(placed(a.shape, a.dtype, first, other_offset))
+        args[-1][...] = a
+    out = placed(FUNCTIONS[name].result_shape(first.shape), first.dtype, first, offset)
+    return (FUNCTIONS[name].fast(*args, out=out),)
+
+
+def inputs_for(name, rng, rows, n, dtype):
+    x = logits_with_specials(rng, rows, n, dtype)
+    other = rng.standard_normal((rows, n)).astype(dtype)
+    if name == "softmax_cross_entropy":
+        return [x, rng.integers(0, n, rows)]
+    with quiet():
+        if name in ("softmax", "log_softmax"):
+            return [x]
+        if name == "log_softmax_vjp":
+            return [logprobs(x.astype(np.float64)).astype(dtype), other]
+        s = probs(x.astype(np.float64)).astype(dtype)
+        return [s] if name == "softmax_jacobian" else [s, other]
+
+
+def assert_same_bits(actual, expected):
+    """Bit for bit, except that a NaN matches any NaN: IEEE 754 leaves the
+    sign and payload of NaN * NaN to the hardware, which takes one operand's,
+    and a vectorised loop may order the operands unlike a scalar one."""
+    for a, e in zip(actual, expected):
+        a, e = np.asarray(a), np.asarray(e)
+        assert a.dtype == e.dtype and a.shape == e.shape
+        nan = np.isnan(a)
+        assert np.array_equal(nan, np.isnan(e)), "NaN in different places"
+        a, e = np.where(nan, 0, a), np.where(nan, 0, e)
+        assert a.tobytes() == e.tobytes(), \
+            f"{np.count_nonzero(a.view(np.uint8) != e.view(np.uint8))} bytes differ"
+
+
+@pytest.mark.parametrize("rows, n", ROWS_AND_LENGTHS)
+@pytest.mark.parametrize("dtype", FLOAT_DTYPES, ids=DTYPE_IDS)
+@pytest.mark.parametrize("name", list(FUNCTIONS))
+def test_results_do_not_depend_on_placement(name, dtype, rows, n, simd_path, threads, rng):
+    if name == "softmax_jacobian" and n > 130:
+        pytest.skip("the Jacobian's output is n times its input")
+    inputs = inputs_for(name, rng, rows, n, dtype)
+    with quiet():
+        expected = run_placed(name, inputs, 0, 0)
+        for offset in OFFSETS[1:]:
+            assert_same_bits(run_placed(name, inputs, offset, 0), expected)
+            if len(inputs) > 1 and name != "softmax_cross_entropy":
+                # the second input in the window too, and on either side of y
+                assert_same_bits(run_placed(name, inputs, offset, offset), expected)
+                assert_same_bits(run_placed(name, inputs, offset, 4096 - offset), expected)
