@@ -35,6 +35,7 @@ cdef extern from "_vmath.hpp" nogil:
     int c_cpu_supports "fastsoftmax::cpu_supports"(const char *feature)
     const Py_ssize_t COLS "fastsoftmax::cols"
     bint store_aliases "fastsoftmax::store_aliases"(const void *store, const void *load)
+    bint store_stalls "fastsoftmax::store_stalls"(const void *y, const void *x, size_t row_bytes)
     void *stage_clear_of "fastsoftmax::stage_clear_of"(void *area, const void *x)
     const size_t PAGE "fastsoftmax::page"
     const size_t STALL_MIN_BYTES "fastsoftmax::stall_min_bytes"
@@ -53,7 +54,6 @@ cdef extern from "_vmath.hpp" namespace "fastsoftmax" nogil:
     double row_dot_copying[T](const T *a, const T *b, T *c, Py_ssize_t n, bint sum_only)
     double row_weighted_shifted_sum[T](const T *w, const T *x, T shift, Py_ssize_t n)
     void row_jvp[T](const T *s, const T *v, double dot, T *y, Py_ssize_t n)
-    void product_row[T](const T *a, const T *b, T *y, Py_ssize_t n, bint log_vjp)
     void row_log_vjp[T](const T *logp, const T *g, double gsum, T *y, Py_ssize_t n)
     void row_xent_grad[T](const T *e, const T *t, double factor, double tscale, T *g,
                           Py_ssize_t n)
@@ -81,12 +81,15 @@ cdef enum:
     ROW_BLOCK = 8
     BLOCK_MAX_BYTES = 1024
 
-# Softmax and the loss keep their exp(x - max) terms in a scratch row, one
-# per thread, where storing them into the output would stall the loads of
-# the input (4K aliasing, see _vmath.hpp).  Rows longer than this store
-# into the output regardless, rather than double their memory.
+# Softmax, the loss and the products keep a scratch row, one per thread,
+# where storing into the output would stall the loads of an input (4K
+# aliasing, see _vmath.hpp).  Rows longer than this (64 Ki floats) store
+# into the output regardless: a scratch row the size of a huge row would
+# raise a call's memory use by a whole row, depending on where NumPy put
+# the output (tests/test_memory.py).
 cdef enum:
-    STAGE_MAX_BYTES = 1 << 24
+    STAGE_MAX_BYTES = 1 << 18
+    PRODUCT_COPY_MAX_BYTES = 4096
 
 cdef Py_ssize_t parallel_min_elements = PARALLEL_MIN_ELEMENTS
 cdef Py_ssize_t split_row_min = SPLIT_ROW_MIN
@@ -181,44 +184,46 @@ cdef inline int threads_for(Py_ssize_t elements, int requested) noexcept nogil:
 # cache for the later passes unless it is huge.  A row holding NaN or +inf,
 # or only -inf, gets a NaN max or sum, and so NaN everywhere.
 
-cdef inline size_t stage_bytes(const void *x, Py_ssize_t sx, const void *y, Py_ssize_t sy,
-                               size_t row_bytes, size_t block_bytes) noexcept nogil:
-    """Scratch a thread needs to keep a block's terms away from y: none if
-    no row of x and y (rows sx and sy bytes apart) makes storing into y
-    stall, if the rows are too short for it to matter, or if a block is
-    longer than STAGE_MAX_BYTES."""
-    if (row_bytes < STALL_MIN_BYTES or block_bytes > STAGE_MAX_BYTES
-            or (sx == sy and not store_aliases(y, x))):
-        return 0
-    return block_bytes
+cdef inline bint call_stalls(const void *x, Py_ssize_t sx, const void *y, Py_ssize_t sy,
+                             size_t row_bytes) noexcept nogil:
+    """Whether some row of a call (rows of x and y sx and sy bytes apart)
+    would stall storing into y while loading x (see _vmath.hpp): a call
+    that does not runs the plain passes, with no test per row."""
+    return row_bytes >= STALL_MIN_BYTES and (sx != sy or store_aliases(y, x))
 
 
 cdef inline void *new_stage(size_t nbytes) noexcept nogil:
     """A thread's scratch area, room for nbytes at any page offset (see
-    stage_clear_of), or NULL if none is needed (or there is no memory: the
-    kernels then store into the output, slower but still right)."""
-    return PyMem_RawMalloc(nbytes + PAGE) if nbytes else NULL
+    stage_clear_of), or NULL if none is needed or nbytes is over
+    STAGE_MAX_BYTES (or there is no memory: the kernels then store into the
+    output, slower but still right)."""
+    return PyMem_RawMalloc(nbytes + PAGE) if 0 < nbytes <= STAGE_MAX_BYTES else NULL
 
 
 cdef inline void softmax_block(const floating *x, Py_ssize_t sx, floating *y, Py_ssize_t sy,
                                Py_ssize_t count, Py_ssize_t n, bint take_log,
-                               void *stage_area) noexcept nogil:
+                               bint stalls, void *stage_area) noexcept nogil:
     """count <= ROW_BLOCK rows of n elements, the first at x (y), the next
     sx (sy) bytes further each, pass by pass across the rows; a single row
     is a block of one.  Each row's log (or reciprocal) waits for its sum and
     the row's last pass waits for it; one row at a time, that latency is
     paid per row (a fifth of log_softmax's time on rows of 64).  Here the
     rows' logs are independent of each other and overlap.  Each row gets
-    the same operations, whatever its block.  `stage_area` (NULL, or from
-    new_stage, room for count rows) takes softmax's terms of the rows whose
-    y would stall.
-    (Pointers, not memoryviews: the compiler then inlines this into its
-    callers.)"""
+    the same operations, whatever its block.
+
+    If `stalls` (the call may stall, call_stalls), each row is tested, and
+    one whose stores into y would stall keeps softmax's terms in the stage
+    (stage_area: NULL, or from new_stage with room for count rows) and
+    stores log_softmax's nowhere.  (Pointers, not
+    memoryviews: the compiler then inlines this into its callers, and with
+    `stalls` a constant False the tests vanish.)"""
     cdef floating m[ROW_BLOCK]
     cdef double total[ROW_BLOCK]
     cdef floating *terms[ROW_BLOCK]
-    cdef floating *stage = (<floating *>stage_clear_of(stage_area, x) if stage_area != NULL
-                            else <floating *>NULL)
+    cdef bint row_stalls[ROW_BLOCK]
+    cdef floating *stage = NULL
+    if stalls and stage_area != NULL:
+        stage = <floating *>stage_clear_of(stage_area, x)
     cdef const floating *xr
     cdef floating *yr
     cdef Py_ssize_t r
@@ -226,19 +231,21 @@ cdef inline void softmax_block(const floating *x, Py_ssize_t sx, floating *y, Py
         xr = <const floating *>(<const char *>x + r * sx)
         yr = <floating *>(<char *>y + r * sy)
         m[r] = row_max(xr, n)
+        row_stalls[r] = stalls and store_stalls(yr, xr, n * sizeof(floating))
         # Softmax stores the terms exp(x - max), which its last pass scales
-        # into y: into y itself, or into the stage where storing into y
-        # would stall the loads of x.  log_softmax does not need them, but
-        # storing them into y (unless in place or stalling) pulls y's cache
-        # lines in while the exp keeps the core busy, instead of in the
-        # quick shift pass, which would then wait for memory.
+        # into y: into y itself, or where that would stall, into the stage.
+        # log_softmax does not need them, but storing them into y (unless in
+        # place or stalling) pulls y's cache lines in while the exp keeps the
+        # core busy, instead of in the quick shift pass, which would then
+        # wait for memory.  (Where the terms do not go into y, row_exp_sum
+        # fetches y's lines itself.)
         terms[r] = yr
-        if take_log and (yr == xr or (store_aliases(yr, xr)
-                                      and n * sizeof(floating) >= STALL_MIN_BYTES)):
+        if take_log and (yr == xr or row_stalls[r]):
             terms[r] = NULL
-        elif stage != NULL and store_aliases(yr, xr):
+        elif row_stalls[r] and stage != NULL:
             terms[r] = stage + r * n
-        total[r] = row_exp_sum(xr, m[r], terms[r], yr, n)
+        total[r] = row_exp_sum(xr, m[r], terms[r],
+                               yr if row_stalls[r] and terms[r] != yr else <floating *>NULL, n)
     if take_log:
         for r in range(count):
             xr = <const floating *>(<const char *>x + r * sx)
@@ -320,10 +327,10 @@ cdef void softmax_rows_impl(const floating[:, :] x, floating[:, :] out,
     cdef Py_ssize_t per_block = (ROW_BLOCK if n * <Py_ssize_t>sizeof(floating) <= BLOCK_MAX_BYTES
                                  else 1)
     cdef Py_ssize_t blocks = (rows + per_block - 1) // per_block
+    cdef bint stalls = call_stalls(&x[0, 0], x.strides[0], &out[0, 0], out.strides[0],
+                                   n * sizeof(floating))
     # (log_softmax stores no terms where y would stall: no stage)
-    cdef size_t stage_size = 0 if take_log else stage_bytes(
-        &x[0, 0], x.strides[0], &out[0, 0], out.strides[0], n * sizeof(floating),
-        per_block * n * sizeof(floating))
+    cdef size_t stage_size = per_block * n * sizeof(floating) if stalls and not take_log else 0
     cdef void *stage
     if nthreads > 1 and rows < nthreads and n >= split_row_min:
         for i in range(rows):
@@ -333,16 +340,26 @@ cdef void softmax_rows_impl(const floating[:, :] x, floating[:, :] out,
         with parallel(num_threads=min(<Py_ssize_t>nthreads, blocks)):
             stage = new_stage(stage_size)
             for b in prange(blocks, schedule="static"):
-                softmax_block(&x[b * per_block, 0], x.strides[0], &out[b * per_block, 0],
-                              out.strides[0], min(per_block, rows - b * per_block), n,
-                              take_log, stage)
+                if stalls:
+                    softmax_block(&x[b * per_block, 0], x.strides[0], &out[b * per_block, 0],
+                                  out.strides[0], min(per_block, rows - b * per_block), n,
+                                  take_log, True, stage)
+                else:
+                    softmax_block(&x[b * per_block, 0], x.strides[0], &out[b * per_block, 0],
+                                  out.strides[0], min(per_block, rows - b * per_block), n,
+                                  take_log, False, NULL)
             PyMem_RawFree(stage)
     else:
         stage = new_stage(stage_size)
         for b in range(blocks):
-            softmax_block(&x[b * per_block, 0], x.strides[0], &out[b * per_block, 0],
-                          out.strides[0], min(per_block, rows - b * per_block), n, take_log,
-                          stage)
+            if stalls:
+                softmax_block(&x[b * per_block, 0], x.strides[0], &out[b * per_block, 0],
+                              out.strides[0], min(per_block, rows - b * per_block), n, take_log,
+                              True, stage)
+            else:
+                softmax_block(&x[b * per_block, 0], x.strides[0], &out[b * per_block, 0],
+                              out.strides[0], min(per_block, rows - b * per_block), n, take_log,
+                              False, NULL)
         PyMem_RawFree(stage)
 
 
@@ -394,18 +411,29 @@ def set_thresholds(Py_ssize_t parallel_min=PARALLEL_MIN_ELEMENTS,
 # update; no Jacobian is formed.  `out` may be either input: element j is
 # read before it is written.
 
+cdef inline void product_row(const floating *a, const floating *b, floating *y,
+                             Py_ssize_t n, bint log_vjp) noexcept nogil:
+    if log_vjp:
+        row_log_vjp(a, b, row_sum(b, n), y, n)
+    else:
+        row_jvp(a, b, row_dot(a, b, n), y, n)
+
+
 cdef void product_row_staged(const floating *a, const floating *b, floating *y,
                              Py_ssize_t n, bint log_vjp, void *stage_area) noexcept nogil:
-    """product_row, but where storing into y would stall the loads of a or b
-    (see softmax_block), the first pass also copies that input into the
-    stage, placed clear of y, and the last pass reads the copy.  (Apart
-    from product_row: inlined into it, it made rows of 10 twice as slow.)"""
+    """product_row for a call that may stall (call_stalls): where storing
+    into y would stall the loads of a or b, the first pass also copies that
+    input into the stage (if there is one), placed clear of y, and the last
+    pass reads the copy."""
+    if stage_area == NULL:
+        product_row(a, b, y, n, log_vjp)
+        return
     cdef floating *copy = <floating *>stage_clear_of(stage_area, y)
     cdef double total
-    if store_aliases(y, a):
+    if store_stalls(y, a, n * sizeof(floating)):
         total = row_dot_copying(a, b, copy, n, log_vjp)
         a = copy
-    elif store_aliases(y, b):
+    elif store_stalls(y, b, n * sizeof(floating)):
         total = row_dot_copying(b, b if log_vjp else a, copy, n, log_vjp)
         b = copy
     else:
@@ -450,32 +478,33 @@ cdef void product_rows_impl(const floating[:, :] a, const floating[:, :] b,
     if rows == 0 or n == 0:
         return
     cdef int nthreads = threads_for(rows * n, num_threads)
-    cdef size_t stage_size = max(
-        stage_bytes(&a[0, 0], a.strides[0], &out[0, 0], out.strides[0], n * sizeof(floating),
-                    n * sizeof(floating)),
-        stage_bytes(&b[0, 0], b.strides[0], &out[0, 0], out.strides[0], n * sizeof(floating),
-                    n * sizeof(floating)))
+    cdef size_t row_bytes = n * sizeof(floating)
+    # (the copy is a fourth row in cache: on rows beyond PRODUCT_COPY_MAX_BYTES
+    # it measured slower than the stall)
+    cdef bint stalls = row_bytes <= PRODUCT_COPY_MAX_BYTES and (
+        call_stalls(&a[0, 0], a.strides[0], &out[0, 0], out.strides[0], row_bytes)
+        or call_stalls(&b[0, 0], b.strides[0], &out[0, 0], out.strides[0], row_bytes))
     cdef void *stage
     if nthreads > 1 and rows < nthreads and n >= split_row_min:
         for i in range(rows):
             product_row_split(&a[i, 0], &b[i, 0], &out[i, 0], n, nthreads, log_vjp)
-    elif nthreads > 1:
+    elif nthreads > 1 and stalls:
         with parallel(num_threads=nthreads):
-            stage = new_stage(stage_size)
+            stage = new_stage(row_bytes)
             for i in prange(rows, schedule="static"):
-                if stage != NULL:
-                    product_row_staged(&a[i, 0], &b[i, 0], &out[i, 0], n, log_vjp, stage)
-                else:
-                    product_row(&a[i, 0], &b[i, 0], &out[i, 0], n, log_vjp)
-            PyMem_RawFree(stage)
-    else:
-        stage = new_stage(stage_size)
-        for i in range(rows):
-            if stage != NULL:
                 product_row_staged(&a[i, 0], &b[i, 0], &out[i, 0], n, log_vjp, stage)
-            else:
-                product_row(&a[i, 0], &b[i, 0], &out[i, 0], n, log_vjp)
+            PyMem_RawFree(stage)
+    elif nthreads > 1:
+        for i in prange(rows, schedule="static", num_threads=nthreads):
+            product_row(&a[i, 0], &b[i, 0], &out[i, 0], n, log_vjp)
+    elif stalls:
+        stage = new_stage(row_bytes)
+        for i in range(rows):
+            product_row_staged(&a[i, 0], &b[i, 0], &out[i, 0], n, log_vjp, stage)
         PyMem_RawFree(stage)
+    else:
+        for i in range(rows):
+            product_row(&a[i, 0], &b[i, 0], &out[i, 0], n, log_vjp)
 
 
 def product_rows(const floating[:, :] a, const floating[:, :] b,
@@ -527,15 +556,17 @@ def softmax_jacobian_rows(const floating[:, :] s, floating[:, :, ::1] out,
 
 cdef inline double xent_row(const floating *x, const floating *t, Py_ssize_t c,
                             floating *grad, double scale, Py_ssize_t n,
-                            void *stage_area) noexcept nogil:
-    """Loss of one row; class index c if t is NULL.  grad may be NULL; the
-    terms exp(x - max) go into grad, or into the stage (if not NULL) where
-    storing into grad would stall the loads of x (see softmax_block)."""
+                            bint stalls, void *stage_area) noexcept nogil:
+    """Loss of one row; class index c if t is NULL.  grad may be NULL.  The
+    terms exp(x - max) go into grad, or, in a call that may stall
+    (call_stalls) and a row that does, into the stage (see softmax_block)."""
     cdef floating m = row_max(x, n)
     cdef floating *terms = grad
-    if grad != NULL and stage_area != NULL and store_aliases(grad, x):
+    cdef floating *fetch = NULL
+    if stalls and grad != NULL and stage_area != NULL and store_stalls(grad, x, n * sizeof(floating)):
         terms = <floating *>stage_clear_of(stage_area, x)
-    cdef double total = row_exp_sum(x, m, terms, grad, n)
+        fetch = grad
+    cdef double total = row_exp_sum(x, m, terms, fetch, n)
     cdef double log_total = row_log_sum(x, m, terms, total, n)
     cdef double tsum, weighted, loss
     if t == NULL:
@@ -559,7 +590,7 @@ cdef inline double xent_row(const floating *x, const floating *t, Py_ssize_t c,
 cdef inline double xent_row_i(const floating[:, :] x, const floating *t,
                               Py_ssize_t t_stride, const int64_t *index,
                               floating *grad, double scale, Py_ssize_t i,
-                              void *stage_area) noexcept nogil:
+                              bint stalls, void *stage_area) noexcept nogil:
     """xent_row for row i, picking that row out of whichever target is given."""
     cdef Py_ssize_t n = x.shape[1]
     cdef const floating *t_row = NULL
@@ -571,7 +602,7 @@ cdef inline double xent_row_i(const floating[:, :] x, const floating *t,
         c = index[i]
     if grad != NULL:
         grad_row = grad + i * n
-    return xent_row(&x[i, 0], t_row, c, grad_row, scale, n, stage_area)
+    return xent_row(&x[i, 0], t_row, c, grad_row, scale, n, stalls, stage_area)
 
 
 cdef void xent_rows_impl(const floating[:, :] x, const floating *t, Py_ssize_t t_stride,
@@ -580,19 +611,25 @@ cdef void xent_rows_impl(const floating[:, :] x, const floating *t, Py_ssize_t t
     cdef Py_ssize_t rows = x.shape[0], n = x.shape[1], i
     cdef int nthreads = threads_for(rows * n, num_threads)
     cdef size_t row_bytes = n * sizeof(floating)
-    cdef size_t stage_size = 0 if grad == NULL else stage_bytes(
-        &x[0, 0], x.strides[0], grad, row_bytes, row_bytes, row_bytes)
+    cdef bint stalls = grad != NULL and call_stalls(&x[0, 0], x.strides[0], grad, row_bytes,
+                                                    row_bytes)
     cdef void *stage
     if nthreads > 1:
         with parallel(num_threads=nthreads):
-            stage = new_stage(stage_size)
+            stage = new_stage(row_bytes if stalls else 0)
             for i in prange(rows, schedule="static"):
-                loss[i] = xent_row_i(x, t, t_stride, index, grad, scale, i, stage)
+                if stalls:
+                    loss[i] = xent_row_i(x, t, t_stride, index, grad, scale, i, True, stage)
+                else:
+                    loss[i] = xent_row_i(x, t, t_stride, index, grad, scale, i, False, NULL)
             PyMem_RawFree(stage)
     else:
-        stage = new_stage(stage_size)
+        stage = new_stage(row_bytes if stalls else 0)
         for i in range(rows):
-            loss[i] = xent_row_i(x, t, t_stride, index, grad, scale, i, stage)
+            if stalls:
+                loss[i] = xent_row_i(x, t, t_stride, index, grad, scale, i, True, stage)
+            else:
+                loss[i] = xent_row_i(x, t, t_stride, index, grad, scale, i, False, NULL)
         PyMem_RawFree(stage)
 
 

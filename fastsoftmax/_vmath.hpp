@@ -399,11 +399,18 @@ struct KahanSum {
 };
 
 // body(l, j) for every j in [0, n): j = base + l, lane l of a block of
-// `lanes`; the last block is partial.
-template <class Body> inline void for_lanes(ptrdiff_t n, Body body)
+// `lanes`; the last block is partial.  before_block(base) runs before each
+// full block (a no-op unless given).
+struct NoHook {
+    void operator()(ptrdiff_t) const {}
+};
+
+template <class Body, class Hook = NoHook>
+inline void for_lanes(ptrdiff_t n, Body body, Hook before_block = Hook())
 {
     ptrdiff_t base = 0;
     for (; base + lanes <= n; base += lanes) {
+        before_block(base);
         FS_OMP_SIMD
         for (ptrdiff_t l = 0; l < lanes; l++) body(l, base + l);
     }
@@ -411,28 +418,16 @@ template <class Body> inline void for_lanes(ptrdiff_t n, Body body)
     for (ptrdiff_t l = 0; l < n - base; l++) body(l, base + l);
 }
 
-// A sum in lanes, as T's data are summed.  add(n, term) adds term(j) for
-// j in [0, n) (term may also store something).  A long sum may be added in
-// pieces, each but the last a multiple of `lanes` long: every term then
-// lands in the lane, and in the order, it would have in one piece.
-template <class T> struct LaneSum {
+// The sum of term(j) for j in [0, n), in lanes, as T's data are summed
+// (term may also store something; before_block as in for_lanes).
+template <class T, class Term, class Hook = NoHook>
+inline double lane_sum(ptrdiff_t n, Term term, Hook before_block = Hook())
+{
     using Sum = typename FloatTraits<T>::Sum;
     double lane[lanes] = {0.0}, carry[lanes] = {0.0};
-
-    template <class Term> void add(ptrdiff_t n, Term term)
-    {
-        for_lanes(n, [&](ptrdiff_t l, ptrdiff_t j) { Sum::add(lane[l], carry[l], term(j)); });
-    }
-
-    double total() const { return Sum::total(lane, carry); }
-};
-
-// The sum of term(j) for j in [0, n), in lanes (see LaneSum).
-template <class T, class Term> inline double lane_sum(ptrdiff_t n, Term term)
-{
-    LaneSum<T> sum;
-    sum.add(n, term);
-    return sum.total();
+    for_lanes(n, [&](ptrdiff_t l, ptrdiff_t j) { Sum::add(lane[l], carry[l], term(j)); },
+              before_block);
+    return Sum::total(lane, carry);
 }
 
 // ------------------------------------------------------------------
@@ -444,18 +439,26 @@ template <class T, class Term> inline double lane_sum(ptrdiff_t n, Term term)
 // A pass that reads x[j] and writes y[j], first to last, meets this on
 // every vector when y lies a little after x modulo a page: each store to
 // y[j] is followed by loads of x[j + k] with the same low bits.  Measured
-// on AVX-512 (Zen 4): up to 25 % slower with y 32 to about 400 bytes after
-// x, and where y lies is NumPy's allocator's choice, not the user's.  Two
-// remedies, neither of which changes any arithmetic:
-// - element-wise passes (for_elements) run each chunk of the row last
-//   block to first when the forward order would stall: a store is then
-//   followed only by loads below it, which cannot alias it;
-// - the one pass that must run forward, because it also sums (exp(x - max)
-//   and its sum), stores its terms into a scratch row placed clear of x
-//   (stage_clear_of) instead of into y; the kernels in _kernels.pxi decide.
+// on AVX-512 (Zen 4): up to 25-35 % slower with y 32 to about 400 bytes
+// after x, and where y lies is NumPy's allocator's choice, not the user's.
+// The kernels (_kernels.pxi) test each call once and, for the calls that
+// would stall, change where they store, never the arithmetic:
+// - the pass that computes exp(x - max) and its sum, which stores the
+//   terms for softmax and the loss: they go into a scratch row placed clear
+//   of x (stage_clear_of) instead, and the pass fetches y's lines for the
+//   pass that will write them; log_softmax, which stores the terms only to
+//   bring y into cache, stores none and fetches y's lines;
+// - the products, whose last pass loads two inputs as it stores: their
+//   first pass copies the input that y would stall into the scratch row
+//   (row_dot_copying), and the last pass reads the copy.
+// The last passes of softmax and log_softmax store too, but they load
+// rows that are in L1 by then: measured, they do not stall enough to matter.
 
 constexpr std::uintptr_t page = 4096;
 constexpr std::uintptr_t alias_window = 512;   // bytes; measured stalls end near 400
+// Rows shorter than this are left as they are: their stalls cost little
+// (1-6 % measured on rows of 10 and 37), less than the remedies.
+constexpr std::uintptr_t stall_min_bytes = 256;
 
 // Whether stores to `store`, stepping forward, can hold up the loads from
 // `load` that follow them.
@@ -465,6 +468,13 @@ inline bool store_aliases(const void *store, const void *load)
     return d != 0 && d < alias_window;
 }
 
+// Whether a row pass storing to y while loading x (rows of row_bytes)
+// stalls enough to be worth avoiding.
+inline bool store_stalls(const void *y, const void *x, std::size_t row_bytes)
+{
+    return row_bytes >= stall_min_bytes && store_aliases(y, x);
+}
+
 // The place in a scratch area of (page + what is needed) bytes at `area`
 // whose offset in its page is half a page from x's: stores there never
 // hold up loads of x, nor the other way round.
@@ -472,55 +482,6 @@ inline void *stage_clear_of(void *area, const void *x)
 {
     std::uintptr_t a = (std::uintptr_t)area;
     return (void *)(a + ((std::uintptr_t)x + page / 2 - a) % page);
-}
-
-constexpr std::uintptr_t reverse_chunk = 1024;   // bytes; a multiple of lanes * 8
-// Rows shorter than this are left as they are: their stalls cost little
-// (1-6 % measured on rows of 10 and 37), less than the remedies' overhead.
-constexpr std::uintptr_t stall_min_bytes = 256;
-
-// body(j) for every j in [0, n), where body stores to y[j] and loads from
-// in1[j] and in2[j] (in2 may be null; y may be an input, in place).  In
-// order, or, when only that avoids the stall, chunk by chunk in order but
-// each chunk's blocks of `lanes` last to first: a store is then followed
-// only by loads below it, which cannot alias it, and the chunks keep the
-// stores of one away from the loads of the next (those that alias were
-// the chunk's first stores).  For element-wise work only, whose results do
-// not depend on the order; and for inputs already in cache (an earlier
-// pass read them), as the hardware prefetchers follow ascending streams
-// only.  (If both orders stall, two inputs lying on either side of y, the
-// pass runs in order.)
-template <class T, class Body>
-[[gnu::noinline]] void for_elements_reversed(const T *y, const T *in1, const T *in2, ptrdiff_t n,
-                                             Body body_arg)
-{
-    // a local copy: stores to y could otherwise change the captures (as far
-    // as the compiler knows), to be reloaded after every store
-    const Body body = body_arg;
-    constexpr ptrdiff_t chunk = reverse_chunk / sizeof(T);
-    static_assert(chunk % lanes == 0, "chunks of whole blocks");
-    for (ptrdiff_t c0 = 0; c0 < n; c0 += chunk) {
-        const ptrdiff_t c1 = n - c0 < chunk ? n : c0 + chunk;
-        const ptrdiff_t top = c1 - (c1 - c0) % lanes;   // the partial block, if any
-        for (ptrdiff_t j = top; j < c1; j++) body(j);
-        for (ptrdiff_t base = top - lanes; base >= c0; base -= lanes) {
-            FS_OMP_SIMD
-            for (ptrdiff_t l = 0; l < lanes; l++) body(base + l);
-        }
-    }
-}
-
-// (The reversed order out of line: inlined too, it made the callers' row
-// loops spill registers, 10 % on rows of 10.)
-template <class T, class Body>
-inline void for_elements(const T *y, const T *in1, const T *in2, ptrdiff_t n, Body body)
-{
-    if (n * sizeof(T) >= stall_min_bytes && (store_aliases(y, in1) || (in2 && store_aliases(y, in2))) &&
-        !store_aliases(in1, y) && !(in2 && store_aliases(in2, y))) {
-        for_elements_reversed(y, in1, in2, n, body);
-        return;
-    }
-    for (ptrdiff_t j = 0; j < n; j++) body(j);
 }
 
 // ------------------------------------------------------------------
@@ -575,12 +536,13 @@ template <class T> inline T row_max(const T *x, ptrdiff_t n)
 // sum of exp(x[j] - shift); also stores each term in e unless e is null
 // (e may be x).  The lanes overlap with the exp's arithmetic.
 //
-// y, if not null and neither e nor x, is the row that a later pass will write: its
-// cache lines are fetched for writing as this pass goes, a chunk at a
-// time.  The caller stores the terms elsewhere (or nowhere) because
-// storing them into y would stall (see store_aliases); but stores into y
-// would also have brought y into cache while the exp kept the core busy,
-// and without that the later pass, which is quick, would wait for memory.
+// y, if not null, is the row that a later pass will write, where the
+// caller stores the terms elsewhere (or nowhere) because storing them into
+// y would stall (see store_stalls): its cache lines are fetched for
+// writing as this pass goes, a chunk at a time.  Stores into y would have
+// brought y into cache while the exp kept the core busy; without that the
+// later pass, which is quick, would wait for memory (20-40 % on arrays
+// beyond the caches, measured).
 //
 // Not inlined: inlined into the callers' block loops, it made float64 rows
 // of 16 to 300 elements 5-25 % slower (GCC 12, AVX2).  Flattened: the lane
@@ -592,19 +554,13 @@ template <class T>
 {
     auto term = [&](ptrdiff_t j) { return exp_diff(x[j], shift); };
     auto stored = [&](ptrdiff_t j) { return e[j] = exp_diff(x[j], shift); };
-    if (!y || y == e || y == x) return e ? lane_sum<T>(n, stored) : lane_sum<T>(n, term);
-    constexpr ptrdiff_t chunk = 1024 / sizeof(T);   // a multiple of lanes
-    LaneSum<T> sum;
-    for (ptrdiff_t j0 = 0; j0 < n; j0 += chunk) {
-        const ptrdiff_t len = n - j0 < chunk ? n - j0 : chunk;
-        for (ptrdiff_t byte = 0; byte < len * (ptrdiff_t)sizeof(T); byte += 64)
-            FS_PREFETCH((const char *)(y + j0) + byte, 1);
-        if (e)
-            sum.add(len, [&](ptrdiff_t j) { return stored(j0 + j); });
-        else
-            sum.add(len, [&](ptrdiff_t j) { return term(j0 + j); });
-    }
-    return sum.total();
+    if (!y) return e ? lane_sum<T>(n, stored) : lane_sum<T>(n, term);
+    // a block of lanes is 64 bytes of float or 128 of double: its lines
+    auto fetch = [&](ptrdiff_t base) {
+        for (std::size_t b = 0; b < lanes * sizeof(T); b += 64)
+            FS_PREFETCH((const char *)(y + base) + b, 1);
+    };
+    return e ? lane_sum<T>(n, stored, fetch) : lane_sum<T>(n, term, fetch);
 }
 
 // log(S) for S = sum of exp(x[j] - m), m = max x, given S: accurate also
@@ -662,14 +618,11 @@ inline double row_weighted_shifted_sum(const T *w, const T *x, T shift, ptrdiff_
 // y[j] = (x[j] - shift) - offset: log_softmax with offset = log(sum)
 template <class T> inline void row_shift(const T *x, T shift, double offset, T *y, ptrdiff_t n)
 {
-    for_elements(y, x, (const T *)nullptr, n, [=](ptrdiff_t j) {
+    for (ptrdiff_t j = 0; j < n; j++)
         y[j] = (T)(((double)x[j] - (double)shift) - offset);
-    });
 }
 
 // y[j] = s[j] * (v[j] - dot): the softmax Jacobian-vector product
-// (Plain loops, not for_elements: the products' kernels copy an input
-// that y would stall instead, see row_dot_copying.)
 template <class T> inline void row_jvp(const T *s, const T *v, double dot, T *y, ptrdiff_t n)
 {
     for (ptrdiff_t j = 0; j < n; j++)
@@ -683,36 +636,18 @@ template <class T> inline void row_log_vjp(const T *logp, const T *g, double gsu
         y[j] = (T)((double)g[j] - (double)exp2w(logp[j], T(0)) * gsum);
 }
 
-// One row of a product: y = a * (b - <a, b>), the softmax Jacobian-vector
-// product (a = s, b = v), or, if log_vjp, y = b - exp(a) * sum(b), the
-// log_softmax vector-Jacobian product (a = logp, b = g).  Always inlined:
-// called out of line from the kernels' row loops, its lanes went through
-// memory, twice as slow on rows of 10.
-template <class T>
-[[gnu::always_inline]] inline void product_row(const T *a, const T *b, T *y, ptrdiff_t n,
-                                               bool log_vjp)
-{
-    if (log_vjp)
-        row_log_vjp(a, b, row_sum(b, n), y, n);
-    else
-        row_jvp(a, b, row_dot(a, b, n), y, n);
-}
-
 // Cross-entropy gradient: g[j] = e[j] * factor - t[j] * tscale, where e
 // holds exp(x - max) (e may be g)
 template <class T>
 inline void row_xent_grad(const T *e, const T *t, double factor, double tscale, T *g,
                           ptrdiff_t n)
 {
-    for_elements(g, e, t, n, [=](ptrdiff_t j) {
+    for (ptrdiff_t j = 0; j < n; j++)
         g[j] = (T)((double)e[j] * factor - (double)t[j] * tscale);
-    });
 }
 
 // Row i of the Jacobian diag(s) - s s^T: y[j] = s[i] (delta_ij - s[j]),
-// each element written once.  (Not through for_elements: the Jacobian's
-// rows of y step across s's page offsets whatever its placement, and its
-// output is seldom in cache, where a reversed order measured slower.)
+// each element written once
 template <class T> inline void jacobian_row(const T *s, ptrdiff_t i, T *y, ptrdiff_t n)
 {
     const T si = s[i];
@@ -738,11 +673,10 @@ inline void row_scale_div<float>(const float *e, double num, double den, float *
     double factor = num / den;
 #if defined(__FMA__)
     const float hi = (float)factor, lo = (float)(factor - (double)hi);
-    for_elements(y, e, (const float *)nullptr, n,
-                 [=](ptrdiff_t j) { y[j] = std::fma(e[j], hi, e[j] * lo); });
+    FS_OMP_SIMD
+    for (ptrdiff_t j = 0; j < n; j++) y[j] = std::fma(e[j], hi, e[j] * lo);
 #else
-    for_elements(y, e, (const float *)nullptr, n,
-                 [=](ptrdiff_t j) { y[j] = (float)((double)e[j] * factor); });
+    for (ptrdiff_t j = 0; j < n; j++) y[j] = (float)((double)e[j] * factor);
 #endif
 }
 
@@ -753,10 +687,10 @@ inline void row_scale_div<double>(const double *e, double num, double den, doubl
     const double hi = num / den;
 #if defined(__FMA__)
     const double lo = std::fma(-hi, den, num) / den;
-    for_elements(y, e, (const double *)nullptr, n,
-                 [=](ptrdiff_t j) { y[j] = std::fma(e[j], hi, e[j] * lo); });
+    FS_OMP_SIMD
+    for (ptrdiff_t j = 0; j < n; j++) y[j] = std::fma(e[j], hi, e[j] * lo);
 #else
-    for_elements(y, e, (const double *)nullptr, n, [=](ptrdiff_t j) { y[j] = e[j] * hi; });
+    for (ptrdiff_t j = 0; j < n; j++) y[j] = e[j] * hi;
 #endif
 }
 

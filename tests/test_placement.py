@@ -2,8 +2,8 @@
 
 Where a store into the output would stall the loads of an input (4K
 aliasing: the output a little after an input modulo a page), the kernels
-change the order of an element-wise pass or keep their terms in a scratch
-row (docs/performance.rst, "Where the arrays lie").  Neither may change a
+keep their terms in a scratch row, or store none, or copy an input
+(docs/performance.rst, "Where the arrays lie").  None of it may change a
 bit of the result: every function runs here with its output -- and for the
 products their second input -- at offsets inside and outside that window,
 on every SIMD path, on 1 and 2 threads, and must agree bit for bit with the
@@ -20,8 +20,7 @@ from fastsoftmax._placement import placed
 from _registry import DTYPE_IDS, FLOAT_DTYPES, FUNCTIONS, logprobs, probs, quiet
 
 # Bytes from the first input, modulo a page: inside the window where
-# forward stores would stall (64 to 448), outside it, and just before the
-# input (where a reversed pass would stall, so it must not reverse).
+# stores would stall (64 to 448), outside it, and just before the input.
 OFFSETS = (0, 64, 256, 448, 2048, 4032)
 ROWS_AND_LENGTHS = [(3, 1), (3, 10), (9, 37), (3, 64), (17, 130), (2, 1000), (1, 3000),
                     (2, 5000)]
