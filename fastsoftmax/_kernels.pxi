@@ -422,15 +422,15 @@ cdef inline void product_row(const floating *a, const floating *b, floating *y,
 cdef void product_row_staged(const floating *a, const floating *b, floating *y,
                              Py_ssize_t n, bint log_vjp, void *stage_area) noexcept nogil:
     """product_row for a call that may stall (call_stalls): where storing
-    into y would stall the loads of a or b, the first pass also copies that
-    input into the stage (if there is one), placed clear of y, and the last
-    pass reads the copy."""
+    into y would stall the loads of an input that the first pass loads
+    anyway (s or v; g, not logp), that pass also copies it into the stage
+    (if there is one), placed clear of y, and the last pass reads the copy."""
     if stage_area == NULL:
         product_row(a, b, y, n, log_vjp)
         return
     cdef floating *copy = <floating *>stage_clear_of(stage_area, y)
     cdef double total
-    if store_stalls(y, a, n * sizeof(floating)):
+    if not log_vjp and store_stalls(y, a, n * sizeof(floating)):
         total = row_dot_copying(a, b, copy, n, log_vjp)
         a = copy
     elif store_stalls(y, b, n * sizeof(floating)):
@@ -479,10 +479,15 @@ cdef void product_rows_impl(const floating[:, :] a, const floating[:, :] b,
         return
     cdef int nthreads = threads_for(rows * n, num_threads)
     cdef size_t row_bytes = n * sizeof(floating)
-    # (the copy is a fourth row in cache: on rows beyond PRODUCT_COPY_MAX_BYTES
-    # it measured slower than the stall)
-    cdef bint stalls = row_bytes <= PRODUCT_COPY_MAX_BYTES and (
-        call_stalls(&a[0, 0], a.strides[0], &out[0, 0], out.strides[0], row_bytes)
+    # The copy costs a store per element in the first pass, and measured
+    # (2-core Zen 4) it paid only for float32 rows of at most
+    # PRODUCT_COPY_MAX_BYTES, and only for an input that pass loads anyway:
+    # for float64 rows of 37 it cost 9 % more than the stall, for logp
+    # (an extra load too) 14 %, and beyond 4 KiB, a fourth row in cache,
+    # up to 20 %.
+    cdef bint stalls = sizeof(floating) == 4 and row_bytes <= PRODUCT_COPY_MAX_BYTES and (
+        (not log_vjp
+         and call_stalls(&a[0, 0], a.strides[0], &out[0, 0], out.strides[0], row_bytes))
         or call_stalls(&b[0, 0], b.strides[0], &out[0, 0], out.strides[0], row_bytes))
     cdef void *stage
     if nthreads > 1 and rows < nthreads and n >= split_row_min:
