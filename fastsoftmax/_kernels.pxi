@@ -214,9 +214,9 @@ cdef inline void softmax_block(const floating *x, Py_ssize_t sx, floating *y, Py
     If `stalls` (the call may stall, call_stalls), each row is tested, and
     one whose stores into y would stall keeps softmax's terms in the stage
     (stage_area: NULL, or from new_stage with room for count rows) and
-    stores log_softmax's nowhere.  (Pointers, not
-    memoryviews: the compiler then inlines this into its callers, and with
-    `stalls` a constant False the tests vanish.)"""
+    stores log_softmax's nowhere.  (Pointers, not memoryviews: the compiler
+    then inlines this into its callers, and with `stalls` a constant False
+    the tests vanish.)"""
     cdef floating m[ROW_BLOCK]
     cdef double total[ROW_BLOCK]
     cdef floating *terms[ROW_BLOCK]

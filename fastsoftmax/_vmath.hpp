@@ -450,7 +450,8 @@ inline double lane_sum(ptrdiff_t n, Term term, Hook before_block = Hook())
 //   bring y into cache, stores none and fetches y's lines;
 // - the products, whose last pass loads two inputs as it stores: their
 //   first pass copies the input that y would stall into the scratch row
-//   (row_dot_copying), and the last pass reads the copy.
+//   (row_dot_copying), and the last pass reads the copy (float32 rows up
+//   to 4 KiB only, where it measured faster; see product_rows_impl).
 // The last passes of softmax and log_softmax store too, but they load
 // rows that are in L1 by then: measured, they do not stall enough to matter.
 
@@ -539,8 +540,8 @@ template <class T> inline T row_max(const T *x, ptrdiff_t n)
 // y, if not null, is the row that a later pass will write, where the
 // caller stores the terms elsewhere (or nowhere) because storing them into
 // y would stall (see store_stalls): its cache lines are fetched for
-// writing as this pass goes, a chunk at a time.  Stores into y would have
-// brought y into cache while the exp kept the core busy; without that the
+// writing as this pass goes, block of lanes by block.  Stores into y would
+// have brought y into cache while the exp kept the core busy; without that the
 // later pass, which is quick, would wait for memory (20-40 % on arrays
 // beyond the caches, measured).
 //
@@ -594,7 +595,7 @@ template <class T> inline double row_dot(const T *a, const T *b, ptrdiff_t n)
 }
 
 // row_dot(a, b, n), or row_sum(b, n) if `sum_only`, also copying a into c:
-// a product's last pass, which would stall loading a (see store_aliases),
+// a product's last pass, which would stall loading a (see store_stalls),
 // then reads the copy instead, placed clear of its output.  The same sums
 // (the products a * b in double are exact, so row_dot(b, a) too).
 template <class T>
@@ -656,10 +657,11 @@ template <class T> inline void jacobian_row(const T *s, ptrdiff_t i, T *y, ptrdi
     for (ptrdiff_t j = i + 1; j < n; j++) y[j] = -si * s[j];
 }
 
-// y[j] = e[j] * num / den, rounded once (e may be y): the factor is taken as an unevaluated
-// sum hi + lo (lo = the remainder of the division, exact with an FMA), and
-// fma(y, hi, y * lo) rounds once, the error of y * lo being ~2^-48 (float)
-// or ~2^-106 (double) relative.  A plain y * (num / den) would round twice,
+// y[j] = e[j] * num / den, rounded once (e may be y): the factor is taken
+// as an unevaluated sum hi + lo (lo = the remainder of the division, exact
+// with an FMA), and fma(e, hi, e * lo) rounds once, the error of e * lo
+// being ~2^-48 (float) or ~2^-106 (double) relative.  A plain
+// e * (num / den) would round twice,
 // which costs a double softmax up to an ulp.  For float data the factor is
 // a pair of floats, so the loop runs at the float vector width.  Without
 // hardware FMA (the SSE2 build) fma() would be a library call in the loop:
