@@ -17,7 +17,7 @@ import fastsoftmax as fs
 from fastsoftmax import _backend
 from fastsoftmax._placement import placed
 
-from _registry import DTYPE_IDS, FLOAT_DTYPES, FUNCTIONS, logprobs, probs, quiet
+from _registry import DTYPE_IDS, FLOAT_DTYPES, FUNCTIONS, quiet
 
 # Bytes from the first input, modulo a page: inside the window where
 # stores would stall (64 to 448), outside it, and just before the input.
@@ -45,10 +45,12 @@ def logits_with_specials(rng, rows, n, dtype):
     return x.astype(dtype)
 
 
-def loss_kernel_call(x, labels, grad):
-    """The loss has no out=: its kernel writes a gradient placed by the test."""
+def loss_kernel_call(x, target, grad):
+    """The loss has no out=: its kernel writes a gradient placed by the test.
+    `target` holds class indices or probabilities."""
+    index, probs_ = (target, None) if target.dtype == np.int64 else (None, target)
     loss = np.empty(len(x))
-    total, _ = _backend.kernels.cross_entropy_rows(x, None, labels, loss, grad, 0.5,
+    total, _ = _backend.kernels.cross_entropy_rows(x, probs_, index, loss, grad, 0.5,
                                                    fs.get_num_threads())
     return total, loss, grad
 
@@ -68,18 +70,15 @@ def run_placed(name, inputs, offset, other_offset):
     return (FUNCTIONS[name].fast(*args, out=out),)
 
 
-def inputs_for(name, rng, rows, n, dtype):
+def inputs_for(name, rng, rows, n, dtype, target):
+    """The registry's inputs made from logits with special rows; for the
+    loss, class indices or (target="probabilities") probabilities."""
     x = logits_with_specials(rng, rows, n, dtype)
-    other = rng.standard_normal((rows, n)).astype(dtype)
-    if name == "softmax_cross_entropy":
+    if name == "softmax_cross_entropy" and target == "indices":
         return [x, rng.integers(0, n, rows)]
+    other = rng.standard_normal((rows, n)).astype(dtype)
     with quiet():
-        if name in ("softmax", "log_softmax"):
-            return [x]
-        if name == "log_softmax_vjp":
-            return [logprobs(x.astype(np.float64)).astype(dtype), other]
-        s = probs(x.astype(np.float64)).astype(dtype)
-        return [s] if name == "softmax_jacobian" else [s, other]
+        return [np.asarray(a, dtype) for a in FUNCTIONS[name].from_logits(x, other, -1)]
 
 
 def assert_same_bits(actual, expected):
@@ -96,13 +95,20 @@ def assert_same_bits(actual, expected):
             f"{np.count_nonzero(a.view(np.uint8) != e.view(np.uint8))} bytes differ"
 
 
+# each function once, the loss once per kind of target
+CASES = [(name, "indices") for name in FUNCTIONS] + [("softmax_cross_entropy", "probabilities")]
+
+
 @pytest.mark.parametrize("rows, n", ROWS_AND_LENGTHS)
 @pytest.mark.parametrize("dtype", FLOAT_DTYPES, ids=DTYPE_IDS)
-@pytest.mark.parametrize("name", list(FUNCTIONS))
-def test_results_do_not_depend_on_placement(name, dtype, rows, n, simd_path, threads, rng):
+@pytest.mark.parametrize("name, target", CASES,
+                         ids=[f"{name}-{target}" if name == "softmax_cross_entropy" else name
+                              for name, target in CASES])
+def test_results_do_not_depend_on_placement(name, target, dtype, rows, n, simd_path, threads,
+                                            rng):
     if name == "softmax_jacobian" and n > 130:
         pytest.skip("the Jacobian's output is n times its input")
-    inputs = inputs_for(name, rng, rows, n, dtype)
+    inputs = inputs_for(name, rng, rows, n, dtype, target)
     with quiet():
         expected = run_placed(name, inputs, 0, 0)
         for offset in OFFSETS[1:]:
