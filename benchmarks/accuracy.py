@@ -100,6 +100,16 @@ def masked(rng, dtype, total):
     return x.astype(dtype)
 
 
+def short_rows(rng, dtype, total):
+    # rows short enough for the short-row kernel (see _vmath.hpp)
+    return (3 * rng.standard_normal(_rows(total, 10))).astype(dtype)
+
+
+def short_tiny_tail(rng, dtype, total):
+    low, high = (-104.0, -88.0) if dtype == F32 else (-745.0, -709.0)
+    return _one_at_zero(rng, rng.uniform(low, high, _rows(total, 37)).astype(dtype))
+
+
 def large_n(rng, dtype, total):
     return rng.standard_normal((1, total)).astype(dtype)
 
@@ -111,6 +121,8 @@ REGIMES = {
     "dominant": (dominant, "one 0, the others uniform in [-110, -80] / [-760, -700]"),
     "tiny-tail": (tiny_tail, "one 0, the others uniform in [-104, -88] / [-745, -709]"),
     "masked": (masked, "N(0, 1) with half the entries -inf, rows of 1000"),
+    "short": (short_rows, "N(0, 9) logits, rows of 10"),
+    "short-tail": (short_tiny_tail, "tiny-tail, rows of 37"),
     "large-n": (large_n, "one row of n N(0, 1) logits"),
 }
 

@@ -34,6 +34,9 @@ cdef extern from "_vmath.hpp" nogil:
     const char *c_compiler "fastsoftmax::compiler"()
     int c_cpu_supports "fastsoftmax::cpu_supports"(const char *feature)
     const Py_ssize_t COLS "fastsoftmax::cols"
+    const Py_ssize_t SHORT_ROW_MAX "fastsoftmax::short_row_max"
+    const Py_ssize_t LANES "fastsoftmax::lanes"
+    const Py_ssize_t SHORT_SOFTMAX_DOUBLE_MAX "fastsoftmax::short_softmax_double_max"
     bint store_aliases "fastsoftmax::store_aliases"(const void *store, const void *load)
     bint store_stalls "fastsoftmax::store_stalls"(const void *y, const void *x, size_t row_bytes)
     void *stage_clear_of "fastsoftmax::stage_clear_of"(void *area, const void *x)
@@ -60,6 +63,8 @@ cdef extern from "_vmath.hpp" namespace "fastsoftmax" nogil:
     void jacobian_row[T](const T *s, Py_ssize_t i, T *y, Py_ssize_t n)
     void softmax_cols_tile[T](const T *x, Py_ssize_t sx, T *y, Py_ssize_t sy,
                               Py_ssize_t n, Py_ssize_t w, int take_log)
+    void softmax_short_rows[T](const T *x, Py_ssize_t sx, T *y, Py_ssize_t sy,
+                               Py_ssize_t rows, Py_ssize_t n, int take_log)
 
 
 # Below this many elements a call stays on the calling thread: waking the
@@ -93,6 +98,7 @@ cdef enum:
 
 cdef Py_ssize_t parallel_min_elements = PARALLEL_MIN_ELEMENTS
 cdef Py_ssize_t split_row_min = SPLIT_ROW_MIN
+cdef Py_ssize_t short_row_max = SHORT_ROW_MAX
 
 
 # ---------------------------------------------------------------------------
@@ -317,6 +323,18 @@ cdef void softmax_row_split(const floating *x, floating *y, Py_ssize_t n,
             row_scale_div(y + start, exp(chunk_max[c] - m), total, y + start, stop - start)
 
 
+cdef inline bint short_rows(Py_ssize_t n, size_t itemsize, bint take_log) noexcept nogil:
+    """Whether rows of n elements go through softmax_short_rows (the
+    measured rules in _vmath.hpp, "Which rows")."""
+    if n >= short_row_max:
+        return False
+    if take_log:
+        return True
+    if itemsize == 4:
+        return n % LANES != 0
+    return n < SHORT_SOFTMAX_DOUBLE_MAX
+
+
 cdef void softmax_rows_impl(const floating[:, :] x, floating[:, :] out,
                             int num_threads, bint take_log) noexcept nogil:
     cdef Py_ssize_t rows = x.shape[0], n = x.shape[1], i, b
@@ -332,7 +350,15 @@ cdef void softmax_rows_impl(const floating[:, :] x, floating[:, :] out,
     # (log_softmax stores no terms where y would stall: no stage)
     cdef size_t stage_size = per_block * n * sizeof(floating) if stalls and not take_log else 0
     cdef void *stage
-    if nthreads > 1 and rows < nthreads and n >= split_row_min:
+    if short_rows(n, sizeof(floating), take_log) and nthreads > 1:
+        # COLS rows per work item (softmax_short_rows tiles them)
+        blocks = (rows + COLS - 1) // COLS
+        for b in prange(blocks, schedule="static", num_threads=min(<Py_ssize_t>nthreads, blocks)):
+            softmax_short_rows(&x[b * COLS, 0], x.strides[0], &out[b * COLS, 0], out.strides[0],
+                               min(COLS, rows - b * COLS), n, take_log)
+    elif short_rows(n, sizeof(floating), take_log):
+        softmax_short_rows(&x[0, 0], x.strides[0], &out[0, 0], out.strides[0], rows, n, take_log)
+    elif nthreads > 1 and rows < nthreads and n >= split_row_min:
         for i in range(rows):
             softmax_row_split(&x[i, 0], &out[i, 0], n, nthreads, take_log)
     elif nthreads > 1:
@@ -397,11 +423,14 @@ def softmax_cols(const floating[:, :, ::1] x, floating[:, :, ::1] out, int num_t
 
 
 def set_thresholds(Py_ssize_t parallel_min=PARALLEL_MIN_ELEMENTS,
-                   Py_ssize_t split_min=SPLIT_ROW_MIN):
-    """Change the serial/parallel thresholds (tests use 0 to force threads)."""
-    global parallel_min_elements, split_row_min
+                   Py_ssize_t split_min=SPLIT_ROW_MIN, Py_ssize_t short_max=SHORT_ROW_MAX):
+    """Change the serial/parallel thresholds (tests use 0 to force threads)
+    and the length below which rows go through the short-row kernel
+    (0: none)."""
+    global parallel_min_elements, split_row_min, short_row_max
     parallel_min_elements = parallel_min
     split_row_min = split_min
+    short_row_max = short_max
 
 
 # ---------------------------------------------------------------------------

@@ -157,6 +157,7 @@ template <class T> struct FloatTraits;
 
 struct PlainSum;
 struct KahanSum;
+struct NeumaierSum;
 
 template <> struct FloatTraits<float> {
     using Bits = std::uint32_t;
@@ -180,8 +181,9 @@ template <> struct FloatTraits<float> {
     // term rounded to the subnormal grid is off by up to 2^-150 (2^-1075
     // for double), which then stays below 2^-50 of the tail's own ulp.
     static constexpr double tail_recompute = 0x1p-76;
-    // how the row sums add float terms (see lane_sum)
+    // how the row sums (see lane_sum) and the column sums add float terms
     using Sum = PlainSum;
+    using ColumnSum = PlainSum;
 };
 
 template <> struct FloatTraits<double> {
@@ -203,6 +205,7 @@ template <> struct FloatTraits<double> {
     static constexpr double tail_lowest = -790.0;
     static constexpr double tail_recompute = 0x1p-970;
     using Sum = KahanSum;
+    using ColumnSum = NeumaierSum;
 };
 
 // ------------------------------------------------------------------
@@ -347,8 +350,14 @@ template <class T> inline T exp(T x) { return exp2w(x, T(0)); }
 //   would make the carry infinite or NaN, and the result inf - inf = NaN: a
 //   carry that is not finite is reset to 0 instead, so that an infinite sum
 //   stays infinite.
-// The column kernel (softmax_cols_tile) adds its per-column sums with the
-// same two policies.
+// NeumaierSum (double data, the column sums): each addition's rounding
+//   error taken exactly by TwoSum and gathered (inf and NaN errors dropped,
+//   as above).  Kahan's compensation is exact only while the sum outweighs
+//   each new term; a lane's later terms rarely exceed its sum, but a
+//   column of a short row sums a few terms in any order: there Kahan left
+//   the sum up to an ulp off and softmax 0.3 ulp worse.  (In the lanes the
+//   two more additions per term would cost long rows 8 %.)
+// The column kernel (softmax_cols_tile) adds float terms plainly too.
 
 constexpr int lanes = 16;
 
@@ -363,6 +372,7 @@ inline double two_sum(double a, double b, double *err)
 
 struct PlainSum {
     static void add(double &sum, double & /*carry*/, double value) { sum += value; }
+    static double value(double sum, double /*carry*/) { return sum; }
 
     static double total(const double *lane, const double * /*carry*/)
     {
@@ -383,6 +393,8 @@ struct KahanSum {
         sum = t;
     }
 
+    static double value(double sum, double carry) { return sum - carry; }
+
     // sum of the lanes minus the sum of their carries, each addition of the
     // pairwise tree compensated: the plain tree's four roundings could cost
     // a double softmax ~2 ulp
@@ -396,6 +408,11 @@ struct KahanSum {
         double total = two_sum(h2[0], h2[1], &e1);
         return total + e1;
     }
+};
+
+struct NeumaierSum {
+    static void add(double &sum, double &err, double value) { sum = two_sum(sum, value, &err); }
+    static double value(double sum, double err) { return sum + err; }
 };
 
 // body(l, j) for every j in [0, n): j = base + l, lane l of a block of
@@ -657,6 +674,29 @@ template <class T> inline void jacobian_row(const T *s, ptrdiff_t i, T *y, ptrdi
     for (ptrdiff_t j = i + 1; j < n; j++) y[j] = -si * s[j];
 }
 
+// num / den as hi + lo: the rounded quotient and the quotient of its
+// remainder (exact with an FMA; without one lo is 0, which scaled ignores)
+inline void quotient_split(double num, double den, double *hi, double *lo)
+{
+    *hi = num / den;
+#if defined(__FMA__)
+    *lo = std::fma(-*hi, den, num) / den;
+#else
+    *lo = 0.0;
+#endif
+}
+
+// e * (hi + lo), rounded once with an FMA
+inline double scaled(double e, double hi, double lo)
+{
+#if defined(__FMA__)
+    return std::fma(e, hi, e * lo);
+#else
+    (void)lo;
+    return e * hi;
+#endif
+}
+
 // y[j] = e[j] * num / den, rounded once (e may be y): the factor is taken
 // as an unevaluated sum hi + lo (lo = the remainder of the division, exact
 // with an FMA), and fma(e, hi, e * lo) rounds once, the error of e * lo
@@ -686,14 +726,10 @@ template <>
 inline void row_scale_div<double>(const double *e, double num, double den, double *y,
                                   ptrdiff_t n)
 {
-    const double hi = num / den;
-#if defined(__FMA__)
-    const double lo = std::fma(-hi, den, num) / den;
+    double hi, lo;
+    quotient_split(num, den, &hi, &lo);
     FS_OMP_SIMD
-    for (ptrdiff_t j = 0; j < n; j++) y[j] = std::fma(e[j], hi, e[j] * lo);
-#else
-    for (ptrdiff_t j = 0; j < n; j++) y[j] = e[j] * hi;
-#endif
+    for (ptrdiff_t j = 0; j < n; j++) y[j] = scaled(e[j], hi, lo);
 }
 
 // ------------------------------------------------------------------
@@ -707,8 +743,8 @@ inline void row_scale_div<double>(const double *e, double num, double den, doubl
 // a loop over the n rows of the tile, with one max, sum (and, for
 // log_softmax, the log1p inputs) per column in arrays on the stack.
 // x and y step by sx and sy elements from one row to the next; y may be x.
-// The sums: plain double for float data, Kahan per column for double data
-// (the lane sums' policies).
+// The sums: plain double for float data, compensated per column for double
+// data (the lane sums' policies).
 
 constexpr ptrdiff_t cols = 128;
 
@@ -716,7 +752,7 @@ template <class T>
 inline void softmax_cols_tile(const T *x, ptrdiff_t sx, T *y, ptrdiff_t sy, ptrdiff_t n,
                               ptrdiff_t w, int take_log)
 {
-    using Sum = typename FloatTraits<T>::Sum;
+    using Sum = typename FloatTraits<T>::ColumnSum;
     T m[cols];
     double sum[cols], carry[cols], tail[cols], tcarry[cols];
     double ones[cols];
@@ -744,12 +780,13 @@ inline void softmax_cols_tile(const T *x, ptrdiff_t sx, T *y, ptrdiff_t sy, ptrd
             Sum::add(sum[c], carry[c], (double)e);
         }
     }
-    // sum: the factor (softmax) or the offset log(S) (log_softmax, with the
-    // log1p path of row_log_sum when S < 2)
+    // sum: the factor 1 / S as hi + lo (softmax, see quotient_split) or
+    // the offset log(S) (log_softmax, with the log1p path of row_log_sum
+    // when S < 2)
     for (ptrdiff_t c = 0; c < w; c++) {
-        double S = sum[c] - carry[c], t = tail[c] - tcarry[c];
+        double S = Sum::value(sum[c], carry[c]), t = Sum::value(tail[c], tcarry[c]);
         if (!take_log) {
-            sum[c] = 1.0 / S;
+            quotient_split(1.0, S, &sum[c], &tail[c]);
         } else if (S < 2.0) {
             if (t < (double)n * FloatTraits<T>::tail_recompute)
                 t = row_tail_scaled(x + c, m[c], sx, n);
@@ -768,7 +805,66 @@ inline void softmax_cols_tile(const T *x, ptrdiff_t sx, T *y, ptrdiff_t sy, ptrd
         } else {
             FS_OMP_SIMD
             for (ptrdiff_t c = 0; c < w; c++)
-                yi[c] = (T)((double)yi[c] * sum[c]);
+                yi[c] = (T)scaled((double)yi[c], sum[c], tail[c]);
+        }
+    }
+}
+
+// ------------------------------------------------------------------
+// Short rows, vectorised across rows
+// ------------------------------------------------------------------
+//
+// A row of a few dozen elements fills a vector or two: each pass is mostly
+// its partial last block of lanes, and the horizontal steps (the max's and
+// the lanes' reductions) and the division or log come once per handful of
+// elements.  Short rows are instead copied, w at a time, into a tile on
+// the stack, transposed (element j of row r at tile[j * w + r]), where
+// softmax_cols_tile runs vectorised across the rows; then the tile is
+// copied back.  Each row gets the same operations whatever its tile (the
+// columns are independent), and the tile's columns sum as the column
+// kernel does: plain double for float data, compensated for double.
+//
+// Which rows (_kernels.pxi, short_rows), measured on AVX-512 against the
+// row kernel, 1 thread:
+// - shorter than short_row_max: 0.1-0.5x the time up to 31 elements,
+//   0.6-0.9x for 33-39, 0.9-1.1x at 40 and more, where the copies (scalar,
+//   a load and a store per element each way) cost what the row kernel
+//   loses;
+// - but for softmax, not float rows of 16 or 32 elements: they fill their
+//   blocks of lanes, and the row kernel is faster on them (1.4-1.6x); nor
+//   double rows of short_softmax_double_max or more, where the tile gained
+//   nothing (0.8-1.07x).
+// Whatever the number of rows: a row's result must not depend on the
+// call it is in (docs/api.rst, Threads; fastsoftmax.dask relies on it), so
+// a call of a few rows takes the tile too, though there the column loops
+// run their scalar ends: one row of 10 floats takes 0.73 us against 0.61
+// in the row kernel, log_softmax of one row of 37 doubles 1.36 us against
+// 0.69.
+
+constexpr std::size_t short_tile_bytes = 16384;
+
+constexpr ptrdiff_t short_row_max = 40;
+constexpr ptrdiff_t short_softmax_double_max = 24;
+
+// softmax (or log_softmax) of `rows` rows of n < short_row_max elements,
+// the first at x (y), the next sx (sy) bytes further each; y may be x
+template <class T>
+inline void softmax_short_rows(const T *x, ptrdiff_t sx, T *y, ptrdiff_t sy, ptrdiff_t rows,
+                               ptrdiff_t n, int take_log)
+{
+    alignas(64) T tile[short_tile_bytes / sizeof(T)];
+    ptrdiff_t w = (ptrdiff_t)(short_tile_bytes / sizeof(T)) / n;
+    w = w < cols ? w : cols;
+    for (ptrdiff_t r0 = 0; r0 < rows; r0 += w) {
+        const ptrdiff_t wr = rows - r0 < w ? rows - r0 : w;
+        for (ptrdiff_t r = 0; r < wr; r++) {
+            const T *xr = (const T *)((const char *)x + (r0 + r) * sx);
+            for (ptrdiff_t j = 0; j < n; j++) tile[j * wr + r] = xr[j];
+        }
+        softmax_cols_tile(tile, wr, tile, wr, n, wr, take_log);
+        for (ptrdiff_t r = 0; r < wr; r++) {
+            T *yr = (T *)((char *)y + (r0 + r) * sy);
+            for (ptrdiff_t j = 0; j < n; j++) yr[j] = tile[j * wr + r];
         }
     }
 }

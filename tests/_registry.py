@@ -565,7 +565,9 @@ _FORWARD_SHAPE_AXES = [
 FORWARD_CASES = (
     [_case(shape, axis, FORWARD_LAYOUTS) for shape, axes in _FORWARD_SHAPE_AXES
      for axis in axes]
-    + [_case((3, n), -1, ROW_LENGTH_LAYOUTS) for n in range(1, 34)])
+    + [_case((3, n), -1, ROW_LENGTH_LAYOUTS) for n in range(1, 34)]
+    # short rows in several tiles of rows (_vmath.hpp, softmax_short_rows)
+    + [_case((300, n), -1, ROW_LENGTH_LAYOUTS) for n in (10, 37)])
 # per SIMD path: all the short row lengths (vector tails), a long row,
 # multi-axis and empty cases (layouts and threads are handled the same way
 # on every path; what differs per path is the vectorised C)
