@@ -37,6 +37,7 @@ cdef extern from "_vmath.hpp" nogil:
     const Py_ssize_t SHORT_ROW_MAX "fastsoftmax::short_row_max"
     const Py_ssize_t LANES "fastsoftmax::lanes"
     const Py_ssize_t SHORT_SOFTMAX_DOUBLE_MAX "fastsoftmax::short_softmax_double_max"
+    const Py_ssize_t SHORT_LOG_DOUBLE_MAX "fastsoftmax::short_log_double_max"
     bint store_aliases "fastsoftmax::store_aliases"(const void *store, const void *load)
     bint store_stalls "fastsoftmax::store_stalls"(const void *y, const void *x, size_t row_bytes)
     void *stage_clear_of "fastsoftmax::stage_clear_of"(void *area, const void *x)
@@ -328,11 +329,9 @@ cdef inline bint short_rows(Py_ssize_t n, size_t itemsize, bint take_log) noexce
     measured rules in _vmath.hpp, "Which rows")."""
     if n >= short_row_max:
         return False
-    if take_log:
-        return True
     if itemsize == 4:
         return n % LANES != 0
-    return n < SHORT_SOFTMAX_DOUBLE_MAX
+    return n < (SHORT_LOG_DOUBLE_MAX if take_log else SHORT_SOFTMAX_DOUBLE_MAX)
 
 
 cdef void softmax_rows_impl(const floating[:, :] x, floating[:, :] out,

@@ -772,19 +772,28 @@ inline void softmax_cols_tile(const T *x, ptrdiff_t sx, T *y, ptrdiff_t sy, ptrd
         for (ptrdiff_t c = 0; c < w; c++) {
             T e = exp_diff(xi[c], m[c]);
             if (take_log) {
-                Sum::add(tail[c], tcarry[c], xi[c] == m[c] ? 0.0 : (double)e);
+                // S = tail + ones: the terms at the max are exactly 1 and
+                // counted (e - 1 is 0 for them, and keeps the NaN of a +inf
+                // max), the others summed, which is also what the log1p
+                // path of row_log_sum needs: one sum per element, not two
+                Sum::add(tail[c], tcarry[c], xi[c] == m[c] ? (double)e - 1.0 : (double)e);
                 ones[c] += xi[c] == m[c] ? 1.0 : 0.0;
             } else {
                 yi[c] = e;
+                Sum::add(sum[c], carry[c], (double)e);
             }
-            Sum::add(sum[c], carry[c], (double)e);
         }
     }
     // sum: the factor 1 / S as hi + lo (softmax, see quotient_split) or
     // the offset log(S) (log_softmax, with the log1p path of row_log_sum
     // when S < 2)
     for (ptrdiff_t c = 0; c < w; c++) {
-        double S = Sum::value(sum[c], carry[c]), t = Sum::value(tail[c], tcarry[c]);
+        double t = Sum::value(tail[c], tcarry[c]);
+        double S = Sum::value(sum[c], carry[c]);
+        if (take_log) {   // ones + tail, rounded once (tcarry: 0 or its error)
+            double err = Sum::value(0.0, tcarry[c]);
+            S = two_sum(ones[c], tail[c], &err) + err;
+        }
         if (!take_log) {
             quotient_split(1.0, S, &sum[c], &tail[c]);
         } else if (S < 2.0) {
@@ -825,15 +834,19 @@ inline void softmax_cols_tile(const T *x, ptrdiff_t sx, T *y, ptrdiff_t sy, ptrd
 // kernel does: plain double for float data, compensated for double.
 //
 // Which rows (_kernels.pxi, short_rows), measured on AVX-512 against the
-// row kernel, 1 thread:
-// - shorter than short_row_max: 0.1-0.5x the time up to 31 elements,
-//   0.6-0.9x for 33-39, 0.9-1.1x at 40 and more, where the copies (scalar,
-//   a load and a store per element each way) cost what the row kernel
-//   loses;
-// - but for softmax, not float rows of 16 or 32 elements: they fill their
-//   blocks of lanes, and the row kernel is faster on them (1.4-1.6x); nor
-//   double rows of short_softmax_double_max or more, where the tile gained
-//   nothing (0.8-1.07x).
+// row kernel, 1 thread, logits of standard deviation 1 and 3:
+// - shorter than short_row_max: 0.3-0.5x the time for 10 elements,
+//   0.5-0.9x for float rows of 17-39, 0.9-1.1x at 40 and more, where the
+//   copies (scalar, a load and a store per element each way) cost what the
+//   row kernel loses;
+// - but not float rows of 16 or 32 elements: they fill their blocks of
+//   lanes, and the row kernel is as fast or faster on them (softmax
+//   1.4-1.6x; log_softmax 0.7-1.1x, depending on the data);
+// - nor double rows from short_softmax_double_max (softmax) or
+//   short_log_double_max (log_softmax) on: there the tile gained nothing
+//   or lost (softmax 0.8-1.07x; log_softmax up to 1.8x on standard normal
+//   rows of 37, where the row kernel's sum S is rarely below 2 and so
+//   skips the second sum that the tile's columns always make).
 // Whatever the number of rows: a row's result must not depend on the
 // call it is in (docs/api.rst, Threads; fastsoftmax.dask relies on it), so
 // a call of a few rows takes the tile too, though there the column loops
@@ -845,6 +858,7 @@ constexpr std::size_t short_tile_bytes = 16384;
 
 constexpr ptrdiff_t short_row_max = 40;
 constexpr ptrdiff_t short_softmax_double_max = 24;
+constexpr ptrdiff_t short_log_double_max = 16;
 
 // softmax (or log_softmax) of `rows` rows of n < short_row_max elements,
 // the first at x (y), the next sx (sy) bytes further each; y may be x
