@@ -86,11 +86,11 @@ def dominant(rng, dtype, total):
     return _one_at_zero(rng, rng.uniform(low, high, _rows(total, ROW)).astype(dtype))
 
 
-def tiny_tail(rng, dtype, total):
+def tiny_tail(rng, dtype, total, row=ROW):
     # the others' exp is subnormal or 0: log_softmax at the max is -tail,
     # a tiny number made of subnormal terms
     low, high = (-104.0, -88.0) if dtype == F32 else (-745.0, -709.0)
-    return _one_at_zero(rng, rng.uniform(low, high, _rows(total, ROW)).astype(dtype))
+    return _one_at_zero(rng, rng.uniform(low, high, _rows(total, row)).astype(dtype))
 
 
 def masked(rng, dtype, total):
@@ -106,8 +106,7 @@ def short_rows(rng, dtype, total):
 
 
 def short_tiny_tail(rng, dtype, total):
-    low, high = (-104.0, -88.0) if dtype == F32 else (-745.0, -709.0)
-    return _one_at_zero(rng, rng.uniform(low, high, _rows(total, 37)).astype(dtype))
+    return tiny_tail(rng, dtype, total, row=37)
 
 
 def large_n(rng, dtype, total):

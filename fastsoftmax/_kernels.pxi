@@ -99,7 +99,6 @@ cdef enum:
 
 cdef Py_ssize_t parallel_min_elements = PARALLEL_MIN_ELEMENTS
 cdef Py_ssize_t split_row_min = SPLIT_ROW_MIN
-cdef Py_ssize_t short_row_max = SHORT_ROW_MAX
 
 
 # ---------------------------------------------------------------------------
@@ -327,7 +326,7 @@ cdef void softmax_row_split(const floating *x, floating *y, Py_ssize_t n,
 cdef inline bint short_rows(Py_ssize_t n, size_t itemsize, bint take_log) noexcept nogil:
     """Whether rows of n elements go through softmax_short_rows (the
     measured rules in _vmath.hpp, "Which rows")."""
-    if n >= short_row_max:
+    if n >= SHORT_ROW_MAX:
         return False
     if itemsize == 4:
         return n % LANES != 0
@@ -422,14 +421,11 @@ def softmax_cols(const floating[:, :, ::1] x, floating[:, :, ::1] out, int num_t
 
 
 def set_thresholds(Py_ssize_t parallel_min=PARALLEL_MIN_ELEMENTS,
-                   Py_ssize_t split_min=SPLIT_ROW_MIN, Py_ssize_t short_max=SHORT_ROW_MAX):
-    """Change the serial/parallel thresholds (tests use 0 to force threads)
-    and the length below which rows go through the short-row kernel
-    (0: none)."""
-    global parallel_min_elements, split_row_min, short_row_max
+                   Py_ssize_t split_min=SPLIT_ROW_MIN):
+    """Change the serial/parallel thresholds (tests use 0 to force threads)."""
+    global parallel_min_elements, split_row_min
     parallel_min_elements = parallel_min
     split_row_min = split_min
-    short_row_max = short_max
 
 
 # ---------------------------------------------------------------------------

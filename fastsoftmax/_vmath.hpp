@@ -788,15 +788,15 @@ inline void softmax_cols_tile(const T *x, ptrdiff_t sx, T *y, ptrdiff_t sy, ptrd
     // the offset log(S) (log_softmax, with the log1p path of row_log_sum
     // when S < 2)
     for (ptrdiff_t c = 0; c < w; c++) {
-        double t = Sum::value(tail[c], tcarry[c]);
-        double S = Sum::value(sum[c], carry[c]);
-        if (take_log) {   // ones + tail, rounded once (tcarry: 0 or its error)
-            double err = Sum::value(0.0, tcarry[c]);
-            S = two_sum(ones[c], tail[c], &err) + err;
-        }
         if (!take_log) {
-            quotient_split(1.0, S, &sum[c], &tail[c]);
-        } else if (S < 2.0) {
+            quotient_split(1.0, Sum::value(sum[c], carry[c]), &sum[c], &tail[c]);
+            continue;
+        }
+        // S = ones + tail, rounded once (the tail's error, if kept, added in)
+        double t = Sum::value(tail[c], tcarry[c]);
+        double err = Sum::value(0.0, tcarry[c]);
+        double S = two_sum(ones[c], tail[c], &err) + err;
+        if (S < 2.0) {
             if (t < (double)n * FloatTraits<T>::tail_recompute)
                 t = row_tail_scaled(x + c, m[c], sx, n);
             sum[c] = std::log1p(t + (ones[c] - 1.0));

@@ -95,9 +95,10 @@ def test_rows_sum_to_one(dtype, n, threads, rng):
         assert abs(math.fsum(row.astype(np.float64).tolist()) - 1) <= tol
 
 
-# Short rows go through tiles of rows, vectorised across the rows
-# (_vmath.hpp, softmax_short_rows): a row's result must not depend on which
-# tile it lands in, where in the tile, or how many rows share it.
+# Most short rows go through tiles of rows, vectorised across the rows
+# (_vmath.hpp, softmax_short_rows; the others, by length, the row kernel):
+# a row's result must not depend on which tile it lands in, where in the
+# tile, or how many rows share it.
 @pytest.mark.parametrize("n", [1, 3, 10, 16, 31, 37, 39])
 @pytest.mark.parametrize("dtype", FLOAT_DTYPES, ids=DTYPE_IDS)
 @pytest.mark.parametrize("func, reference", FORWARD, ids=FORWARD_IDS)
