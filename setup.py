@@ -34,6 +34,7 @@ import sys
 import tempfile
 import textwrap
 
+import numpy
 from Cython.Build import cythonize
 from setuptools import Extension, setup
 from setuptools.command.build_ext import build_ext
@@ -223,7 +224,10 @@ extensions = [
               [f"{PACKAGE}/_kernels_{variant}.pyx"],
               depends=[f"{PACKAGE}/_kernels.pxi", f"{PACKAGE}/_vmath.hpp",
                        f"{PACKAGE}/_simd_paths.py"],
-              include_dirs=[PACKAGE], language="c++")
+              # the NumPy C API: the kernels read a plain call's arrays directly
+              include_dirs=[PACKAGE, numpy.get_include()],
+              define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_25_API_VERSION")],
+              language="c++")
     for variant in SIMD_PATHS["build_flags"](IS_X86, False, env_flag("FASTSOFTMAX_NATIVE"))
 ]
 

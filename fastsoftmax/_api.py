@@ -13,17 +13,13 @@ import math
 import operator
 import sys
 from math import prod
-from typing import (TYPE_CHECKING, Any, Callable, Generic, Literal, SupportsIndex, TypeVar,
-                    Union, overload)
+from typing import Any, Callable, Generic, Literal, SupportsIndex, TypeVar, Union, overload
 
 import numpy as np
 from numpy.exceptions import AxisError
 from numpy.typing import ArrayLike, NDArray
 
 from . import _backend
-
-if TYPE_CHECKING:
-    from typing_extensions import TypeGuard  # in typing from Python 3.10 on
 
 # The public math functions, listed once: fastsoftmax and fastsoftmax.dask
 # import this tuple (`from ._api import __all__`, which type checkers
@@ -390,35 +386,12 @@ class _Output:
 
 
 # --------------------------------------------------------------------------
-# The fast path
+# The common call
 # --------------------------------------------------------------------------
-
-def _is_plain(x: object, axis: object, out: object = None,
-              b: object = None) -> TypeGuard[_FloatArray]:
-    """True for the common case the kernels take as is, which skips the
-    general path (~5 us of Python that would find nothing to do): `x` (and
-    `b`, the products' second input) C-contiguous, aligned, non-empty
-    float32/float64 ndarrays of one dtype and shape, reduced along their
-    last axis, and `out` None or such an array, writeable, that is each
-    input itself or shares no memory with it."""
-    # (one expression, one flags object an array, and no call unless out is
-    # given: this is most of the cost of a small call)
-    return (type(x) is np.ndarray and type(axis) is int and x.ndim >= 1
-            and (axis == -1 or axis == x.ndim - 1) and x.dtype in _KERNEL_DTYPES
-            and x.size > 0 and (flags := x.flags).c_contiguous and flags.aligned
-            and (b is None or (type(b) is np.ndarray and b.dtype == x.dtype
-                               and b.shape == x.shape and (flags := b.flags).c_contiguous
-                               and flags.aligned))
-            and (out is None or _is_plain_out(out, x, b)))
-
-
-def _is_plain_out(out: object, x: _FloatArray, b: object) -> bool:
-    """The rest of _is_plain, for a given `out`."""
-    return (type(out) is np.ndarray and out.dtype == x.dtype and out.shape == x.shape
-            and (flags := out.flags).c_contiguous and flags.aligned and flags.writeable
-            and (out is x or not np.may_share_memory(out, x))
-            and (b is None or out is b or not np.may_share_memory(out, b)))
-
+# C-contiguous float32/float64 ndarrays reduced along their last axis go to
+# the kernels as they are; the kernel module checks that (is_plain,
+# softmax_plain, product_plain), in C, because in Python the check would
+# cost more than a small call's arithmetic.
 
 def _as_2d(x: NDArray[Any]) -> NDArray[Any]:
     """(rows, n) view of a C-contiguous array reduced along its last axis."""
@@ -442,9 +415,9 @@ def _takes_cols(arr: NDArray[Any], axes: tuple[int, ...]) -> bool:
 
 def _forward(x: ArrayLike, axis: _Axis, out: NDArray[Any] | None,
              take_log: bool) -> NDArray[Any]:
-    if _is_plain(x, axis, out):
-        y = np.empty_like(x) if out is None else out
-        _backend.kernels.softmax_rows(_as_2d(x), _as_2d(y), _backend.get_num_threads(), take_log)
+    # the common call, checked and computed in C (None: not that call)
+    y = _backend.kernels.softmax_plain(x, axis, out, take_log, _backend.get_num_threads())
+    if y is not None:
         return y
     func = "log_softmax" if take_log else "softmax"
     call = _prepare(_as_array, func, "forward", (x,), ("x",), axis, out)
@@ -570,10 +543,9 @@ def log_softmax(x: ArrayLike, axis: _Axis = -1, *,
 def _product(log_vjp: bool, func: str, a: ArrayLike, b: ArrayLike, axis: SupportsIndex,
              out: NDArray[Any] | None, names: tuple[str, str]) -> NDArray[Any]:
     """Shared body of softmax_jvp, softmax_vjp and log_softmax_vjp."""
-    if b is not None and _is_plain(a, axis, out, b):  # (b None: an error below)
-        y = np.empty_like(a) if out is None else out
-        _backend.kernels.product_rows(_as_2d(a), _as_2d(b), _as_2d(y),  # type: ignore[arg-type]
-                                      _backend.get_num_threads(), log_vjp)
+    # the common call, checked and computed in C (None: not that call)
+    y = _backend.kernels.product_plain(a, b, axis, out, _backend.get_num_threads(), log_vjp)
+    if y is not None:
         return y
     call = _prepare(_as_array, func, "product", (a, b), names, axis, out)
     a_rows, b_rows = call.rows(call.arrays[0]), call.rows(call.arrays[1])
@@ -748,7 +720,7 @@ def softmax_jacobian(s: ArrayLike, axis: SupportsIndex = -1, *,
     array([[ 0.25, -0.25],
            [-0.25,  0.25]])
     """
-    if out is None and _is_plain(s, axis):
+    if out is None and _backend.kernels.is_plain(s, axis):
         n = s.shape[-1]
         _check_jacobian_size(s.shape + (n,), s.dtype)
         jac = np.empty(s.shape + (n,), s.dtype)
@@ -940,7 +912,7 @@ def softmax_cross_entropy(logits: ArrayLike, target: ArrayLike, axis: SupportsIn
     True
     """
     _check_reduction(reduction)
-    if (_is_plain(logits, axis) and type(target) is np.ndarray
+    if (_backend.kernels.is_plain(logits, axis) and type(target) is np.ndarray
             and target.dtype.kind in "iu" and target.shape == logits.shape[:-1]):
         # C-contiguous float logits, class indices, the last axis
         x_rows = _as_2d(logits)

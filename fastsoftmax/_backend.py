@@ -13,13 +13,16 @@ import os
 import sys
 from collections.abc import Iterator
 from importlib import import_module
-from typing import Any, Protocol, SupportsIndex, TextIO, cast
+from typing import TYPE_CHECKING, Any, Protocol, SupportsIndex, TextIO, cast
 
 import numpy as np
 from numpy.typing import NDArray
 
 from . import _build_config
 from ._simd_paths import PATHS
+
+if TYPE_CHECKING:
+    from typing_extensions import TypeGuard  # in typing from Python 3.10 on
 
 # Best first (the order of the table).  "native" exists only in an opt-in
 # FASTSOFTMAX_NATIVE=1 build, made for the machine that built it.
@@ -52,6 +55,17 @@ class KernelModule(Protocol):
     def parallel_team_size(self, num_threads: int) -> int: ...
     def set_thresholds(self, parallel_min: int = ..., split_min: int = ...) -> None: ...
 
+    # The common call: x (and b) C-contiguous, aligned, non-empty float32 or
+    # float64 ndarrays of one dtype and shape, reduced along their last axis
+    # (axis a Python int), and out None or such an array, writeable, each
+    # input itself or sharing no memory with it.  softmax_plain and
+    # product_plain compute it (into out or a new array) or return None.
+    def is_plain(self, x: object, axis: object, out: object = None,
+                 b: object = None) -> TypeGuard[_Rows]: ...
+    def softmax_plain(self, x: object, axis: object, out: object, take_log: bool,
+                      num_threads: int) -> _Rows | None: ...
+    def product_plain(self, a: object, b: object, axis: object, out: object,
+                      num_threads: int, log_vjp: bool) -> _Rows | None: ...
     # softmax, or log_softmax if take_log, of every row
     def softmax_rows(self, x: _Rows, out: _Rows, num_threads: int, take_log: bool) -> None: ...
     # x, out: (outer, n, inner) arrays with a contiguous inner axis; along axis 1

@@ -18,7 +18,11 @@
 from cython.parallel cimport parallel, prange
 from libc.math cimport INFINITY, log
 from libc.stdint cimport int64_t
+from cpython.long cimport PyLong_AsLongAndOverflow, PyLong_CheckExact
 from cpython.mem cimport PyMem_RawFree, PyMem_RawMalloc
+cimport numpy as cnp
+
+cnp.import_array()
 
 ctypedef fused floating:
     float
@@ -183,6 +187,80 @@ cdef inline int threads_for(Py_ssize_t elements, int requested) noexcept nogil:
 
 
 # ---------------------------------------------------------------------------
+# The common call, checked in C
+# ---------------------------------------------------------------------------
+# Most calls pass C-contiguous float32 or float64 ndarrays and reduce along
+# their last axis: the kernels can take them as they are.  Checking that in
+# Python costs several times a small call's arithmetic, so it is done here
+# on the arrays' fields.  A call that is not plain (and every bad input)
+# gets None or False, and the Python layer takes its general way, which
+# validates and reports errors.
+
+cdef int plain_type(object a) noexcept:
+    """NPY_FLOAT or NPY_DOUBLE if `a` is an ndarray (not a subclass) of
+    that type in native byte order, C-contiguous, aligned, with at least
+    one axis and one element; -1 otherwise."""
+    if not cnp.PyArray_CheckExact(a):
+        return -1
+    cdef cnp.ndarray arr = <cnp.ndarray>a
+    cdef int typenum = cnp.PyArray_TYPE(arr)
+    if ((typenum != cnp.NPY_FLOAT and typenum != cnp.NPY_DOUBLE)
+            or cnp.PyArray_NDIM(arr) == 0 or cnp.PyArray_SIZE(arr) == 0
+            or not cnp.PyArray_ISNOTSWAPPED(arr) or not cnp.PyArray_IS_C_CONTIGUOUS(arr)
+            or not cnp.PyArray_ISALIGNED(arr)):
+        return -1
+    return typenum
+
+
+cdef bint overlaps(cnp.ndarray a, cnp.ndarray b) noexcept:
+    """Whether two C-contiguous arrays share memory (their bytes meet)."""
+    cdef char *pa = cnp.PyArray_BYTES(a)
+    cdef char *pb = cnp.PyArray_BYTES(b)
+    return pa < pb + cnp.PyArray_NBYTES(b) and pb < pa + cnp.PyArray_NBYTES(a)
+
+
+cdef bint plain_call(object x, object axis, object out, object b) noexcept:
+    """x (and b, the products' second input) plain arrays (plain_type) of
+    one dtype and shape, reduced along their last axis (`axis` a Python int
+    naming it), and `out` None or a writeable plain array of that dtype and
+    shape that is each input itself or shares no memory with it."""
+    cdef int typenum = plain_type(x)
+    if typenum < 0 or not PyLong_CheckExact(axis):
+        return False
+    cdef cnp.ndarray arr = <cnp.ndarray>x
+    cdef int overflow = 0
+    cdef long ax = PyLong_AsLongAndOverflow(axis, &overflow)
+    if overflow or (ax != -1 and ax != cnp.PyArray_NDIM(arr) - 1):
+        return False
+    if b is not None and (plain_type(b) != typenum
+                          or not cnp.PyArray_SAMESHAPE(arr, <cnp.ndarray>b)):
+        return False
+    if out is None:
+        return True
+    if (plain_type(out) != typenum or not cnp.PyArray_SAMESHAPE(arr, <cnp.ndarray>out)
+            or not cnp.PyArray_ISWRITEABLE(<cnp.ndarray>out)):
+        return False
+    return ((out is x or not overlaps(<cnp.ndarray>out, arr))
+            and (b is None or out is b or not overlaps(<cnp.ndarray>out, <cnp.ndarray>b)))
+
+
+def is_plain(x, axis, out=None, b=None):
+    """Whether a call on x along `axis` (with `out`, and `b` for the
+    products) is plain: the kernels take its arrays as (rows, n) as they
+    are (see plain_call)."""
+    return plain_call(x, axis, out, b)
+
+
+cdef cnp.ndarray plain_result(object x, object out):
+    """`out`, or a new C-contiguous array like x."""
+    if out is not None:
+        return <cnp.ndarray>out
+    cdef cnp.ndarray arr = <cnp.ndarray>x
+    return <cnp.ndarray>cnp.PyArray_EMPTY(cnp.PyArray_NDIM(arr), cnp.PyArray_DIMS(arr),
+                                          cnp.PyArray_TYPE(arr), 0)
+
+
+# ---------------------------------------------------------------------------
 # Forward: softmax and log_softmax
 # ---------------------------------------------------------------------------
 # Per row: the max, then exp(x - max) (stored, for softmax) and its sum,
@@ -333,9 +411,18 @@ cdef inline bint short_rows(Py_ssize_t n, size_t itemsize, bint take_log) noexce
     return n < (SHORT_LOG_DOUBLE_MAX if take_log else SHORT_SOFTMAX_DOUBLE_MAX)
 
 
-cdef void softmax_rows_impl(const floating[:, :] x, floating[:, :] out,
-                            int num_threads, bint take_log) noexcept nogil:
-    cdef Py_ssize_t rows = x.shape[0], n = x.shape[1], i, b
+cdef inline const floating *row_at(const floating *first, Py_ssize_t stride,
+                                   Py_ssize_t i) noexcept nogil:
+    """Row i of rows `stride` bytes apart (cast the result for an output)."""
+    return <const floating *>(<const char *>first + i * stride)
+
+
+cdef void softmax_rows_impl(const floating *x, Py_ssize_t sx, floating *y, Py_ssize_t sy,
+                            Py_ssize_t rows, Py_ssize_t n, int num_threads,
+                            bint take_log) noexcept nogil:
+    """y[i] = softmax(x[i]) (or log_softmax) for rows i of n contiguous
+    elements, sx and sy bytes apart."""
+    cdef Py_ssize_t i, b
     if rows == 0 or n == 0:
         return
     cdef int nthreads = threads_for(rows * n, num_threads)
@@ -343,8 +430,7 @@ cdef void softmax_rows_impl(const floating[:, :] x, floating[:, :] out,
     cdef Py_ssize_t per_block = (ROW_BLOCK if n * <Py_ssize_t>sizeof(floating) <= BLOCK_MAX_BYTES
                                  else 1)
     cdef Py_ssize_t blocks = (rows + per_block - 1) // per_block
-    cdef bint stalls = call_stalls(&x[0, 0], x.strides[0], &out[0, 0], out.strides[0],
-                                   n * sizeof(floating))
+    cdef bint stalls = call_stalls(x, sx, y, sy, n * sizeof(floating))
     # (log_softmax stores no terms where y would stall: no stage)
     cdef size_t stage_size = per_block * n * sizeof(floating) if stalls and not take_log else 0
     cdef void *stage
@@ -352,38 +438,39 @@ cdef void softmax_rows_impl(const floating[:, :] x, floating[:, :] out,
         # COLS rows per work item (softmax_short_rows tiles them)
         blocks = (rows + COLS - 1) // COLS
         for b in prange(blocks, schedule="static", num_threads=min(<Py_ssize_t>nthreads, blocks)):
-            softmax_short_rows(&x[b * COLS, 0], x.strides[0], &out[b * COLS, 0], out.strides[0],
-                               min(COLS, rows - b * COLS), n, take_log)
+            softmax_short_rows(row_at(x, sx, b * COLS), sx, <floating *>row_at(y, sy, b * COLS),
+                               sy, min(COLS, rows - b * COLS), n, take_log)
     elif short_rows(n, sizeof(floating), take_log):
-        softmax_short_rows(&x[0, 0], x.strides[0], &out[0, 0], out.strides[0], rows, n, take_log)
+        softmax_short_rows(x, sx, y, sy, rows, n, take_log)
     elif nthreads > 1 and rows < nthreads and n >= split_row_min:
         for i in range(rows):
-            softmax_row_split(&x[i, 0], &out[i, 0], n, nthreads, take_log)
+            softmax_row_split(row_at(x, sx, i), <floating *>row_at(y, sy, i), n, nthreads,
+                              take_log)
     elif nthreads > 1:
         # (no more threads than blocks: a thread without one would only wait)
         with parallel(num_threads=min(<Py_ssize_t>nthreads, blocks)):
             stage = new_stage(stage_size)
             for b in prange(blocks, schedule="static"):
                 if stalls:
-                    softmax_block(&x[b * per_block, 0], x.strides[0], &out[b * per_block, 0],
-                                  out.strides[0], min(per_block, rows - b * per_block), n,
-                                  take_log, True, stage)
+                    softmax_block(row_at(x, sx, b * per_block), sx,
+                                  <floating *>row_at(y, sy, b * per_block), sy,
+                                  min(per_block, rows - b * per_block), n, take_log, True, stage)
                 else:
-                    softmax_block(&x[b * per_block, 0], x.strides[0], &out[b * per_block, 0],
-                                  out.strides[0], min(per_block, rows - b * per_block), n,
-                                  take_log, False, NULL)
+                    softmax_block(row_at(x, sx, b * per_block), sx,
+                                  <floating *>row_at(y, sy, b * per_block), sy,
+                                  min(per_block, rows - b * per_block), n, take_log, False, NULL)
             PyMem_RawFree(stage)
     else:
         stage = new_stage(stage_size)
         for b in range(blocks):
             if stalls:
-                softmax_block(&x[b * per_block, 0], x.strides[0], &out[b * per_block, 0],
-                              out.strides[0], min(per_block, rows - b * per_block), n, take_log,
-                              True, stage)
+                softmax_block(row_at(x, sx, b * per_block), sx,
+                              <floating *>row_at(y, sy, b * per_block), sy,
+                              min(per_block, rows - b * per_block), n, take_log, True, stage)
             else:
-                softmax_block(&x[b * per_block, 0], x.strides[0], &out[b * per_block, 0],
-                              out.strides[0], min(per_block, rows - b * per_block), n, take_log,
-                              False, NULL)
+                softmax_block(row_at(x, sx, b * per_block), sx,
+                              <floating *>row_at(y, sy, b * per_block), sy,
+                              min(per_block, rows - b * per_block), n, take_log, False, NULL)
         PyMem_RawFree(stage)
 
 
@@ -393,8 +480,33 @@ def softmax_rows(const floating[:, :] x, floating[:, :] out, int num_threads, bi
     require_shape("out", out.shape, x.shape, 2)
     require_contiguous_rows(x.shape[1], x.strides[1], sizeof(floating), "x")
     require_contiguous_rows(out.shape[1], out.strides[1], sizeof(floating), "out")
+    if x.shape[0] == 0 or x.shape[1] == 0:
+        return
     with nogil:
-        softmax_rows_impl(x, out, num_threads, take_log)
+        softmax_rows_impl(&x[0, 0], x.strides[0], &out[0, 0], out.strides[0], x.shape[0],
+                          x.shape[1], num_threads, take_log)
+
+
+def softmax_plain(x, axis, out, bint take_log, int num_threads):
+    """softmax (log_softmax if take_log) of a plain call (is_plain) along
+    x's last axis, into `out` or a new array, which is returned; None,
+    with nothing written, for any other call."""
+    if not plain_call(x, axis, out, None):
+        return None
+    cdef cnp.ndarray y = plain_result(x, out)
+    cdef cnp.ndarray arr = <cnp.ndarray>x
+    cdef Py_ssize_t n = cnp.PyArray_DIMS(arr)[cnp.PyArray_NDIM(arr) - 1]
+    cdef Py_ssize_t rows = cnp.PyArray_SIZE(arr) // n
+    cdef void *xp = cnp.PyArray_DATA(arr)
+    cdef void *yp = cnp.PyArray_DATA(y)
+    with nogil:
+        if cnp.PyArray_TYPE(arr) == cnp.NPY_FLOAT:
+            softmax_rows_impl(<const float *>xp, n * sizeof(float), <float *>yp,
+                              n * sizeof(float), rows, n, num_threads, take_log)
+        else:
+            softmax_rows_impl(<const double *>xp, n * sizeof(double), <double *>yp,
+                              n * sizeof(double), rows, n, num_threads, take_log)
+    return y
 
 
 def softmax_cols(const floating[:, :, ::1] x, floating[:, :, ::1] out, int num_threads,
@@ -496,9 +608,12 @@ cdef void product_row_split(const floating *a, const floating *b, floating *y,
             row_jvp(a + start, b + start, total, y + start, stop - start)
 
 
-cdef void product_rows_impl(const floating[:, :] a, const floating[:, :] b,
-                            floating[:, :] out, int num_threads, bint log_vjp) noexcept nogil:
-    cdef Py_ssize_t rows = a.shape[0], n = a.shape[1], i
+cdef void product_rows_impl(const floating *a, Py_ssize_t sa, const floating *b,
+                            Py_ssize_t sb, floating *y, Py_ssize_t sy, Py_ssize_t rows,
+                            Py_ssize_t n, int num_threads, bint log_vjp) noexcept nogil:
+    """product_row for rows i of n contiguous elements, sa, sb and sy
+    bytes apart."""
+    cdef Py_ssize_t i
     if rows == 0 or n == 0:
         return
     cdef int nthreads = threads_for(rows * n, num_threads)
@@ -510,30 +625,34 @@ cdef void product_rows_impl(const floating[:, :] a, const floating[:, :] b,
     # (an extra load too) 14 %, and beyond 4 KiB, a fourth row in cache,
     # up to 20 %.
     cdef bint stalls = sizeof(floating) == 4 and row_bytes <= PRODUCT_COPY_MAX_BYTES and (
-        (not log_vjp
-         and call_stalls(&a[0, 0], a.strides[0], &out[0, 0], out.strides[0], row_bytes))
-        or call_stalls(&b[0, 0], b.strides[0], &out[0, 0], out.strides[0], row_bytes))
+        (not log_vjp and call_stalls(a, sa, y, sy, row_bytes))
+        or call_stalls(b, sb, y, sy, row_bytes))
     cdef void *stage
     if nthreads > 1 and rows < nthreads and n >= split_row_min:
         for i in range(rows):
-            product_row_split(&a[i, 0], &b[i, 0], &out[i, 0], n, nthreads, log_vjp)
+            product_row_split(row_at(a, sa, i), row_at(b, sb, i), <floating *>row_at(y, sy, i),
+                              n, nthreads, log_vjp)
     elif nthreads > 1 and stalls:
         with parallel(num_threads=nthreads):
             stage = new_stage(row_bytes)
             for i in prange(rows, schedule="static"):
-                product_row_staged(&a[i, 0], &b[i, 0], &out[i, 0], n, log_vjp, stage)
+                product_row_staged(row_at(a, sa, i), row_at(b, sb, i),
+                                   <floating *>row_at(y, sy, i), n, log_vjp, stage)
             PyMem_RawFree(stage)
     elif nthreads > 1:
         for i in prange(rows, schedule="static", num_threads=nthreads):
-            product_row(&a[i, 0], &b[i, 0], &out[i, 0], n, log_vjp)
+            product_row(row_at(a, sa, i), row_at(b, sb, i), <floating *>row_at(y, sy, i), n,
+                        log_vjp)
     elif stalls:
         stage = new_stage(row_bytes)
         for i in range(rows):
-            product_row_staged(&a[i, 0], &b[i, 0], &out[i, 0], n, log_vjp, stage)
+            product_row_staged(row_at(a, sa, i), row_at(b, sb, i), <floating *>row_at(y, sy, i),
+                               n, log_vjp, stage)
         PyMem_RawFree(stage)
     else:
         for i in range(rows):
-            product_row(&a[i, 0], &b[i, 0], &out[i, 0], n, log_vjp)
+            product_row(row_at(a, sa, i), row_at(b, sb, i), <floating *>row_at(y, sy, i), n,
+                        log_vjp)
 
 
 def product_rows(const floating[:, :] a, const floating[:, :] b,
@@ -547,8 +666,36 @@ def product_rows(const floating[:, :] a, const floating[:, :] b,
     require_contiguous_rows(a.shape[1], a.strides[1], sizeof(floating), "a")
     require_contiguous_rows(b.shape[1], b.strides[1], sizeof(floating), "b")
     require_contiguous_rows(out.shape[1], out.strides[1], sizeof(floating), "out")
+    if a.shape[0] == 0 or a.shape[1] == 0:
+        return
     with nogil:
-        product_rows_impl(a, b, out, num_threads, log_vjp)
+        product_rows_impl(&a[0, 0], a.strides[0], &b[0, 0], b.strides[0], &out[0, 0],
+                          out.strides[0], a.shape[0], a.shape[1], num_threads, log_vjp)
+
+
+def product_plain(a, b, axis, out, int num_threads, bint log_vjp):
+    """product_rows of a plain call (is_plain, with b) along the last axis,
+    into `out` or a new array, which is returned; None, with nothing
+    written, for any other call (b None too: the general way reports it)."""
+    if b is None or not plain_call(a, axis, out, b):
+        return None
+    cdef cnp.ndarray y = plain_result(a, out)
+    cdef cnp.ndarray arr = <cnp.ndarray>a
+    cdef Py_ssize_t n = cnp.PyArray_DIMS(arr)[cnp.PyArray_NDIM(arr) - 1]
+    cdef Py_ssize_t rows = cnp.PyArray_SIZE(arr) // n
+    cdef void *ap = cnp.PyArray_DATA(arr)
+    cdef void *bp = cnp.PyArray_DATA(<cnp.ndarray>b)
+    cdef void *yp = cnp.PyArray_DATA(y)
+    with nogil:
+        if cnp.PyArray_TYPE(arr) == cnp.NPY_FLOAT:
+            product_rows_impl(<const float *>ap, n * sizeof(float), <const float *>bp,
+                              n * sizeof(float), <float *>yp, n * sizeof(float), rows, n,
+                              num_threads, log_vjp)
+        else:
+            product_rows_impl(<const double *>ap, n * sizeof(double), <const double *>bp,
+                              n * sizeof(double), <double *>yp, n * sizeof(double), rows, n,
+                              num_threads, log_vjp)
+    return y
 
 
 def softmax_jacobian_rows(const floating[:, :] s, floating[:, :, ::1] out,
