@@ -348,6 +348,28 @@ cdef inline Py_ssize_t chunk_length(Py_ssize_t n, Py_ssize_t nchunks) noexcept n
     return ((n + nchunks - 1) // nchunks + 63) // 64 * 64
 
 
+cdef inline double chunks_exp_sum(const floating *chunk_max, const double *chunk_sum,
+                                 Py_ssize_t nchunks, floating *row_max_out) noexcept nogil:
+    """A split row's sum of exp(x - m), m its max (stored in row_max_out),
+    from its chunks' maxes m_c and sums of exp(x - m_c): each sum rescaled
+    by exp(m_c - m), added in chunk order (so the result does not depend on
+    scheduling).  A chunk of only -inf was shifted by 0; its sum is 0 (or
+    NaN) as it is."""
+    cdef floating m = -INFINITY
+    cdef double total = 0.0
+    cdef Py_ssize_t c
+    for c in range(nchunks):
+        if chunk_max[c] > m:
+            m = chunk_max[c]
+    for c in range(nchunks):
+        if chunk_max[c] == -INFINITY:
+            total += chunk_sum[c]
+        else:
+            total += chunk_sum[c] * exp(chunk_max[c] - m)
+    row_max_out[0] = m
+    return total
+
+
 cdef void softmax_row_split(const floating *x, floating *y, Py_ssize_t n,
                             int num_threads, bint take_log) noexcept nogil:
     """One long row shared by `num_threads` threads.
@@ -363,8 +385,7 @@ cdef void softmax_row_split(const floating *x, floating *y, Py_ssize_t n,
     cdef Py_ssize_t nchunks = min(<Py_ssize_t>num_threads, <Py_ssize_t>MAX_CHUNKS)
     cdef Py_ssize_t chunk = chunk_length(n, nchunks)
     cdef Py_ssize_t c, start, stop
-    cdef floating m_c, m = -INFINITY
-    cdef double total = 0.0
+    cdef floating m_c, m
 
     for c in prange(nchunks, schedule="static", num_threads=num_threads):
         start = min(c * chunk, n)
@@ -380,15 +401,7 @@ cdef void softmax_row_split(const floating *x, floating *y, Py_ssize_t n,
                                    <floating *>NULL if (take_log and y == x) else y + start,
                                    <floating *>NULL, stop - start)
 
-    for c in range(nchunks):
-        if chunk_max[c] > m:
-            m = chunk_max[c]
-    for c in range(nchunks):
-        if chunk_max[c] == -INFINITY:
-            total += chunk_sum[c]
-        else:
-            total += chunk_sum[c] * exp(chunk_max[c] - m)
-
+    cdef double total = chunks_exp_sum(chunk_max, chunk_sum, nchunks, &m)
     cdef double log_total = row_log_sum(x, m, <floating *>NULL, total, n) if take_log else 0.0
     for c in prange(nchunks, schedule="static", num_threads=num_threads):
         start = min(c * chunk, n)
@@ -763,6 +776,67 @@ cdef inline double xent_row(const floating *x, const floating *t, Py_ssize_t c,
     return loss
 
 
+cdef double xent_row_split(const floating *x, const floating *t, Py_ssize_t c,
+                           floating *grad, double scale, Py_ssize_t n,
+                           int num_threads) noexcept nogil:
+    """xent_row for one long row shared by the threads, as softmax_row_split
+    shares a softmax: per chunk the max and the sum of exp(x - chunk max)
+    (the terms stored in grad) and sum(t); the sums rescaled to the row's
+    max and added in chunk order; then per chunk the weighted sum of
+    t (x - max) and the gradient."""
+    cdef floating chunk_max[MAX_CHUNKS]
+    cdef double chunk_sum[MAX_CHUNKS]
+    cdef double chunk_tsum[MAX_CHUNKS]
+    cdef double chunk_weighted[MAX_CHUNKS]
+    cdef Py_ssize_t nchunks = min(<Py_ssize_t>num_threads, <Py_ssize_t>MAX_CHUNKS)
+    cdef Py_ssize_t chunk = chunk_length(n, nchunks)
+    cdef Py_ssize_t k, start, stop
+    cdef floating m_k, m
+    cdef double tsum = 0.0, weighted = 0.0, rescale
+
+    for k in prange(nchunks, schedule="static", num_threads=num_threads):
+        start = min(k * chunk, n)
+        stop = min(start + chunk, n)
+        m_k = row_max(x + start, stop - start)
+        chunk_max[k] = m_k
+        # (a chunk of only -inf is shifted by 0: see softmax_row_split)
+        chunk_sum[k] = row_exp_sum(x + start, m_k if m_k != -INFINITY else 0,
+                                   <floating *>NULL if grad == NULL else grad + start,
+                                   <floating *>NULL, stop - start)
+        chunk_tsum[k] = row_sum(t + start, stop - start) if t != NULL else 0.0
+
+    cdef double total = chunks_exp_sum(chunk_max, chunk_sum, nchunks, &m)
+    for k in range(nchunks):
+        tsum += chunk_tsum[k]
+    if t == NULL:
+        tsum = 1.0
+    cdef double log_total = row_log_sum(x, m, <floating *>NULL, total, n)
+
+    if t != NULL or grad != NULL:
+        for k in prange(nchunks, schedule="static", num_threads=num_threads):
+            start = min(k * chunk, n)
+            stop = min(start + chunk, n)
+            if t != NULL:
+                chunk_weighted[k] = row_weighted_shifted_sum(t + start, x + start, m,
+                                                             stop - start)
+            if grad != NULL:
+                # the stored terms are exp(x - chunk max): 0 (or NaN) in a chunk of -inf
+                rescale = 1.0 if chunk_max[k] == -INFINITY else exp(chunk_max[k] - m)
+                if t == NULL:
+                    row_scale_div(grad + start, scale * rescale, total, grad + start,
+                                  stop - start)
+                else:
+                    row_xent_grad(grad + start, t + start, tsum * scale * rescale / total,
+                                  scale, grad + start, stop - start)
+    if t == NULL:
+        if grad != NULL:
+            grad[c] = <floating>(<double>grad[c] - scale)
+        return log_total - (<double>x[c] - <double>m)
+    for k in range(nchunks):
+        weighted += chunk_weighted[k]
+    return tsum * log_total - weighted
+
+
 cdef inline double xent_row_i(const floating[:, :] x, const floating *t,
                               Py_ssize_t t_stride, const int64_t *index,
                               floating *grad, double scale, Py_ssize_t i,
@@ -790,7 +864,12 @@ cdef void xent_rows_impl(const floating[:, :] x, const floating *t, Py_ssize_t t
     cdef bint stalls = grad != NULL and call_stalls(&x[0, 0], x.strides[0], grad, row_bytes,
                                                     row_bytes)
     cdef void *stage
-    if nthreads > 1:
+    if nthreads > 1 and rows < nthreads and n >= split_row_min:
+        for i in range(rows):
+            loss[i] = xent_row_split(&x[i, 0], t + i * t_stride if t != NULL else t,
+                                     index[i] if index != NULL else 0,
+                                     grad + i * n if grad != NULL else grad, scale, n, nthreads)
+    elif nthreads > 1:
         with parallel(num_threads=nthreads):
             stage = new_stage(row_bytes if stalls else 0)
             for i in prange(rows, schedule="static"):

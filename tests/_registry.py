@@ -601,6 +601,7 @@ CROSS_ENTROPY_CASES = [_case(shape, axis, ("C",)) for shape, axis in [
     ((2, 0, 5), -1),     # empty batch, 3-d
     ((5, 33), -1),
     ((2, 1000), -1),
+    ((1000,), -1),       # one row: split across the threads (the threads fixture)
     ((40, 3), 0),        # many rows, classes along axis 0
 ]]
 REDUCTIONS = ["mean", "sum", "none"]

@@ -94,6 +94,43 @@ def test_array_likes_and_defaults():
     np.testing.assert_allclose(loss, np.log(2), rtol=1e-15)
 
 
+# docs/api.rst, section Threads: "a single huge row is split across them
+# too" and "a single row split across threads may differ by rounding only"
+@pytest.mark.parametrize("masked", [False, True], ids=["plain", "masked-chunk"])
+@pytest.mark.parametrize("kind", ["index", "prob"])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_one_row_split_across_threads(dtype, kind, masked, rng):
+    # 200_003 >= SPLIT_ROW_MIN and 1 row < 2 threads: split with the
+    # defaults.  masked: the first 150_000 logits are -inf (the target has
+    # no weight there), so on 2 threads a whole chunk is -inf.
+    n = 200_003
+    logits = cross_entropy_logits(rng, (n,), dtype)
+    target = target_for(rng, (n,), -1, kind, dtype)
+    if masked:
+        logits[:150_000] = -np.inf
+        if kind == "index":
+            target = np.int64(n - 7)
+        else:
+            target[:150_000] = 0
+    hp = high_dtype(dtype)
+    x, t = rows_of(logits, target, -1, hp)
+    expected_loss = ref.softmax_cross_entropy(x, t, reduction="sum")
+    expected_grad = ref.softmax(x) * t.sum() - t
+    try:
+        results = {}
+        for threads in (1, 2, 3):
+            fs.set_num_threads(threads)
+            results[threads] = fs.softmax_cross_entropy(logits, target, reduction="sum",
+                                                        return_grad=True)
+    finally:
+        fs.set_num_threads(None)
+    for loss, grad in results.values():
+        assert_loss_close(loss, expected_loss, x, t, "sum", np.dtype(dtype))
+        assert_grad_close(grad, expected_grad, x, t, -1, 1.0)
+        if masked:
+            assert (grad[:150_000] == 0).all()
+
+
 # --------------------------------------------------------------------------
 # Identities
 # --------------------------------------------------------------------------
