@@ -110,7 +110,7 @@ def _axes(axis: _Axis, ndim: int) -> tuple[int, ...]:
 
 
 def _single_axis(axis: _Axis, ndim: int, func: str) -> tuple[int, ...]:
-    """The derivatives and the loss take one int axis."""
+    """The loss takes one int axis (its class axis)."""
     # (checked here, not left to _axes, whose message offers tuples and None)
     message = f"{func} takes a single int axis, got axis={axis!r}"
     if axis is None or isinstance(axis, (tuple, bool, np.bool_)):
@@ -153,8 +153,9 @@ def _check_reduction(reduction: object) -> None:
 # What a call is, for its checks: which axes it takes and what its
 # arguments and its result are.
 #   forward   one input, any axes; the result has its shape
-#   product   two inputs of one shape, whose dtypes combine; one axis
-#   jacobian  one input, one axis; the result is batch + (n, n)
+#   product   two inputs of one shape, whose dtypes combine; any axes
+#   jacobian  one input, any axes; the result is batch + (n, n), n the
+#             number of joint elements of the axes
 #   loss      logits and a target (class indices or probabilities); one axis
 _Kind = Literal["forward", "product", "jacobian", "loss"]
 
@@ -167,8 +168,8 @@ class _Call(Generic[_ArrayT]):
     `shape` is the first input's own shape, `axes` the reduced axes of the
     arrays, `result_shape` and `result_dtype` the result's (for the loss:
     its gradient's), and `out` the checked output array or None.  For the
-    loss, `is_index` says whether the target holds class indices; for the
-    one-axis kinds, `batch_shape` is the arrays' shape without that axis.
+    loss, `is_index` says whether the target holds class indices;
+    `batch_shape` is the arrays' shape without the reduced axes.
     """
 
     __slots__ = ("arrays", "shape", "axes", "result_shape", "result_dtype", "compute_dtype",
@@ -217,18 +218,16 @@ def _prepare(convert: Callable[[Any, str], _ArrayT], func: str, kind: _Kind,
         arrays[:data] = [a.reshape(1) for a in arrays[:data]]
         first = arrays[0]
     nd_shape: tuple[int, ...] = first.shape
-    result_shape, batch_shape, is_index = shape, nd_shape, False
-    if kind == "forward":
-        axes = _axes(axis, len(nd_shape))
-    else:
-        axes = _single_axis(axis, len(nd_shape), func)
-        batch_shape = nd_shape[:axes[0]] + nd_shape[axes[0] + 1:]
-        if kind == "jacobian":
-            n = nd_shape[axes[0]]
-            result_shape = batch_shape + (n, n)
-        elif kind == "loss":
-            is_index, result_dtype = _target_kind(arrays[1], shape, batch_shape, axes[0],
-                                                  result_dtype)
+    result_shape, is_index = shape, False
+    axes = _single_axis(axis, len(nd_shape), func) if kind == "loss" else \
+        _axes(axis, len(nd_shape))
+    batch_shape = tuple(d for i, d in enumerate(nd_shape) if i not in axes)
+    if kind == "jacobian":
+        n = prod(nd_shape[a] for a in axes)
+        result_shape = batch_shape + (n, n)
+    elif kind == "loss":
+        is_index, result_dtype = _target_kind(arrays[1], shape, batch_shape, axes[0],
+                                              result_dtype)
     checked_out = _check_out(out, result_shape, result_dtype)
     return _Call(arrays, shape, axes, result_shape, result_dtype, checked_out, is_index,
                  batch_shape)
@@ -540,7 +539,7 @@ def log_softmax(x: ArrayLike, axis: _Axis = -1, *,
 # Derivatives
 # --------------------------------------------------------------------------
 
-def _product(log_vjp: bool, func: str, a: ArrayLike, b: ArrayLike, axis: SupportsIndex,
+def _product(log_vjp: bool, func: str, a: ArrayLike, b: ArrayLike, axis: _Axis,
              out: NDArray[Any] | None, names: tuple[str, str]) -> NDArray[Any]:
     """Shared body of softmax_jvp, softmax_vjp and log_softmax_vjp."""
     # the common call, checked and computed in C (None: not that call)
@@ -556,12 +555,12 @@ def _product(log_vjp: bool, func: str, a: ArrayLike, b: ArrayLike, axis: Support
 
 
 @overload
-def softmax_jvp(s: NDArray[_FloatT], v: NDArray[_FloatT], axis: SupportsIndex = -1, *,
+def softmax_jvp(s: NDArray[_FloatT], v: NDArray[_FloatT], axis: _Axis = -1, *,
                 out: NDArray[_FloatT] | None = None) -> NDArray[_FloatT]: ...
 @overload
-def softmax_jvp(s: ArrayLike, v: ArrayLike, axis: SupportsIndex = -1, *,
+def softmax_jvp(s: ArrayLike, v: ArrayLike, axis: _Axis = -1, *,
                 out: NDArray[Any] | None = None) -> _FloatArray: ...
-def softmax_jvp(s: ArrayLike, v: ArrayLike, axis: SupportsIndex = -1, *,
+def softmax_jvp(s: ArrayLike, v: ArrayLike, axis: _Axis = -1, *,
                 out: NDArray[Any] | None = None) -> NDArray[Any]:
     """Jacobian-vector product of softmax: ``s * (v - sum(s * v, axis))``.
 
@@ -574,8 +573,10 @@ def softmax_jvp(s: ArrayLike, v: ArrayLike, axis: SupportsIndex = -1, *,
         Softmax output along `axis` (as returned by :func:`softmax`).
     v : array_like
         Tangent vectors, the same shape as `s`.
-    axis : int, optional
-        The softmax axis (default the last).
+    axis : int, tuple of ints or None, optional
+        The softmax axis (default the last), axes (one softmax over their
+        joint elements) or None (the whole array), as given to
+        :func:`softmax`.
     out : ndarray, optional
         Array of the result's shape and dtype; may be `s` or `v`.
 
@@ -604,12 +605,12 @@ def softmax_jvp(s: ArrayLike, v: ArrayLike, axis: SupportsIndex = -1, *,
 
 
 @overload
-def softmax_vjp(s: NDArray[_FloatT], g: NDArray[_FloatT], axis: SupportsIndex = -1, *,
+def softmax_vjp(s: NDArray[_FloatT], g: NDArray[_FloatT], axis: _Axis = -1, *,
                 out: NDArray[_FloatT] | None = None) -> NDArray[_FloatT]: ...
 @overload
-def softmax_vjp(s: ArrayLike, g: ArrayLike, axis: SupportsIndex = -1, *,
+def softmax_vjp(s: ArrayLike, g: ArrayLike, axis: _Axis = -1, *,
                 out: NDArray[Any] | None = None) -> _FloatArray: ...
-def softmax_vjp(s: ArrayLike, g: ArrayLike, axis: SupportsIndex = -1, *,
+def softmax_vjp(s: ArrayLike, g: ArrayLike, axis: _Axis = -1, *,
                 out: NDArray[Any] | None = None) -> NDArray[Any]:
     """Vector-Jacobian product of softmax, the backward pass: ``s * (g - sum(s * g, axis))``.
 
@@ -623,8 +624,10 @@ def softmax_vjp(s: ArrayLike, g: ArrayLike, axis: SupportsIndex = -1, *,
         Softmax output along `axis`.
     g : array_like
         Upstream gradient, the same shape as `s`.
-    axis : int, optional
-        The softmax axis (default the last).
+    axis : int, tuple of ints or None, optional
+        The softmax axis (default the last), axes (one softmax over their
+        joint elements) or None (the whole array), as given to
+        :func:`softmax`.
     out : ndarray, optional
         Array of the result's shape and dtype; may be `s` or `g`.
 
@@ -646,12 +649,12 @@ def softmax_vjp(s: ArrayLike, g: ArrayLike, axis: SupportsIndex = -1, *,
 
 
 @overload
-def log_softmax_vjp(logp: NDArray[_FloatT], g: NDArray[_FloatT], axis: SupportsIndex = -1, *,
+def log_softmax_vjp(logp: NDArray[_FloatT], g: NDArray[_FloatT], axis: _Axis = -1, *,
                     out: NDArray[_FloatT] | None = None) -> NDArray[_FloatT]: ...
 @overload
-def log_softmax_vjp(logp: ArrayLike, g: ArrayLike, axis: SupportsIndex = -1, *,
+def log_softmax_vjp(logp: ArrayLike, g: ArrayLike, axis: _Axis = -1, *,
                     out: NDArray[Any] | None = None) -> _FloatArray: ...
-def log_softmax_vjp(logp: ArrayLike, g: ArrayLike, axis: SupportsIndex = -1, *,
+def log_softmax_vjp(logp: ArrayLike, g: ArrayLike, axis: _Axis = -1, *,
                     out: NDArray[Any] | None = None) -> NDArray[Any]:
     """Vector-Jacobian product of log_softmax: ``g - exp(logp) * sum(g, axis)``.
 
@@ -661,8 +664,10 @@ def log_softmax_vjp(logp: ArrayLike, g: ArrayLike, axis: SupportsIndex = -1, *,
         log_softmax output along `axis`.
     g : array_like
         Upstream gradient, the same shape as `logp`.
-    axis : int, optional
-        The softmax axis (default the last).
+    axis : int, tuple of ints or None, optional
+        The softmax axis (default the last), axes (one softmax over their
+        joint elements) or None (the whole array), as given to
+        :func:`softmax`.
     out : ndarray, optional
         Array of the result's shape and dtype; may be `logp` or `g`.
 
@@ -685,12 +690,12 @@ def log_softmax_vjp(logp: ArrayLike, g: ArrayLike, axis: SupportsIndex = -1, *,
 
 
 @overload
-def softmax_jacobian(s: NDArray[_FloatT], axis: SupportsIndex = -1, *,
+def softmax_jacobian(s: NDArray[_FloatT], axis: _Axis = -1, *,
                      out: NDArray[_FloatT] | None = None) -> NDArray[_FloatT]: ...
 @overload
-def softmax_jacobian(s: ArrayLike, axis: SupportsIndex = -1, *,
+def softmax_jacobian(s: ArrayLike, axis: _Axis = -1, *,
                      out: NDArray[Any] | None = None) -> _FloatArray: ...
-def softmax_jacobian(s: ArrayLike, axis: SupportsIndex = -1, *,
+def softmax_jacobian(s: ArrayLike, axis: _Axis = -1, *,
                      out: NDArray[Any] | None = None) -> NDArray[Any]:
     """The full softmax Jacobian ``J[..., i, j] = s_i (δ_ij - s_j)`` per row.
 
@@ -701,16 +706,21 @@ def softmax_jacobian(s: ArrayLike, axis: SupportsIndex = -1, *,
     ----------
     s : array_like
         Softmax output along `axis`.
-    axis : int, optional
-        The softmax axis (default the last).
+    axis : int, tuple of ints or None, optional
+        The softmax axis (default the last), axes (one softmax over their
+        joint elements) or None (the whole array), as given to
+        :func:`softmax`.
     out : ndarray, optional
         Array of the result's shape and dtype to write into.
 
     Returns
     -------
     ndarray
-        Shape ``batch + (n, n)``: `s` with `axis` moved last, plus one more
-        axis of length n.  Each matrix is symmetric with rows summing to 0.
+        Shape ``batch + (n, n)``: `batch` the shape of the axes not
+        reduced, in order, and n the number of joint elements of the
+        reduced ones, ordered as ``s.reshape`` in C order orders them once
+        they are moved last (in their order in `s`).  Each matrix is
+        symmetric with rows summing to 0.
 
     Examples
     --------
@@ -719,6 +729,9 @@ def softmax_jacobian(s: ArrayLike, axis: SupportsIndex = -1, *,
     >>> fs.softmax_jacobian(np.array([0.5, 0.5]))
     array([[ 0.25, -0.25],
            [-0.25,  0.25]])
+    >>> s = fs.softmax(np.zeros((3, 2, 2)), axis=(1, 2))   # 3 softmaxes of 4
+    >>> fs.softmax_jacobian(s, axis=(1, 2)).shape
+    (3, 4, 4)
     """
     if out is None and _backend.kernels.is_plain(s, axis):
         n = s.shape[-1]

@@ -270,7 +270,7 @@ def log_softmax(x: _Input, axis: _api._Axis = -1) -> Array:
 # --------------------------------------------------------------------------
 
 def _product(kernel: Callable[..., NDArray[Any]], a: _Input, b: _Input,
-             axis: SupportsIndex, names: tuple[str, str]) -> Array:
+             axis: _api._Axis, names: tuple[str, str]) -> Array:
     """Shared body of softmax_jvp, softmax_vjp and log_softmax_vjp."""
     func = kernel.__name__
     call = _api._prepare(_as_input, func, "product", (a, b), names, axis)
@@ -278,12 +278,12 @@ def _product(kernel: Callable[..., NDArray[Any]], a: _Input, b: _Input,
     if b_d.chunks != a_d.chunks:  # the blocks are paired one to one
         b_d = _rechunk(b_d, a_d.chunks)
     dtype = call.result_dtype
-    result = _map_blocks(kernel, a_d, b_d, axis=call.axes[0], dtype=dtype,
+    result = _map_blocks(kernel, a_d, b_d, axis=call.axes, dtype=dtype,
                          meta=_meta(a_d.ndim, dtype))
     return _reshape(result, call.shape)
 
 
-def softmax_jvp(s: _Input, v: _Input, axis: SupportsIndex = -1) -> Array:
+def softmax_jvp(s: _Input, v: _Input, axis: _api._Axis = -1) -> Array:
     """Jacobian-vector product of softmax, ``s * (v - sum(s * v, axis))``, lazily.
 
     As :func:`fastsoftmax.softmax_jvp`, block by block.  Both inputs are
@@ -296,8 +296,9 @@ def softmax_jvp(s: _Input, v: _Input, axis: SupportsIndex = -1) -> Array:
         Softmax output along `axis`.
     v : dask.array.Array or array_like
         Tangent vectors, the same shape as `s`.
-    axis : int, optional
-        The softmax axis (default the last).
+    axis : int, tuple of ints or None, optional
+        The softmax axis (default the last), axes, or None for all, as for
+        :func:`softmax`.
 
     Returns
     -------
@@ -326,7 +327,7 @@ def softmax_jvp(s: _Input, v: _Input, axis: SupportsIndex = -1) -> Array:
     return _product(_api.softmax_jvp, s, v, axis, ("s", "v"))
 
 
-def softmax_vjp(s: _Input, g: _Input, axis: SupportsIndex = -1) -> Array:
+def softmax_vjp(s: _Input, g: _Input, axis: _api._Axis = -1) -> Array:
     """Vector-Jacobian product of softmax, the backward pass, lazily.
 
     As :func:`fastsoftmax.softmax_vjp` (``s * (g - sum(s * g, axis))``),
@@ -338,8 +339,9 @@ def softmax_vjp(s: _Input, g: _Input, axis: SupportsIndex = -1) -> Array:
         Softmax output along `axis`.
     g : dask.array.Array or array_like
         Upstream gradient, the same shape as `s`.
-    axis : int, optional
-        The softmax axis (default the last).
+    axis : int, tuple of ints or None, optional
+        The softmax axis (default the last), axes, or None for all, as for
+        :func:`softmax`.
 
     Returns
     -------
@@ -363,7 +365,7 @@ def softmax_vjp(s: _Input, g: _Input, axis: SupportsIndex = -1) -> Array:
     return _product(_api.softmax_vjp, s, g, axis, ("s", "g"))
 
 
-def log_softmax_vjp(logp: _Input, g: _Input, axis: SupportsIndex = -1) -> Array:
+def log_softmax_vjp(logp: _Input, g: _Input, axis: _api._Axis = -1) -> Array:
     """Vector-Jacobian product of log_softmax, ``g - exp(logp) * sum(g, axis)``, lazily.
 
     As :func:`fastsoftmax.log_softmax_vjp`, block by block; chunking rules
@@ -375,8 +377,9 @@ def log_softmax_vjp(logp: _Input, g: _Input, axis: SupportsIndex = -1) -> Array:
         log_softmax output along `axis`.
     g : dask.array.Array or array_like
         Upstream gradient, the same shape as `logp`.
-    axis : int, optional
-        The softmax axis (default the last).
+    axis : int, tuple of ints or None, optional
+        The softmax axis (default the last), axes, or None for all, as for
+        :func:`softmax`.
 
     Returns
     -------
@@ -398,11 +401,12 @@ def log_softmax_vjp(logp: _Input, g: _Input, axis: SupportsIndex = -1) -> Array:
     return _product(_api.log_softmax_vjp, logp, g, axis, ("logp", "g"))
 
 
-def softmax_jacobian(s: _Input, axis: SupportsIndex = -1) -> Array:
+def softmax_jacobian(s: _Input, axis: _api._Axis = -1) -> Array:
     """The full softmax Jacobian ``J[..., i, j] = s_i (δ_ij - s_j)`` per row, lazily.
 
-    As :func:`fastsoftmax.softmax_jacobian`: `axis` is moved last and one
-    more axis of length n is added.  Each output block holds the matrices
+    As :func:`fastsoftmax.softmax_jacobian`: the reduced axes are moved
+    last and joined into n elements, and one more axis of length n is
+    added.  Each output block holds the matrices
     of one input block, so it is n times the size of that block: choose
     the batch chunks with that in mind.
 
@@ -410,8 +414,9 @@ def softmax_jacobian(s: _Input, axis: SupportsIndex = -1) -> Array:
     ----------
     s : dask.array.Array or array_like
         Softmax output along `axis`.
-    axis : int, optional
-        The softmax axis (default the last).
+    axis : int, tuple of ints or None, optional
+        The softmax axis (default the last), axes, or None for all, as for
+        :func:`softmax`.
 
     Returns
     -------
@@ -437,9 +442,12 @@ def softmax_jacobian(s: _Input, axis: SupportsIndex = -1) -> Array:
     call = _api._prepare(_as_input, "softmax_jacobian", "jacobian", (s,), ("s",), axis)
     (darr,) = _whole(call, "softmax_jacobian", ("s",), 3)  # _whole <- here <- caller
     dtype = call.result_dtype
-    # a lazy transpose: the kernel takes blocks of any strides
-    moved = cast(Array, _da.moveaxis(darr, call.axes[0], -1))
-    n = moved.shape[-1]
+    # a lazy transpose (the kernel takes blocks of any strides), the axes,
+    # whole in every block, joined into one
+    k = len(call.axes)
+    moved = cast(Array, _da.moveaxis(darr, call.axes, tuple(range(darr.ndim - k, darr.ndim))))
+    n = call.result_shape[-1]
+    moved = _reshape(moved, moved.shape[:moved.ndim - k] + (n,))
     return _map_blocks(_api.softmax_jacobian, moved, axis=-1, new_axis=moved.ndim,
                        chunks=moved.chunks + ((n,),), dtype=dtype,
                        meta=_meta(moved.ndim + 1, dtype))

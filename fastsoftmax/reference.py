@@ -21,6 +21,7 @@ This module imports nothing but NumPy and the standard library.
 from __future__ import annotations
 
 import operator
+from math import prod
 from typing import Any, Literal, SupportsIndex, Union, overload
 
 import numpy as np
@@ -98,7 +99,7 @@ def _normalize_axes(axis: _Axis, ndim: int) -> tuple[int, ...]:
 
 
 def _single_axis(axis: SupportsIndex, ndim: int) -> int:
-    """``axis`` as one int in [0, ndim); the derivatives take no tuples."""
+    """``axis`` as one int in [0, ndim): the loss's class axis."""
     try:
         axis = operator.index(axis)
     except TypeError:
@@ -106,6 +107,24 @@ def _single_axis(axis: SupportsIndex, ndim: int) -> int:
     if not -ndim <= axis < ndim:
         raise AxisError(axis, ndim)
     return axis % ndim
+
+
+def _joined(a: NDArray[Any], axes: tuple[int, ...]) -> NDArray[Any]:
+    """``a`` with ``axes`` moved last (in their order in ``a``) and joined
+    into one: shape ``batch + (n,)``."""
+    axes = tuple(sorted(axes))
+    last = tuple(range(a.ndim - len(axes), a.ndim))
+    moved = np.moveaxis(a, axes, last)
+    return moved.reshape(moved.shape[:a.ndim - len(axes)] + (prod(a.shape[i] for i in axes),))
+
+
+def _unjoined(rows: NDArray[Any], shape: tuple[int, ...], axes: tuple[int, ...]) -> NDArray[Any]:
+    """The inverse of ``_joined`` for an array of ``shape``."""
+    axes = tuple(sorted(axes))
+    last = tuple(range(len(shape) - len(axes), len(shape)))
+    moved_shape = tuple(d for i, d in enumerate(shape) if i not in axes) + \
+        tuple(shape[i] for i in axes)
+    return np.moveaxis(rows.reshape(moved_shape), last, axes)
 
 
 def _finish(result: NDArray[Any], out: object) -> NDArray[Any]:
@@ -124,12 +143,13 @@ def _finish(result: NDArray[Any], out: object) -> NDArray[Any]:
     return out
 
 
-def _prepare_pair(a: ArrayLike, b: ArrayLike, axis: SupportsIndex, names: tuple[str, str],
-                  ) -> tuple[NDArray[Any], NDArray[Any], int, np.dtype[Any], tuple[int, ...]]:
+def _prepare_pair(a: ArrayLike, b: ArrayLike, axis: _Axis, names: tuple[str, str],
+                  ) -> tuple[NDArray[Any], NDArray[Any], tuple[int, ...], np.dtype[Any],
+                             tuple[int, ...]]:
     """Check and convert the two inputs of a Jacobian product.
 
     Returns both as arrays (at least 1-d) in the computation dtype, the
-    normalized axis, the result dtype and the original shape.
+    normalized axes, the result dtype and the original shape.
     """
     a, b = np.asarray(a), np.asarray(b)
     shape = a.shape
@@ -142,7 +162,7 @@ def _prepare_pair(a: ArrayLike, b: ArrayLike, axis: SupportsIndex, names: tuple[
     rdt = np.result_type(_result_dtype(a.dtype), _result_dtype(b.dtype))
     cdt = _compute_dtype(rdt)
     a, b = _as_rows(a).astype(cdt), _as_rows(b).astype(cdt)
-    return a, b, _single_axis(axis, a.ndim), rdt, shape
+    return a, b, _normalize_axes(axis, a.ndim), rdt, shape
 
 
 # --------------------------------------------------------------------------
@@ -265,7 +285,7 @@ def _row_jacobian(s_row: NDArray[Any]) -> NDArray[Any]:
     return np.diag(s_row) - np.outer(s_row, s_row)
 
 
-def softmax_jacobian(s: ArrayLike, axis: SupportsIndex = -1, *,
+def softmax_jacobian(s: ArrayLike, axis: _Axis = -1, *,
                      out: NDArray[Any] | None = None) -> _FloatArray:
     """Full Jacobian of softmax, ``J[..., i, j] = s_i (δ_ij - s_j)``.
 
@@ -273,16 +293,16 @@ def softmax_jacobian(s: ArrayLike, axis: SupportsIndex = -1, *,
     ----------
     s : array_like
         Softmax output along `axis`.
-    axis : int, optional
-        The axis `s` was normalized over.
+    axis : int, tuple of ints or None, optional
+        The axis or axes `s` was normalized over; None for all.
     out : ndarray, optional
         Array of the result's shape and dtype to write the result into.
 
     Returns
     -------
     ndarray
-        Shape ``batch + (n, n)``: `s` with `axis` moved last, plus one more
-        ``n = s.shape[axis]``.
+        Shape ``batch + (n, n)``: `s` with the axes moved last (in their
+        order in `s`) and joined into n elements, plus one more ``n``.
 
     Examples
     --------
@@ -294,7 +314,7 @@ def softmax_jacobian(s: ArrayLike, axis: SupportsIndex = -1, *,
     s = np.asarray(s)
     rdt = _result_dtype(s.dtype)
     s = _as_rows(s).astype(_compute_dtype(rdt))
-    rows = np.moveaxis(s, _single_axis(axis, s.ndim), -1)
+    rows = _joined(s, _normalize_axes(axis, s.ndim))
     n = rows.shape[-1]
     jac = np.empty(rows.shape + (n,), dtype=rows.dtype)
     for idx in np.ndindex(rows.shape[:-1]):
@@ -303,21 +323,21 @@ def softmax_jacobian(s: ArrayLike, axis: SupportsIndex = -1, *,
         return _finish(jac.astype(rdt), out)
 
 
-def _jacobian_product(s: ArrayLike, v: ArrayLike, axis: SupportsIndex, out: NDArray[Any] | None,
+def _jacobian_product(s: ArrayLike, v: ArrayLike, axis: _Axis, out: NDArray[Any] | None,
                       names: tuple[str, str], vector_on_left: bool) -> _FloatArray:
     """``J @ v`` (or ``v @ J``) per row, with J built explicitly."""
-    s, v, axis, rdt, shape = _prepare_pair(s, v, axis, names)
-    s_rows, v_rows = np.moveaxis(s, axis, -1), np.moveaxis(v, axis, -1)
+    s, v, axes, rdt, shape = _prepare_pair(s, v, axis, names)
+    s_rows, v_rows = _joined(s, axes), _joined(v, axes)
     result = np.empty_like(s_rows)
     for idx in np.ndindex(s_rows.shape[:-1]):
         jac = _row_jacobian(s_rows[idx])
         result[idx] = v_rows[idx] @ jac if vector_on_left else jac @ v_rows[idx]
-    result = np.moveaxis(result, -1, axis).reshape(shape)
+    result = _unjoined(result, s.shape, axes).reshape(shape)
     with _quiet():
         return _finish(result.astype(rdt), out)
 
 
-def softmax_jvp(s: ArrayLike, v: ArrayLike, axis: SupportsIndex = -1, *,
+def softmax_jvp(s: ArrayLike, v: ArrayLike, axis: _Axis = -1, *,
                 out: NDArray[Any] | None = None) -> _FloatArray:
     """Jacobian-vector product ``J v`` of softmax, per row along `axis`.
 
@@ -330,8 +350,8 @@ def softmax_jvp(s: ArrayLike, v: ArrayLike, axis: SupportsIndex = -1, *,
         Softmax output along `axis`.
     v : array_like
         Tangent vectors, the shape of `s`.
-    axis : int, optional
-        The axis `s` was normalized over.
+    axis : int, tuple of ints or None, optional
+        The axis or axes `s` was normalized over; None for all.
     out : ndarray, optional
         Array of the result's shape and dtype to write the result into.
 
@@ -351,7 +371,7 @@ def softmax_jvp(s: ArrayLike, v: ArrayLike, axis: SupportsIndex = -1, *,
     return _jacobian_product(s, v, axis, out, ("s", "v"), vector_on_left=False)
 
 
-def softmax_vjp(s: ArrayLike, g: ArrayLike, axis: SupportsIndex = -1, *,
+def softmax_vjp(s: ArrayLike, g: ArrayLike, axis: _Axis = -1, *,
                 out: NDArray[Any] | None = None) -> _FloatArray:
     """Vector-Jacobian product ``g J`` of softmax, per row along `axis`.
 
@@ -364,8 +384,8 @@ def softmax_vjp(s: ArrayLike, g: ArrayLike, axis: SupportsIndex = -1, *,
         Softmax output along `axis`.
     g : array_like
         Upstream gradient, the shape of `s`.
-    axis : int, optional
-        The axis `s` was normalized over.
+    axis : int, tuple of ints or None, optional
+        The axis or axes `s` was normalized over; None for all.
     out : ndarray, optional
         Array of the result's shape and dtype to write the result into.
 
@@ -385,7 +405,7 @@ def softmax_vjp(s: ArrayLike, g: ArrayLike, axis: SupportsIndex = -1, *,
     return _jacobian_product(s, g, axis, out, ("s", "g"), vector_on_left=True)
 
 
-def log_softmax_vjp(logp: ArrayLike, g: ArrayLike, axis: SupportsIndex = -1, *,
+def log_softmax_vjp(logp: ArrayLike, g: ArrayLike, axis: _Axis = -1, *,
                     out: NDArray[Any] | None = None) -> _FloatArray:
     """Vector-Jacobian product of log-softmax, from its output `logp`.
 
@@ -395,8 +415,8 @@ def log_softmax_vjp(logp: ArrayLike, g: ArrayLike, axis: SupportsIndex = -1, *,
         Log-softmax output along `axis`.
     g : array_like
         Upstream gradient, the shape of `logp`.
-    axis : int, optional
-        The axis `logp` was normalized over.
+    axis : int, tuple of ints or None, optional
+        The axis or axes `logp` was normalized over; None for all.
     out : ndarray, optional
         Array of the result's shape and dtype to write the result into.
 
@@ -416,9 +436,9 @@ def log_softmax_vjp(logp: ArrayLike, g: ArrayLike, axis: SupportsIndex = -1, *,
     # y_i = x_i - log(sum_k exp(x_k)), so dy_i/dx_j = δ_ij - s_j: the
     # Jacobian (row i = output, column j = input) is J = I - 1 sᵀ, which is
     # not symmetric. The VJP is gᵀJ: (gᵀJ)_j = g_j - s_j * sum_i g_i.
-    logp, g, axis, rdt, shape = _prepare_pair(logp, g, axis, ("logp", "g"))
+    logp, g, axes, rdt, shape = _prepare_pair(logp, g, axis, ("logp", "g"))
     with _quiet():
-        result = g - np.exp(logp) * np.sum(g, axis=axis, keepdims=True)
+        result = g - np.exp(logp) * np.sum(g, axis=axes, keepdims=True)
         return _finish(result.reshape(shape).astype(rdt), out)
 
 

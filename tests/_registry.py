@@ -7,7 +7,8 @@ error budgets.
   reference in :mod:`fastsoftmax.reference` (the same signature);
 - ``args``: the names of its array arguments, as error messages spell them;
 - ``axes``: ``"any"`` (an int, a tuple of ints or None: the forward
-  functions) or ``"int"`` (a single int: docs/api.rst, section Axes);
+  functions and the derivatives) or ``"int"`` (a single int: the loss;
+  docs/api.rst, section Axes);
 - ``has_out``: whether it takes ``out=``;
 - ``from_logits(x, other, axis)``: its array arguments made from logits x
   (and a second array ``other``, for v, g or target weights), as a forward
@@ -24,6 +25,7 @@ A new public function needs one entry here; the grid, the bad-input tables
 test_memory.py) and the edge cases (test_edges.py) then run it.
 """
 
+import math
 from dataclasses import dataclass, field
 from typing import Callable
 
@@ -263,8 +265,24 @@ def log_vjp_terms(logp, g, axis):
     return np.abs(g) + np.exp(logp) * np.sum(np.abs(g), axis=axis, keepdims=True)
 
 
+def reduced_axes(axis, ndim):
+    """`axis` (int, tuple or None) as the sorted tuple of axes in [0, ndim)."""
+    axes = range(ndim) if axis is None else axis if isinstance(axis, tuple) else (axis,)
+    return tuple(sorted(int(a) % ndim for a in axes))
+
+
+def joined_rows(a, axis):
+    """`a` (at least 1-d) with the reduced axes moved last, in their order,
+    and joined into one: the layout of the Jacobian's rows (docs/api.rst,
+    section Derivatives)."""
+    axes = reduced_axes(axis, a.ndim)
+    k = len(axes)
+    moved = np.moveaxis(a, axes, tuple(range(a.ndim - k, a.ndim)))
+    return moved.reshape(moved.shape[:a.ndim - k] + (math.prod(a.shape[i] for i in axes),))
+
+
 def jacobian_terms(s, axis):
-    rows = np.moveaxis(s, axis, -1)
+    rows = joined_rows(s, axis)
     return rows[..., :, None] * (np.eye(rows.shape[-1]) + rows[..., None, :])
 
 
@@ -431,8 +449,8 @@ class Function:
 
     def result_shape(self, shape, axis=-1):
         if self.name == "softmax_jacobian":
-            moved = np.moveaxis(np.empty(shape or (1,)), axis, -1).shape
-            return moved + (moved[-1],)
+            rows = joined_rows(np.empty(shape or (1,)), axis).shape
+            return rows + (rows[-1],)
         return tuple(shape)
 
     def make_inputs(self, rng, shape, axis, variant):
@@ -583,6 +601,12 @@ _DERIVATIVE_SHAPES = [(), (1,), (7,), (33,), (1000,), (0,), (5, 7), (0, 7), (7, 
 DERIVATIVE_CASES = [
     _case(shape, axis, DERIVATIVE_LAYOUTS) for shape in _DERIVATIVE_SHAPES
     for axis in range(-max(len(shape), 1), max(len(shape), 1))  # 0-d counts as 1-d
+] + [
+    # axis tuples and None: one softmax over the joint elements
+    _case(shape, axis, DERIVATIVE_LAYOUTS) for shape, axis in [
+        ((), None), ((7,), None), ((7,), (0,)), ((5, 7), None), ((5, 7), (0, 1)),
+        ((5, 7), (1, 0)), ((3, 4, 7), (0, 2)), ((3, 4, 7), (2, 1)), ((2, 3, 1, 5), (1, 3)),
+        ((0, 7), None), ((7, 0), (0, 1)), ((2, 3, 4), ())]
 ]
 # lengths around the vector widths and the 16 lanes of the sums
 DERIVATIVE_SIMD_CASES = [((129,), 0), ((5, 7), -1), ((3, 4, 33), 1), ((2, 1000), -1),
@@ -626,20 +650,20 @@ FUNCTIONS = {f.name: f for f in [
              {"float32": (np.float32,), "float64": (np.float64,)}, FORWARD_CASES,
              FORWARD_SIMD_CASES),
     # docs/api.rst, section Derivatives: "J[..., i, j] = s_i (δ_ij − s_j)"
-    Function("softmax_jacobian", ("s",), "int", lambda x, other, axis: [probs(x, axis)],
+    Function("softmax_jacobian", ("s",), "any", lambda x, other, axis: [probs(x, axis)],
              _derivative_check("softmax_jacobian"),
              {"float32": (np.float32,), "float64": (np.float64,)}, DERIVATIVE_CASES,
              DERIVATIVE_SIMD_CASES),
     # docs/api.rst, section Derivatives: "s * (v - sum(s * v, axis, keepdims=True))"
-    Function("softmax_jvp", ("s", "v"), "int", lambda x, v, axis: [probs(x, axis), v],
+    Function("softmax_jvp", ("s", "v"), "any", lambda x, v, axis: [probs(x, axis), v],
              _derivative_check("softmax_jvp"), PRODUCT_VARIANTS, DERIVATIVE_CASES,
              DERIVATIVE_SIMD_CASES),
     # docs/api.rst, section Derivatives: softmax_vjp is "the same product"
-    Function("softmax_vjp", ("s", "g"), "int", lambda x, g, axis: [probs(x, axis), g],
+    Function("softmax_vjp", ("s", "g"), "any", lambda x, g, axis: [probs(x, axis), g],
              _derivative_check("softmax_vjp"), PRODUCT_VARIANTS, DERIVATIVE_CASES,
              DERIVATIVE_SIMD_CASES),
     # docs/api.rst, section Derivatives: "g - exp(logp) * sum(g, axis, keepdims=True)"
-    Function("log_softmax_vjp", ("logp", "g"), "int",
+    Function("log_softmax_vjp", ("logp", "g"), "any",
              lambda x, g, axis: [logprobs(x, axis), g], _derivative_check("log_softmax_vjp"),
              PRODUCT_VARIANTS, DERIVATIVE_CASES, DERIVATIVE_SIMD_CASES),
     # docs/api.rst, section Fused loss: "Loss per row: -sum(target * log_softmax(logits))."
@@ -648,7 +672,8 @@ FUNCTIONS = {f.name: f for f in [
              [((6, 129), -1)], ("index-float64-none", "prob-float64-none"), has_out=False),
 ]}
 
-FORWARD_NAMES = [name for name, f in FUNCTIONS.items() if f.axes == "any"]
+ANY_AXIS_NAMES = [name for name, f in FUNCTIONS.items() if f.axes == "any"]
+FORWARD_NAMES = ["softmax", "log_softmax"]
 DERIVATIVE_NAMES = ["softmax_jacobian", "softmax_jvp", "softmax_vjp", "log_softmax_vjp"]
 PRODUCT_NAMES = ["softmax_jvp", "softmax_vjp", "log_softmax_vjp"]
 SINGLE_AXIS_NAMES = [name for name, f in FUNCTIONS.items() if f.axes == "int"]

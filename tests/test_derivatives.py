@@ -384,8 +384,10 @@ def test_bad_arguments_with_valid_out_write_nothing(deriv, rng):
         deriv.fast(a, b[:, :5], out=out)
     with pytest.raises(AxisError):
         deriv.fast(a, b, axis=2, out=out)
+    with pytest.raises(AxisError):
+        deriv.fast(a, b, axis=(0, 0), out=out)
     with pytest.raises(TypeError):
-        deriv.fast(a, b, axis=(0, 1), out=out)
+        deriv.fast(a, b, axis=(0, 1.0), out=out)
     with pytest.raises(TypeError):
         deriv.fast(a, b.astype(complex), out=out)
     np.testing.assert_array_equal(out, -7.25)
@@ -417,13 +419,25 @@ def test_shape_mismatch_names_both_shapes(deriv, shape_a, shape_b):
     assert str(shape_a) in message and str(shape_b) in message
 
 
-@pytest.mark.parametrize("axis", [(0,), (0, 1), None, ()])
+@pytest.mark.parametrize("axis, joint", [((1, 2), (1, 2)), ((2, 1), (1, 2)), ((0, 2), (0, 2)),
+                                         (None, (0, 1, 2)), ((-1,), (2,))], ids=repr)
 @pytest.mark.parametrize("deriv", DERIVATIVES, ids=lambda d: d.name)
-def test_axis_must_be_a_single_int(deriv, axis, rng):
-    # docs/api.rst, section Derivatives: the derivatives take a single int axis.
-    inputs = make_inputs(deriv, rng, (3, 4))
-    with pytest.raises(TypeError):
-        deriv.fast(*inputs, axis=axis)
+def test_axes_are_one_softmax_over_their_joint_elements(deriv, axis, joint, rng):
+    # docs/api.rst, section Derivatives: axis "an int, a tuple of ints or
+    # None ... one softmax over the joint elements of the axes"; the
+    # Jacobian's n elements "ordered as reshape in C order orders them once
+    # they are moved last, in their order in s".  The same call on the
+    # array with those axes moved last and joined by hand, along -1:
+    inputs = make_inputs(deriv, rng, (3, 4, 5), axis)
+    k = len(joint)
+    moved = [np.moveaxis(a, joint, tuple(range(3 - k, 3))) for a in inputs]
+    rows = [m.reshape(m.shape[:3 - k] + (-1,)) for m in moved]
+    by_hand = deriv.fast(*rows, axis=-1)
+    result = deriv.fast(*inputs, axis=axis)
+    if deriv.name != "softmax_jacobian":  # back to the inputs' layout
+        by_hand = np.moveaxis(by_hand.reshape(moved[0].shape), tuple(range(3 - k, 3)), joint)
+    assert result.shape == by_hand.shape
+    np.testing.assert_array_equal(result, by_hand)
 
 
 @pytest.mark.parametrize("axis", [2, -3, 100])

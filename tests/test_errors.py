@@ -18,7 +18,7 @@ import pytest
 import fastsoftmax as fs
 from fastsoftmax import _backend
 
-from _registry import (FORWARD_NAMES, FUNCTIONS, PRODUCT_NAMES, SINGLE_AXIS_NAMES,
+from _registry import (ANY_AXIS_NAMES, FUNCTIONS, PRODUCT_NAMES, SINGLE_AXIS_NAMES,
                        WITH_OUT_NAMES)
 
 try:
@@ -317,34 +317,34 @@ def test_jacobian_out_overlapping_its_input(s_start, out_start, rng):
     ((2, 3), (-3,), -3), ((5,), 1, 1), ((), 1, 1), ((), -2, -2),
     ((2, 3), np.int64(7), 7),
 ])
-@pytest.mark.parametrize("name", FORWARD_NAMES)
-def test_forward_axis_out_of_range(name, shape, axis, bad):
-    x = np.full(shape, SENTINEL)
+@pytest.mark.parametrize("name", ANY_AXIS_NAMES)
+def test_any_axis_out_of_range(name, shape, axis, bad):
+    inputs = inputs_for(name, shape)
     out = sentinel_out(shape)
     with pytest.raises(AxisError, match=rf"^axis {bad} is out of bounds") as info:
-        FUNCTIONS[name].fast(x, axis=axis, out=out)
+        FUNCTIONS[name].fast(*inputs, axis=axis, out=out)
     assert isinstance(info.value, ValueError) and isinstance(info.value, IndexError)
     assert_untouched(out)
-    with pytest.raises(AxisError):  # in place: x itself is out
-        FUNCTIONS[name].fast(x, axis=axis, out=x)
-    assert_untouched(x)
+    with pytest.raises(AxisError):  # in place: the input itself is out
+        FUNCTIONS[name].fast(*inputs, axis=axis, out=inputs[0])
+    assert_untouched(*inputs)
 
 
 @pytest.mark.parametrize("shape, axis", [
     ((2, 3), (0, 0)), ((2, 3), (1, -1)), ((2, 3, 4), (0, 2, -1)), ((), (0, 0)),
     ((2, 3), (np.int32(0), 0)),
 ])
-@pytest.mark.parametrize("name", FORWARD_NAMES)
-def test_forward_axis_repeated(name, shape, axis):
-    x = np.full(shape, SENTINEL)
+@pytest.mark.parametrize("name", ANY_AXIS_NAMES)
+def test_any_axis_repeated(name, shape, axis):
+    inputs = inputs_for(name, shape)
     out = sentinel_out(shape)
     with pytest.raises(AxisError, match=re.escape(f"repeated axis in axis={axis!r}")) as info:
-        FUNCTIONS[name].fast(x, axis=axis, out=out)
+        FUNCTIONS[name].fast(*inputs, axis=axis, out=out)
     assert isinstance(info.value, ValueError) and isinstance(info.value, IndexError)
     assert_untouched(out)
     with pytest.raises(AxisError):
-        FUNCTIONS[name].fast(x, axis=axis, out=x)
-    assert_untouched(x)
+        FUNCTIONS[name].fast(*inputs, axis=axis, out=inputs[0])
+    assert_untouched(*inputs)
 
 
 @pytest.mark.parametrize("axis", [2, -3, 100, -100, np.int64(2)], ids=repr)
@@ -365,16 +365,17 @@ NOT_AN_INT = [1.5, 1.0, "0", True, np.True_, np.float64(0), np.float32(1), [0], 
 
 # docs/api.rst, section Axes: "`axis`: an int (negative allowed), a tuple of ints, or `None`"
 @pytest.mark.parametrize("axis", NOT_AN_INT + [(0, 1.0), (0, "1"), (True,)], ids=repr)
-@pytest.mark.parametrize("name", FORWARD_NAMES)
-def test_forward_axis_not_an_int(name, axis):
+@pytest.mark.parametrize("name", ANY_AXIS_NAMES)
+def test_any_axis_not_an_int(name, axis):
+    inputs = inputs_for(name)
     out = sentinel_out()
     message = rf"^axis must be an int, a tuple of ints or None, got {re.escape(repr(axis))}$"
     with pytest.raises(TypeError, match=message):
-        FUNCTIONS[name].fast(np.zeros((2, 3)), axis=axis, out=out)
-    assert_untouched(out)
+        FUNCTIONS[name].fast(*inputs, axis=axis, out=out)
+    assert_untouched(out, *inputs)
 
 
-# docs/api.rst, section Derivatives: the derivatives (and the loss) take a single int axis.
+# docs/api.rst, section Fused loss: the loss takes a single int (class) axis.
 @pytest.mark.parametrize("axis", NOT_AN_INT + [(0,), (0, 1), (), None], ids=repr)
 @pytest.mark.parametrize("name", SINGLE_AXIS_NAMES)
 def test_single_axis_not_an_int(name, axis):

@@ -34,6 +34,7 @@ conftest.py).  Longer runs::
     FASTSOFTMAX_FUZZ_SECONDS=600 pytest tests/test_fuzz.py -k for_a_while
 """
 
+import math
 import os
 import time
 
@@ -50,7 +51,8 @@ import fastsoftmax as fs
 from fastsoftmax import _backend
 from fastsoftmax import reference as ref
 
-from _registry import assert_ulp_close, check, oracle, oracle_dtype, representable
+from _registry import (assert_ulp_close, check, joined_rows, oracle, oracle_dtype, reduced_axes,
+                       representable)
 
 F16, F32, F64 = np.dtype(np.float16), np.dtype(np.float32), np.dtype(np.float64)
 
@@ -347,9 +349,9 @@ test_fuzz_forward = fuzz(check_forward, *FORWARD_STRATEGIES)
 # the derivatives
 # --------------------------------------------------------------------------
 
-def derivative_axis(draw, ndim):
+def class_axis(draw, ndim):
     """Mostly a single int axis (in range or not); a tuple or None, which
-    the derivatives refuse, now and then."""
+    the loss refuses, now and then."""
     if rarely(draw):
         return draw(st.sampled_from([None, (0,)]))
     return int_axis(draw, ndim)
@@ -361,12 +363,16 @@ def single_axis_errors(axis, ndim):
     return {AxisError} if axis_error(axis, ndim) else set()
 
 
+def any_axis_errors(axis, ndim):
+    return {AxisError} if axis_error(axis, ndim) else set()
+
+
 @st.composite
 def derivative_cases(draw):
     a = draw(arrays())
     shape = a.shape + (1,) if rarely(draw) else a.shape  # a mismatch, now and then
     b = draw(arrays(shape=shape, reshape=False))
-    axis = derivative_axis(draw, a.ndim)
+    axis = axes_for(draw, a.ndim)
     out = None
     if not (is_unsupported(a.dtype) or is_unsupported(b.dtype)):
         rdt = np.result_type(result_dtype(a.dtype), result_dtype(b.dtype))
@@ -393,7 +399,7 @@ def check_products(case, name):
         rdt = np.result_type(result_dtype(a.dtype), result_dtype(b.dtype))
         if a.shape != b.shape:
             errors.add(ValueError)
-        errors |= single_axis_errors(axis, a.ndim) | out_errors(out, a.shape, rdt)
+        errors |= any_axis_errors(axis, a.ndim) | out_errors(out, a.shape, rdt)
     result = call(func, a, b, axis, out=out, errors=errors)
     if errors:
         return
@@ -416,21 +422,22 @@ def check_products(case, name):
     shape = a_c.shape or (1,)
     a_h, b_h = a_c.reshape(shape).astype(high), b_c.reshape(shape).astype(high)
     eps, tiny = np.finfo(cdt).eps, np.finfo(cdt).smallest_subnormal
-    n = shape[axis]
+    axes = reduced_axes(axis, len(shape))
+    n = math.prod(shape[i] for i in axes)
     with np.errstate(all="ignore"):
         if name == "log_softmax_vjp":
             p = np.exp(a_h)
-            expected = b_h - p * b_h.sum(axis, keepdims=True)
-            terms = np.abs(b_h) + p * np.abs(b_h).sum(axis, keepdims=True)
+            expected = b_h - p * b_h.sum(axes, keepdims=True)
+            terms = np.abs(b_h) + p * np.abs(b_h).sum(axes, keepdims=True)
             scale = p
             exp_in_data_precision = np.exp(a_c.reshape(shape))  # may overflow earlier
         else:
-            expected = a_h * (b_h - (a_h * b_h).sum(axis, keepdims=True))
-            terms = np.abs(a_h) * (np.abs(b_h) + np.abs(a_h * b_h).sum(axis, keepdims=True))
+            expected = a_h * (b_h - (a_h * b_h).sum(axes, keepdims=True))
+            terms = np.abs(a_h) * (np.abs(b_h) + np.abs(a_h * b_h).sum(axes, keepdims=True))
             scale = np.abs(a_h)
             exp_in_data_precision = a_h
-        safe = (terms < np.finfo(cdt).max / (4 * n + 4)).all(axis, keepdims=True)
-        rows = finite_rows(a_h, b_h, terms, exp_in_data_precision, axis=axis) & safe
+        safe = (terms < np.finfo(cdt).max / (4 * n + 4)).all(axes, keepdims=True)
+        rows = finite_rows(a_h, b_h, terms, exp_in_data_precision, axis=axes) & safe
         bound = 4 * eps * terms + (n + 2) * tiny * (1 + scale)
         expected, bound = in_result_dtype(rdt, expected, bound)
     assert_within(result.reshape(shape), expected, bound, rows)
@@ -442,16 +449,16 @@ test_fuzz_products = fuzz(check_products, *PRODUCT_STRATEGIES)
 
 
 def jacobian_shape(s, axis):
-    moved = np.moveaxis(np.empty(s.shape or (1,)), axis, -1).shape
-    return moved + (moved[-1],)
+    rows = joined_rows(np.empty(s.shape or (1,)), axis).shape
+    return rows + (rows[-1],)
 
 
 @st.composite
 def jacobian_cases(draw):
     s = draw(arrays())
-    axis = derivative_axis(draw, s.ndim)
+    axis = axes_for(draw, s.ndim)
     out = None
-    if not is_unsupported(s.dtype) and not single_axis_errors(axis, s.ndim):
+    if not is_unsupported(s.dtype) and not any_axis_errors(axis, s.ndim):
         out = draw(out_arrays(jacobian_shape(s, axis), result_dtype(s.dtype)))
     return s, axis, out
 
@@ -463,7 +470,7 @@ def check_jacobian(case):
     if is_unsupported(s.dtype):
         errors.add(TypeError)
     else:
-        errors |= single_axis_errors(axis, s.ndim)
+        errors |= any_axis_errors(axis, s.ndim)
         if not errors:
             errors |= out_errors(out, jacobian_shape(s, axis), result_dtype(s.dtype))
     result = call(fs.softmax_jacobian, s, axis, out=out, errors=errors)
@@ -482,7 +489,7 @@ def check_jacobian(case):
     # s_i (δ_ij + |s_j|) (tests/_registry.py: 1.5 ulp of them), or
     # half the subnormal spacing each near underflow.
     high = oracle_dtype(cdt)
-    row = np.moveaxis(s_c.reshape(s_c.shape or (1,)), axis, -1).astype(high)
+    row = joined_rows(s_c.reshape(s_c.shape or (1,)), axis).astype(high)
     with np.errstate(all="ignore"):
         eye = np.eye(row.shape[-1], dtype=high)
         expected = row[..., :, None] * (eye - row[..., None, :])
@@ -503,7 +510,7 @@ test_fuzz_jacobian = fuzz(check_jacobian, jacobian_cases())
 @st.composite
 def cross_entropy_cases(draw):
     x = draw(arrays())
-    axis = derivative_axis(draw, x.ndim)
+    axis = class_axis(draw, x.ndim)
     ndim = max(x.ndim, 1)
     if isinstance(axis, int) and -ndim <= axis < ndim:
         batch = np.moveaxis(np.empty(x.shape or (1,)), axis, -1).shape[:-1]

@@ -82,7 +82,7 @@ def raising_calls():
         "axis out of range": (lambda: fs.log_softmax(x, axis=5), AxisError),
         "out of the wrong shape": (lambda: fs.softmax(x, out=np.empty((4, 9))), ValueError),
         "shapes differ": (lambda: fs.softmax_vjp(s, s[:, :9]), ValueError),
-        "jacobian tuple axis": (lambda: fs.softmax_jacobian(s, axis=(0, 1)), TypeError),
+        "jacobian repeated axis": (lambda: fs.softmax_jacobian(s, axis=(0, -2)), AxisError),
         "class index out of range": (lambda: fs.softmax_cross_entropy(x, bad_index), IndexError),
         "unknown reduction": (lambda: fs.softmax_cross_entropy(x, bad_index, reduction="max"),
                               ValueError),

@@ -96,9 +96,10 @@ def derivatives() -> None:
     assert_type(mixed, Floats)
     assert mixed.dtype == np.float64
 
-    # The derivatives take one axis, not a tuple.
-    rejected(TypeError, "axis=(0, 1)",
-             lambda: fs.softmax_jvp(s, g, axis=(0, 1)))  # type: ignore[call-overload]
+    # The derivatives take the axes the softmax was taken over.
+    joint = fs.softmax_jvp(s, g, axis=(0, 1))
+    assert_type(joint, NDArray[np.float32])
+    assert joint.shape == (2, 3, 4)
 
 
 def cross_entropy() -> None:
