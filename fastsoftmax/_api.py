@@ -26,7 +26,7 @@ from . import _backend
 # follow) and add their own names to it.  (fastsoftmax.reference keeps its
 # own list: it imports nothing but NumPy.)
 __all__: tuple[str, ...] = (
-    "softmax", "log_softmax", "softmax_jacobian", "softmax_jvp", "softmax_vjp",
+    "softmax", "log_softmax", "logsumexp", "softmax_jacobian", "softmax_jvp", "softmax_vjp",
     "log_softmax_vjp", "softmax_cross_entropy")
 
 _F16, _F32, _F64 = np.dtype(np.float16), np.dtype(np.float32), np.dtype(np.float64)
@@ -122,6 +122,14 @@ def _single_axis(axis: _Axis, ndim: int, func: str) -> tuple[int, ...]:
     return _axes(axis, ndim)
 
 
+def _broadcast_shape(a: tuple[int, ...], b: tuple[int, ...]) -> tuple[int, ...] | None:
+    """The shape a and b broadcast to, or None if they do not."""
+    try:
+        return np.broadcast_shapes(a, b)
+    except ValueError:
+        return None
+
+
 def _check_out(out: object, shape: tuple[int, ...],
                dtype: np.dtype[Any]) -> NDArray[Any] | None:
     """`out`, or the error for a wrong one, before anything is computed or written."""
@@ -157,7 +165,10 @@ def _check_reduction(reduction: object) -> None:
 #   jacobian  one input, any axes; the result is batch + (n, n), n the
 #             number of joint elements of the axes
 #   loss      logits and a target (class indices or probabilities); one axis
-_Kind = Literal["forward", "product", "jacobian", "loss"]
+#   reduce    one input and optional scale factors that broadcast to it, any
+#             axes; the result has the shape of the axes not reduced (or,
+#             with keepdims, the input's shape with 1 for them)
+_Kind = Literal["forward", "product", "jacobian", "loss", "reduce"]
 
 
 class _Call(Generic[_ArrayT]):
@@ -192,7 +203,7 @@ class _Call(Generic[_ArrayT]):
 
 def _prepare(convert: Callable[[Any, str], _ArrayT], func: str, kind: _Kind,
              args: tuple[Any, ...], names: tuple[str, ...], axis: _Axis,
-             out: object = None) -> _Call[_ArrayT]:
+             out: object = None, keepdims: bool = False) -> _Call[_ArrayT]:
     """Check a call's arguments, in the order that gives the documented
     error for each mistake, and return what the computation needs of them.
 
@@ -212,6 +223,13 @@ def _prepare(convert: Callable[[Any, str], _ArrayT], func: str, kind: _Kind,
             raise ValueError(f"{names[0]} and {names[1]} must have the same shape, got "
                              f"{names[0]}.shape={first.shape} and "
                              f"{names[1]}.shape={second.shape}")
+    if kind == "reduce" and len(arrays) > 1:  # logsumexp's b
+        second = arrays[1]
+        result_dtype = np.result_type(result_dtype, _result_dtype(second, names[1]))
+        if _broadcast_shape(second.shape, first.shape) != first.shape:
+            raise ValueError(f"{names[1]} must broadcast to the shape of {names[0]}, got "
+                             f"{names[1]}.shape={second.shape} and "
+                             f"{names[0]}.shape={first.shape}")
     shape: tuple[int, ...] = first.shape
     if first.ndim == 0:  # a 0-d input is a one-element softmax
         data = 1 if kind == "loss" else len(arrays)  # (a target keeps its shape)
@@ -225,6 +243,9 @@ def _prepare(convert: Callable[[Any, str], _ArrayT], func: str, kind: _Kind,
     if kind == "jacobian":
         n = prod(nd_shape[a] for a in axes)
         result_shape = batch_shape + (n, n)
+    elif kind == "reduce":
+        result_shape = tuple(1 if i in axes else d for i, d in enumerate(shape)) if keepdims \
+            else batch_shape
     elif kind == "loss":
         is_index, result_dtype = _target_kind(arrays[1], shape, batch_shape, axes[0],
                                               result_dtype)
@@ -533,6 +554,101 @@ def log_softmax(x: ArrayLike, axis: _Axis = -1, *,
     array([    0., -1000.])
     """
     return _forward(x, axis, out, take_log=True)
+
+
+_Reduced = Union[np.floating[Any], _FloatArray]  # a NumPy scalar when 0-d
+
+
+@overload
+def logsumexp(x: ArrayLike, axis: _Axis = -1, *, b: ArrayLike | None = None,
+              keepdims: bool = False, return_sign: Literal[False] = False,
+              out: NDArray[Any] | None = None) -> _Reduced: ...
+@overload
+def logsumexp(x: ArrayLike, axis: _Axis = -1, *, b: ArrayLike | None = None,
+              keepdims: bool = False, return_sign: Literal[True],
+              out: NDArray[Any] | None = None) -> tuple[_Reduced, _Reduced]: ...
+def logsumexp(x: ArrayLike, axis: _Axis = -1, *, b: ArrayLike | None = None,
+              keepdims: bool = False, return_sign: bool = False,
+              out: NDArray[Any] | None = None) -> _Reduced | tuple[_Reduced, _Reduced]:
+    """``log(sum(b * exp(x)))`` along `axis`, as ``max + log(sum(b * exp(x - max)))``.
+
+    The semantics of `scipy.special.logsumexp`, but reduced along the last
+    axis by default, in one pass for the max and one for the sum, on the
+    threads.
+
+    Parameters
+    ----------
+    x : array_like
+        Input values.  Dtypes as for :func:`softmax`.
+    axis : int, tuple of ints or None, optional
+        The axis (default the last), axes or None (all) to reduce.
+    b : array_like, optional
+        Scale factors, broadcastable to `x`.  Entries where `b` is 0 are
+        left out (their `x` is not used); negative factors need
+        `return_sign` for a negative sum, which is NaN otherwise.  float32
+        `x` with float64 (or integer) `b` computes in float64.
+    keepdims : bool, optional
+        Keep the reduced axes, with length 1.
+    return_sign : bool, optional
+        Also return the sign of the sum: 1, -1, or 0 for a sum of 0.
+    out : ndarray, optional
+        Array of the result's shape and dtype to write the result into.
+
+    Returns
+    -------
+    ndarray or NumPy scalar, or a pair of them
+        The result, with `x`'s shape without the reduced axes (a NumPy
+        scalar when that is 0-d and no `out` is given); with `return_sign`,
+        ``(result, sign)``.
+
+    Raises
+    ------
+    ValueError
+        For a `b` that does not broadcast to `x` (both shapes named), or an
+        `out` of the wrong shape.
+    TypeError, numpy.exceptions.AxisError
+        As for :func:`softmax`.
+
+    Notes
+    -----
+    A row of only ``-inf`` (or with no nonzero `b`, or an empty axis) gives
+    ``-inf``; a ``+inf`` entry ``+inf``; a NaN NaN.  Accurate to 2 ulp of
+    the larger of the result and the max: near ``S = 1`` the sum is taken
+    as ``1 + (S - 1)`` without cancellation.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> import fastsoftmax as fs
+    >>> fs.logsumexp(np.array([[0.0, 0.0], [1000.0, 1000.0]]))
+    array([6.93147181e-01, 1.00069315e+03])
+    >>> fs.logsumexp(np.array([1.0, 2.0]), b=np.array([1.0, -1.0]), return_sign=True)
+    (np.float64(1.5413248546129181), np.float64(-1.0))
+    """
+    args, names = ((x,), ("x",)) if b is None else ((x, b), ("x", "b"))
+    call = _prepare(_as_array, "logsumexp", "reduce", args, names, axis, out,
+                    keepdims=bool(keepdims))
+    x_arr = call.arrays[0]
+    x_rows = call.rows(x_arr)
+    b_rows = None if b is None else call.rows(np.broadcast_to(call.arrays[1], x_arr.shape))
+    result = np.empty(x_rows.shape[0], call.compute_dtype)
+    sign = np.empty_like(result) if return_sign else None
+    _backend.kernels.logsumexp_rows(x_rows, b_rows, result, sign, _backend.get_num_threads())
+    value = _reduced_result(call, result, call.out)
+    if sign is None:
+        return value
+    return value, _reduced_result(call, sign, None)
+
+
+def _reduced_result(call: _Call[NDArray[Any]], values: NDArray[Any],
+                    out: NDArray[Any] | None) -> _Reduced:
+    """A reduction's computed values in the result's shape and dtype: in
+    `out` if given, else a new array, or a NumPy scalar when 0-d."""
+    values = _cast_result(values.reshape(call.result_shape), call.result_dtype)
+    if out is not None:
+        _copy_result(out, values)
+        return out
+    return values[()] if values.ndim == 0 else values
 
 
 # --------------------------------------------------------------------------

@@ -74,6 +74,10 @@ class KernelModule(Protocol):
     # b - exp(a) * sum(b) (log_softmax_vjp, a = logp)
     def product_rows(self, a: _Rows, b: _Rows, out: _Rows, num_threads: int,
                      log_vjp: bool) -> None: ...
+    # out[i] = log|sum(b[i] * exp(x[i]))| over the entries of nonzero b (b
+    # None: all); sign[i] its sign (sign None: a negative sum is NaN)
+    def logsumexp_rows(self, x: _Rows, b: _Rows | None, out: _Rows, sign: _Rows | None,
+                       num_threads: int) -> None: ...
     # out: a C-contiguous (rows, n, n) array, one Jacobian per row of s
     def softmax_jacobian_rows(self, s: _Rows, out: _Rows, num_threads: int) -> None: ...
     # (sum of the losses, -1), or (nan, i) when index[i] is the first out of range

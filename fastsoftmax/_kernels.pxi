@@ -16,7 +16,7 @@
 #   the row loops, the GIL release and the threads.
 
 from cython.parallel cimport parallel, prange
-from libc.math cimport INFINITY, log
+from libc.math cimport INFINITY, NAN, log
 from libc.stdint cimport int64_t
 from cpython.long cimport PyLong_AsLongAndOverflow, PyLong_CheckExact
 from cpython.mem cimport PyMem_RawFree, PyMem_RawMalloc
@@ -58,6 +58,10 @@ cdef extern from "_vmath.hpp" namespace "fastsoftmax" nogil:
     void row_shift[T](const T *x, T shift, double offset, T *y, Py_ssize_t n)
     double row_log_sum[T](const T *x, T m, const T *e, double S, Py_ssize_t n)
     double row_sum[T](const T *x, Py_ssize_t n)
+    T row_max_weighted[T](const T *x, const T *w, Py_ssize_t n)
+    double row_weighted_exp_sum[T](const T *x, const T *w, T shift, Py_ssize_t n)
+    double row_log_weighted_sum[T](const T *x, const T *w, T m, double S, Py_ssize_t n)
+    double row_weight_at_inf[T](const T *x, const T *w, Py_ssize_t n)
     double row_dot[T](const T *a, const T *b, Py_ssize_t n)
     double row_dot_copying[T](const T *a, const T *b, T *c, Py_ssize_t n, bint sum_only)
     double row_weighted_shifted_sum[T](const T *w, const T *x, T shift, Py_ssize_t n)
@@ -551,6 +555,117 @@ def set_thresholds(Py_ssize_t parallel_min=PARALLEL_MIN_ELEMENTS,
     global parallel_min_elements, split_row_min
     parallel_min_elements = parallel_min
     split_row_min = split_min
+
+
+# ---------------------------------------------------------------------------
+# logsumexp
+# ---------------------------------------------------------------------------
+# Per row: the max m (over the entries of nonzero weight), then
+# S = sum of w exp(x - m), then m + log|S| and the sign of S.  A row of
+# only -inf (or with nothing weighted) has m = -inf and shifts by 0
+# instead: S = 0, the result -inf.  A row holding +inf: S is the sum of
+# the weights there times +inf (NaN if they cancel, or with a NaN).
+
+cdef inline floating lse_shift(floating m) noexcept nogil:
+    return 0 if m == -INFINITY else m
+
+
+cdef inline floating lse_finish(double log_abs, floating shift, double total,
+                                floating *sign) noexcept nogil:
+    """shift + log|S|, with S's sign into *sign (NULL: a negative S is NaN)."""
+    cdef double sgn = 1.0 if total > 0 else -1.0 if total < 0 else 0.0 if total == 0 else total
+    if sign != NULL:
+        sign[0] = <floating>sgn
+    elif total < 0:
+        return <floating>NAN
+    return <floating>(<double>shift + log_abs)
+
+
+cdef floating lse_infinite(const floating *x, const floating *w, Py_ssize_t n,
+                           floating *sign) noexcept nogil:
+    """logsumexp_row of a row whose max is +inf: +inf, or NaN."""
+    cdef double total = row_weight_at_inf(x, w, n) * <double>INFINITY
+    return lse_finish(total if total > 0 else -total, 0, total, sign)
+
+
+cdef inline floating logsumexp_row(const floating *x, const floating *w, Py_ssize_t n,
+                                   floating *sign) noexcept nogil:
+    cdef floating shift = lse_shift(row_max_weighted(x, w, n))
+    if shift == INFINITY:
+        return lse_infinite(x, w, n, sign)
+    cdef double total = row_weighted_exp_sum(x, w, shift, n)
+    return lse_finish(row_log_weighted_sum(x, w, shift, total, n), shift, total, sign)
+
+
+cdef floating logsumexp_row_split(const floating *x, const floating *w, Py_ssize_t n,
+                                  floating *sign, int num_threads) noexcept nogil:
+    """logsumexp_row for one long row shared by the threads: the chunks'
+    maxes, then the chunks' sums with the row's shift, added in chunk order."""
+    cdef floating chunk_max[MAX_CHUNKS]
+    cdef double chunk_sum[MAX_CHUNKS]
+    cdef Py_ssize_t nchunks = min(<Py_ssize_t>num_threads, <Py_ssize_t>MAX_CHUNKS)
+    cdef Py_ssize_t chunk = chunk_length(n, nchunks)
+    cdef Py_ssize_t k, start, stop
+    cdef floating m = -INFINITY
+    cdef double total = 0.0
+    for k in prange(nchunks, schedule="static", num_threads=num_threads):
+        start = min(k * chunk, n)
+        stop = min(start + chunk, n)
+        chunk_max[k] = row_max_weighted(x + start, w + start if w != NULL else w, stop - start)
+    for k in range(nchunks):
+        if chunk_max[k] > m or chunk_max[k] != chunk_max[k]:
+            m = chunk_max[k]
+    cdef floating shift = lse_shift(m)
+    if shift == INFINITY:
+        return lse_infinite(x, w, n, sign)
+    for k in prange(nchunks, schedule="static", num_threads=num_threads):
+        start = min(k * chunk, n)
+        stop = min(start + chunk, n)
+        chunk_sum[k] = row_weighted_exp_sum(x + start, w + start if w != NULL else w, shift,
+                                            stop - start)
+    for k in range(nchunks):
+        total += chunk_sum[k]
+    return lse_finish(row_log_weighted_sum(x, w, shift, total, n), shift, total, sign)
+
+
+def logsumexp_rows(const floating[:, :] x, const floating[:, :] b, floating[::1] out,
+                   floating[::1] sign, int num_threads):
+    """out[i] = log|sum(b[i] * exp(x[i]))| for every row i, over the
+    entries of nonzero b (b None: all, weight 1), and sign[i] the sign of
+    the sum (sign None: a negative sum gives NaN)."""
+    cdef Py_ssize_t rows = x.shape[0], n = x.shape[1], i
+    require_contiguous_rows(n, x.strides[1], sizeof(floating), "x")
+    if b is not None:
+        require_shape("b", b.shape, x.shape, 2)
+        require_contiguous_rows(n, b.strides[1], sizeof(floating), "b")
+    require_shape("out", out.shape, x.shape, 1)
+    if sign is not None:
+        require_shape("sign", sign.shape, x.shape, 1)
+    if rows == 0:
+        return
+    cdef const floating *xp = &x[0, 0] if n else NULL
+    cdef const floating *bp = NULL
+    cdef Py_ssize_t sb = 0
+    if b is not None and n:
+        bp, sb = &b[0, 0], b.strides[0]
+    cdef floating *sp = &sign[0] if sign is not None else NULL
+    cdef int nthreads = threads_for(rows * n, num_threads)
+    with nogil:
+        if nthreads > 1 and rows < nthreads and n >= split_row_min:
+            for i in range(rows):
+                out[i] = logsumexp_row_split(row_at(xp, x.strides[0], i),
+                                             row_at(bp, sb, i) if bp != NULL else bp, n,
+                                             sp + i if sp != NULL else sp, nthreads)
+        elif nthreads > 1:
+            for i in prange(rows, schedule="static", num_threads=nthreads):
+                out[i] = logsumexp_row(row_at(xp, x.strides[0], i),
+                                       row_at(bp, sb, i) if bp != NULL else bp, n,
+                                       sp + i if sp != NULL else sp)
+        else:
+            for i in range(rows):
+                out[i] = logsumexp_row(row_at(xp, x.strides[0], i),
+                                       row_at(bp, sb, i) if bp != NULL else bp, n,
+                                       sp + i if sp != NULL else sp)
 
 
 # ---------------------------------------------------------------------------

@@ -601,6 +601,61 @@ template <class T> inline double row_log_sum(const T *x, T m, const T *e, double
     return std::log1p(tail + (ones - 1.0));
 }
 
+// logsumexp with scale factors w (scipy.special.logsumexp's b): entries
+// whose weight is 0 are left out (their x is never used), the others
+// weigh w[j].  w null: every weight is 1 (row_max, row_exp_sum and
+// row_log_sum themselves).
+
+// max of x over the entries of nonzero weight (-inf if there are none)
+template <class T> inline T row_max_weighted(const T *x, const T *w, ptrdiff_t n)
+{
+    if (!w) return row_max(x, n);
+    T m = -std::numeric_limits<T>::infinity();
+    FS_OMP_SIMD_MAX(m)
+    for (ptrdiff_t j = 0; j < n; j++) m = w[j] != T(0) && x[j] > m ? x[j] : m;
+    return m;
+}
+
+// S = sum of w[j] exp(x[j] - shift) over the entries of nonzero weight
+template <class T> inline double row_weighted_exp_sum(const T *x, const T *w, T shift, ptrdiff_t n)
+{
+    if (!w) return row_exp_sum(x, shift, (T *)nullptr, (T *)nullptr, n);
+    return lane_sum<T>(n, [&](ptrdiff_t j) {
+        return w[j] == T(0) ? 0.0 : (double)w[j] * (double)exp_diff(x[j], shift);
+    });
+}
+
+// The sum of the weights at the +inf entries, or NaN if an entry of
+// nonzero weight is NaN: S is this times +inf when the max is +inf.
+template <class T> inline double row_weight_at_inf(const T *x, const T *w, ptrdiff_t n)
+{
+    const T inf = std::numeric_limits<T>::infinity();
+    return lane_sum<T>(n, [&](ptrdiff_t j) {
+        double weight = w ? (double)w[j] : 1.0;
+        return weight == 0.0 ? 0.0 : x[j] == inf ? weight : x[j] == x[j] ? 0.0 : (double)x[j];
+    });
+}
+
+// log |S| for S = row_weighted_exp_sum(x, w, m, n), m the max: when
+// 1/2 < S < 2, as log1p(S - 1) with S - 1 summed directly (the weights at
+// the max minus 1, exact there, plus the other terms), as row_log_sum does
+// for weights of 1 (where S >= 1).  Further from 1, log S itself is
+// accurate, and log1p would not be: 1 + (S - 1) rounds S to a multiple of
+// eps.  S = 0 gives -inf, a NaN S NaN.
+template <class T> inline double row_log_weighted_sum(const T *x, const T *w, T m, double S,
+                                                      ptrdiff_t n)
+{
+    if (!w) return row_log_sum(x, m, (const T *)nullptr, S, n);
+    if (!(S > 0.5 && S < 2.0)) return std::log(std::fabs(S));
+    double tail = lane_sum<T>(n, [&](ptrdiff_t j) {
+        return w[j] == T(0) || x[j] == m ? 0.0 : (double)w[j] * (double)exp_diff(x[j], m);
+    });
+    double at_max = lane_sum<T>(n, [&](ptrdiff_t j) {
+        return w[j] != T(0) && x[j] == m ? (double)w[j] : 0.0;
+    });
+    return std::log1p(tail + (at_max - 1.0));
+}
+
 template <class T> inline double row_sum(const T *x, ptrdiff_t n)
 {
     return lane_sum<T>(n, [&](ptrdiff_t j) { return (double)x[j]; });

@@ -265,6 +265,86 @@ def log_softmax(x: _Input, axis: _api._Axis = -1) -> Array:
     return _forward(_api.log_softmax, x, axis)
 
 
+@overload
+def logsumexp(x: _Input, axis: _api._Axis = -1, *, b: _Input | None = None,
+              keepdims: bool = False, return_sign: Literal[False] = False) -> Array: ...
+@overload
+def logsumexp(x: _Input, axis: _api._Axis = -1, *, b: _Input | None = None,
+              keepdims: bool = False, return_sign: Literal[True]) -> tuple[Array, Array]: ...
+def logsumexp(x: _Input, axis: _api._Axis = -1, *, b: _Input | None = None,
+              keepdims: bool = False, return_sign: bool = False) -> Array | tuple[Array, Array]:
+    """``log(sum(b * exp(x)))`` along `axis` of a dask array, lazily.
+
+    As :func:`fastsoftmax.logsumexp`, block by block: the reduced axes are
+    made whole (with a :class:`RechunkWarning` if an input was split along
+    them), and `b` is broadcast to `x` and chunked as `x`.
+
+    Parameters
+    ----------
+    x : dask.array.Array or array_like
+        Input values.
+    axis : int, tuple of ints or None, optional
+        The axis (default the last), axes or None (all) to reduce.
+    b : dask.array.Array or array_like, optional
+        Scale factors, broadcastable to `x`.
+    keepdims : bool, optional
+        Keep the reduced axes, with length 1.
+    return_sign : bool, optional
+        Also return the sign of the sum (both from one pass over each
+        block).
+
+    Returns
+    -------
+    dask.array.Array, or a pair of them
+        The result (and its sign), not yet computed; chunked as `x` along
+        the axes not reduced.
+
+    Examples
+    --------
+    >>> import dask
+    >>> import dask.array as da
+    >>> import numpy as np
+    >>> import fastsoftmax.dask as fsd
+    >>> x = da.from_array(np.array([[0.0, 0.0], [1.0, 1.0]]), chunks=(1, 2))
+    >>> with dask.config.set(scheduler="synchronous"):
+    ...     fsd.logsumexp(x).compute()
+    array([0.69314718, 1.69314718])
+    """
+    args, names = ((x,), ("x",)) if b is None else ((x, b), ("x", "b"))
+    call = _api._prepare(_as_input, "logsumexp", "reduce", args, names, axis,
+                         keepdims=bool(keepdims))
+    if b is not None:  # b as x's shape (a view for NumPy, lazy for dask)
+        b_full = call.arrays[1]
+        shape = call.arrays[0].shape
+        call.arrays[1] = (cast(Array, _da.broadcast_to(b_full, shape)) if isinstance(b_full, Array)
+                          else np.broadcast_to(b_full, shape))
+    arrays = _whole(call, "logsumexp", names, 3)  # _whole <- here <- caller
+    if len(arrays) > 1 and arrays[1].chunks != arrays[0].chunks:
+        arrays[1] = _rechunk(arrays[1], arrays[0].chunks)
+    dtype = call.result_dtype
+    # each block reduced with keepdims (one chunk of 1 along each reduced
+    # axis), with its sign stacked before it along a new first axis
+    kept = tuple((1,) if i in call.axes else c for i, c in enumerate(arrays[0].chunks))
+    blocks = _map_blocks(_logsumexp_block, *arrays, axes=call.axes,
+                         return_sign=bool(return_sign), new_axis=0, chunks=((2,),) + kept,
+                         dtype=dtype, meta=_meta(arrays[0].ndim + 1, dtype))
+    value = _reshape(blocks[1], call.result_shape)
+    if not return_sign:
+        return value
+    return value, _reshape(blocks[0], call.result_shape)
+
+
+def _logsumexp_block(x: NDArray[Any], b: NDArray[Any] | None = None, *,
+                     axes: tuple[int, ...], return_sign: bool) -> NDArray[Any]:
+    """One block of fsd.logsumexp: (sign, value) stacked, with keepdims (the
+    sign is 0 where it was not asked for)."""
+    if return_sign:
+        value, sign = _api.logsumexp(x, axes, b=b, keepdims=True, return_sign=True)
+        return np.stack([np.asarray(sign), np.asarray(value)])
+    value = np.asarray(_api.logsumexp(x, axes, b=b, keepdims=True))
+    return np.stack([np.zeros_like(value), value])
+
+
 # --------------------------------------------------------------------------
 # Derivatives
 # --------------------------------------------------------------------------

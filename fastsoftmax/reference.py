@@ -31,6 +31,7 @@ from numpy.typing import ArrayLike, NDArray
 __all__ = [
     "softmax",
     "log_softmax",
+    "logsumexp",
     "softmax_jacobian",
     "softmax_jvp",
     "softmax_vjp",
@@ -274,6 +275,79 @@ def log_softmax(x: ArrayLike, axis: _Axis = -1, *,
            [        nan,         nan]])
     """
     return _forward(x, axis, out, log=True)
+
+
+def logsumexp(x: ArrayLike, axis: _Axis = -1, *, b: ArrayLike | None = None,
+              keepdims: bool = False, return_sign: bool = False,
+              out: NDArray[Any] | None = None) -> Any:
+    """``log(sum(b * exp(x)))`` along ``axis``, as ``scipy.special.logsumexp``.
+
+    Parameters
+    ----------
+    x : array_like
+        Input values.
+    axis : int, tuple of ints or None, optional
+        Axis or axes to reduce (default the last); None for all.
+    b : array_like, optional
+        Scale factors, broadcastable to `x`; entries where `b` is 0 are
+        left out.
+    keepdims : bool, optional
+        Keep the reduced axes, with length 1.
+    return_sign : bool, optional
+        Also return the sign of the sum; without it a negative sum is NaN.
+    out : ndarray, optional
+        Array of the result's shape and dtype to write the result into.
+
+    Returns
+    -------
+    ndarray or (ndarray, ndarray)
+        The result (and its sign).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from fastsoftmax import reference as ref
+    >>> float(ref.logsumexp(np.array([0.0, 0.0])))
+    0.6931471805599453
+    """
+    x = np.asarray(x)
+    shape, rdt = x.shape, _result_dtype(x.dtype)
+    w = np.ones(shape, rdt) if b is None else np.asarray(b)
+    rdt = np.result_type(rdt, _result_dtype(w.dtype))
+    if np.broadcast_shapes(w.shape, shape) != shape:
+        raise ValueError(f"b of shape {w.shape} does not broadcast to x's shape {shape}")
+    cdt = _compute_dtype(rdt)
+    x = _as_rows(x).astype(cdt)
+    w = _as_rows(np.broadcast_to(w, shape)).astype(cdt)
+    axes = _normalize_axes(axis, x.ndim)
+    with _quiet():
+        used = w != 0
+        nan_row = np.any(used & np.isnan(x), axis=axes, keepdims=True)
+        xu = np.where(used, x, -np.inf)
+        m = np.max(xu, axis=axes, keepdims=True, initial=-np.inf)
+        shift = np.where(np.isfinite(m), m, 0)
+        terms = np.where(used, w * np.exp(xu - shift), 0)
+        total = np.sum(terms, axis=axes, keepdims=True)
+        # a row whose max is +inf: the weights there times +inf
+        at_inf = np.sum(np.where(used & (x == np.inf), w, 0), axis=axes, keepdims=True)
+        total = np.where(m == np.inf, at_inf * np.inf, total)
+        total = np.where(nan_row, np.nan, total)
+        # near S = 1, log1p of S - 1 summed without cancellation (as _log_total)
+        at_max = used & (xu == m)
+        near_one = (total > 0.5) & (total < 2) & np.isfinite(m)
+        minus_one = np.sum(np.where(at_max, 0, terms), axis=axes, keepdims=True) + (
+            np.sum(np.where(at_max, w, 0), axis=axes, keepdims=True) - 1)
+        log_abs = np.where(near_one, np.log1p(minus_one), np.log(np.abs(total)))
+        result = shift + log_abs
+        sign = np.sign(total)
+        if not return_sign:
+            result = np.where(total < 0, np.nan, result)
+        if not keepdims:
+            result, sign = np.squeeze(result, axes), np.squeeze(sign, axes)
+        result_shape = tuple(1 if i in axes else d for i, d in enumerate(shape)) if keepdims \
+            else tuple(d for i, d in enumerate(shape) if i not in axes)
+        result = _finish(result.astype(rdt).reshape(result_shape), out)
+    return (result, sign.astype(rdt).reshape(result_shape)) if return_sign else result
 
 
 # --------------------------------------------------------------------------

@@ -245,6 +245,15 @@ DERIVATIVE_BOUNDS = {
     "log_softmax_vjp": {F32: (1.5, 1.0), F64: (4, 1.0)},
     "softmax_jacobian": {F32: (1.5, 2.0 ** -10), F64: (1.5, 2.0 ** -10)},
 }
+# logsumexp: S = sum b exp(x - m) is summed in double (float data) or
+#   compensated (double), so its relative error is the exps' (<= 1 eps,
+#   weighted average) plus a few eps64 or eps**2; log S then errs by <= 1 eps
+#   absolute where S >= 2 (log S >= log 2: <= 1.45 ulp of it), and below 2
+#   log1p(S - 1) with S - 1 summed directly keeps the error relative to
+#   log S; m + log S adds 0.5 ulp of the result (float32 data: the sum is
+#   rounded once from double).  So within 2 ulp of max(|result|, |m|).
+#   (Measured over the grid on every SIMD path: FIXME.)
+LOGSUMEXP_ULPS = 2
 LOSS_ULPS = {F32: 1.5, F64: 6}
 REDUCED_LOSS_ULPS = {F32: 1.5, F64: 7}
 GRAD_ULPS = {F32: 3, F64: 8, F16: 1}
@@ -451,6 +460,8 @@ class Function:
         if self.name == "softmax_jacobian":
             rows = joined_rows(np.empty(shape or (1,)), axis).shape
             return rows + (rows[-1],)
+        if self.name == "logsumexp":
+            return joined_rows(np.empty(shape or (1,)), axis).shape[:-1]
         return tuple(shape)
 
     def make_inputs(self, rng, shape, axis, variant):
@@ -461,6 +472,8 @@ class Function:
             return _cross_entropy_inputs(rng, shape, axis, variant)
         x = logits(rng, shape, variant[0])
         other = rng.standard_normal(shape).astype(variant[-1])
+        if self.name == "logsumexp" and len(variant) > 1:  # with scale factors b >= 0
+            return [np.asarray(x), np.abs(other)]
         return [np.asarray(a) for a in self.from_logits(x, other, axis)]
 
     def run(self, inputs, axis=-1, variant=None, **kwargs):
@@ -470,6 +483,8 @@ class Function:
             reduction = variant[2] if variant else "none"
             return tuple(fs.softmax_cross_entropy(*inputs, axis, reduction=reduction,
                                                   return_grad=True, **kwargs))
+        if self.name == "logsumexp" and len(inputs) > 1:  # b is keyword-only
+            return tuple(fs.logsumexp(inputs[0], axis, b=inputs[1], return_sign=True, **kwargs))
         return (self.fast(*inputs, axis=axis, **kwargs),)
 
 
@@ -482,6 +497,25 @@ def _forward_check(name):
         expected = representable(oracle(getattr(ref, name), x, axis=axis), result.dtype)
         check(result, expected, getattr(fs, name), result.dtype)
     return run
+
+
+def _logsumexp_check(results, inputs, axis, variant=None):
+    """The result (and with b its sign) against the oracle, within
+    LOGSUMEXP_ULPS of the larger of the result and the row's max."""
+    result, x = np.asarray(results[0]), inputs[0]
+    b = inputs[1] if len(inputs) > 1 else np.ones_like(x)
+    dtype = np.result_type(*inputs)
+    assert result.dtype == dtype and result.shape == FUNCTIONS["logsumexp"].result_shape(
+        x.shape, axis)
+    expected, sign = oracle(lambda x, b: ref.logsumexp(x, axis, b=b, return_sign=True), x, b)
+    high = np.atleast_1d(np.asarray(x, oracle_dtype(dtype)))
+    used = np.atleast_1d(b) != 0
+    row_max = np.max(np.where(used, high, -np.inf), axis=reduced_axes(axis, high.ndim),
+                     initial=-np.inf).reshape(result.shape)
+    assert_ulp_close(result, representable(expected, dtype), dtype.type, LOGSUMEXP_ULPS,
+                     floor=np.abs(row_max))
+    if len(results) > 1:
+        np.testing.assert_array_equal(results[1], sign.astype(dtype))
 
 
 def _derivative_check(name):
@@ -649,6 +683,13 @@ FUNCTIONS = {f.name: f for f in [
              _forward_check("log_softmax"),
              {"float32": (np.float32,), "float64": (np.float64,)}, FORWARD_CASES,
              FORWARD_SIMD_CASES),
+    # docs/api.rst, section logsumexp: "max + log(sum(b * exp(x - max)))"
+    # along axis; the "b-" variants pass b >= 0 (make_inputs; a negative b:
+    # tests/test_logsumexp.py)
+    Function("logsumexp", ("x",), "any", lambda x, other, axis: [x], _logsumexp_check,
+             {"float32": (np.float32,), "float64": (np.float64,),
+              "b-float32": (np.float32, np.float32), "b-mixed": (np.float32, np.float64)},
+             FORWARD_CASES, FORWARD_SIMD_CASES, ("float32", "float64", "b-float32")),
     # docs/api.rst, section Derivatives: "J[..., i, j] = s_i (δ_ij − s_j)"
     Function("softmax_jacobian", ("s",), "any", lambda x, other, axis: [probs(x, axis)],
              _derivative_check("softmax_jacobian"),
@@ -678,6 +719,9 @@ DERIVATIVE_NAMES = ["softmax_jacobian", "softmax_jvp", "softmax_vjp", "log_softm
 PRODUCT_NAMES = ["softmax_jvp", "softmax_vjp", "log_softmax_vjp"]
 SINGLE_AXIS_NAMES = [name for name, f in FUNCTIONS.items() if f.axes == "int"]
 WITH_OUT_NAMES = [name for name, f in FUNCTIONS.items() if f.has_out]
+# those whose result has the shape of their inputs (out=x is possible)
+SAME_SHAPE_NAMES = [name for name in WITH_OUT_NAMES
+                    if FUNCTIONS[name].result_shape((2, 3)) == (2, 3)]
 
 # the (fast, reference) pairs of the forward functions, for parametrize
 FORWARD = [(fs.softmax, ref.softmax), (fs.log_softmax, ref.log_softmax)]

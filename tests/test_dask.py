@@ -240,6 +240,26 @@ def test_derivatives_over_several_axes(axis, rng):
     np.testing.assert_array_equal(compute(jac), expected)
 
 
+@pytest.mark.parametrize("return_sign", [False, True])
+@pytest.mark.parametrize("keepdims", [False, True])
+@pytest.mark.parametrize("axis", [-1, (0, 2), None], ids=repr)
+@pytest.mark.parametrize("b_kind", [None, "numpy", "dask"])
+def test_logsumexp(b_kind, axis, keepdims, return_sign, rng):
+    """The kernel on whole rows: equal to the top-level function; b is
+    broadcast to x and chunked as x."""
+    xn = 3 * rng.standard_normal((6, 4, 5))
+    bn = None if b_kind is None else rng.standard_normal((4, 5))
+    b = da.from_array(bn, chunks=(1, 5)) if b_kind == "dask" else bn
+    x = da.from_array(xn, chunks=(2, 2, 5))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", fsd.RechunkWarning)  # (axis None or (0, 2))
+        result = fsd.logsumexp(x, axis, b=b, keepdims=keepdims, return_sign=return_sign)
+    expected = fs.logsumexp(xn, axis, b=bn, keepdims=keepdims, return_sign=return_sign)
+    for got, want in zip(result, expected) if return_sign else [(result, expected)]:
+        assert got.shape == np.shape(want) and got.dtype == np.asarray(want).dtype
+        np.testing.assert_array_equal(compute(got), want)
+
+
 # --------------------------------------------------------------------------
 # Fused loss
 # --------------------------------------------------------------------------
@@ -432,6 +452,8 @@ ERRORS = {
     "product-repeated-axis": ("softmax_vjp", lambda: (np.ones((4, 3)), np.ones((4, 3))),
                               {"axis": (0, -2)}),
     "jacobian-axis": ("softmax_jacobian", lambda: (np.ones((4, 3)),), {"axis": -3}),
+    "logsumexp-b-shape": ("logsumexp", lambda: (np.ones((4, 3)),), {"b": np.ones(4)}),
+    "logsumexp-b-dtype": ("logsumexp", lambda: (np.ones((4, 3)),), {"b": np.ones(3, complex)}),
     "reduction": ("softmax_cross_entropy", lambda: (np.ones((4, 3)), np.zeros(4, int)),
                   {"reduction": "avg"}),
     "index-target-shape": ("softmax_cross_entropy",

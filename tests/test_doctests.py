@@ -25,7 +25,7 @@ if importlib.util.find_spec("dask") is not None:  # an optional dependency
 # The functions of __all__ that compute something (and so must show how);
 # the rest configure or report.
 COMPUTING = {
-    "softmax", "log_softmax", "softmax_jacobian", "softmax_jvp", "softmax_vjp",
+    "softmax", "log_softmax", "logsumexp", "softmax_jacobian", "softmax_jvp", "softmax_vjp",
     "log_softmax_vjp", "softmax_cross_entropy",
 }
 NOT_COMPUTING = {"get_num_threads", "set_num_threads", "show_config"}
