@@ -130,8 +130,9 @@ REGIMES = {
 # Inputs, kernels and oracles
 # --------------------------------------------------------------------------
 
-FUNCTIONS = ["softmax", "log_softmax", "softmax_jacobian", "softmax_jvp", "softmax_vjp",
-             "log_softmax_vjp", "cross_entropy loss", "cross_entropy grad"]
+FUNCTIONS = ["softmax", "log_softmax", "logsumexp", "softmax_jacobian", "softmax_jvp",
+             "softmax_vjp", "log_softmax_vjp", "cross_entropy loss", "cross_entropy grad"]
+FORWARD = ("softmax", "log_softmax", "logsumexp")
 
 
 def make_inputs(x, rng):
@@ -162,6 +163,7 @@ def run_kernels(inp):
         out = {
             "softmax": fs.softmax(inp["x"]),
             "log_softmax": fs.log_softmax(inp["x"]),
+            "logsumexp": fs.logsumexp(inp["x"]),
             "softmax_jvp": fs.softmax_jvp(inp["s"], inp["v"]),
             "softmax_vjp": fs.softmax_vjp(inp["s"], inp["v"]),
             "log_softmax_vjp": fs.log_softmax_vjp(inp["logp"], inp["v"]),
@@ -198,9 +200,12 @@ def oracles(inp):
         rows = np.arange(len(x))
         onehot = np.zeros(x.shape, high)
         onehot[rows, inp["target"]] = 1
+        lse = ref.logsumexp(x)
         result = {
             "softmax": (p, {}),
             "log_softmax": (lp, {}),
+            # its promise: ulp of the larger of |result| and |max x|
+            "logsumexp": (lse, {"terms": np.maximum(np.abs(lse), np.abs(np.max(x, axis=-1)))}),
             "softmax_jvp": (jvp, jvp_scales),
             "softmax_vjp": (jvp, jvp_scales),
             "log_softmax_vjp": (v - q * gsum, {
@@ -244,14 +249,18 @@ def exact_mp(name, inp, flat_index, mp):
         return si * ((1 if i == j else 0) - sj)
     if name == "cross_entropy loss":
         row, j = flat_index, int(inp["target"][flat_index])
+    elif name == "logsumexp":
+        row, j = flat_index, 0
     else:
         row, j = divmod(flat_index, n)
-    if name in ("softmax", "log_softmax", "cross_entropy loss", "cross_entropy grad"):
+    if name in FORWARD + ("cross_entropy loss", "cross_entropy grad"):
         values = [mp.mpf(float(t)) for t in x[row] if np.isfinite(t)]
         m = max(values)
         # total = 1 + tail can be 1 + 1e-300: log1p of the tail keeps it
         tail = mp.fsum(mp.exp(t - m) for t in values if t != m) + (values.count(m) - 1)
         total, log_total = 1 + tail, mp.log1p(tail)
+        if name == "logsumexp":
+            return m + log_total
         xj = float(x[row, j])
         if name == "softmax":
             return mp.exp(mp.mpf(xj) - m) / total if np.isfinite(xj) else mp.mpf(0)
@@ -355,7 +364,7 @@ def measure(total, seed, paths, mp):
 
 def report(results, spots, paths, total, seed, digits):
     """The text of the report."""
-    forward = {k: v for k, v in results.items() if k[0] in ("softmax", "log_softmax")}
+    forward = {k: v for k, v in results.items() if k[0] in FORWARD}
     rest = {k: v for k, v in results.items() if k not in forward}
     info = _backend.config()
     lines = [
@@ -377,7 +386,12 @@ def report(results, spots, paths, total, seed, digits):
     ]
     lines += [f"  {name:<13} {text}" for name, (_, text) in REGIMES.items()]
     lines += [""]
-    lines += table("softmax and log_softmax, ulp of the exact value", forward, paths, "ulp")
+    lines += table("softmax, log_softmax and logsumexp, ulp of the exact value", forward,
+                   paths, "ulp")
+    lines += [""]
+    lse = {k: v for k, v in forward.items() if "terms" in v[paths[0]]}
+    lines += table("logsumexp, ulp of the larger of |result| and |max x| (its promise)", lse,
+                   paths, "terms")
     lines += [""]
     lines += table("derivatives and cross-entropy, ulp of the exact value", rest, paths, "ulp")
     lines += [""]

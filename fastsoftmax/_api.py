@@ -625,6 +625,11 @@ def logsumexp(x: ArrayLike, axis: _Axis = -1, *, b: ArrayLike | None = None,
     >>> fs.logsumexp(np.array([1.0, 2.0]), b=np.array([1.0, -1.0]), return_sign=True)
     (np.float64(1.5413248546129181), np.float64(-1.0))
     """
+    if b is None and out is None and not (keepdims or return_sign):
+        # the common call, checked and computed in C (None: not that call)
+        value = _backend.kernels.logsumexp_plain(x, axis, _backend.get_num_threads())
+        if value is not None:
+            return value
     args, names = ((x,), ("x",)) if b is None else ((x, b), ("x", "b"))
     call = _prepare(_as_array, "logsumexp", "reduce", args, names, axis, out,
                     keepdims=bool(keepdims))

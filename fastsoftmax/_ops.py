@@ -77,6 +77,12 @@ def naive_log_softmax(x: NDArray[Any]) -> Any:
     return shifted - np.log(np.exp(shifted).sum(-1, keepdims=True))
 
 
+def naive_logsumexp(x: NDArray[Any]) -> Any:
+    """``max + log(sum(exp(x - max)))`` along the last axis."""
+    m = x.max(-1, keepdims=True)
+    return (m + np.log(np.exp(x - m).sum(-1, keepdims=True)))[..., 0]
+
+
 def naive_softmax_vjp(s: NDArray[Any], g: NDArray[Any]) -> Any:
     """``s * (g - <s, g>)`` along the last axis."""
     return s * (g - (s * g).sum(-1, keepdims=True))
@@ -110,6 +116,11 @@ def _torch_forward(name: str) -> Callable[[Any, Inputs], Timed]:
         func, x = getattr(torch, name), torch.from_numpy(a["x"])
         return lambda: func(x, dim=-1)
     return make
+
+
+def _torch_logsumexp(torch: Any, a: Inputs) -> Timed:
+    x = torch.from_numpy(a["x"])
+    return lambda: torch.logsumexp(x, dim=-1)
 
 
 def _torch_vjp(torch: Any, a: Inputs) -> Timed:
@@ -190,6 +201,13 @@ def _floor_copy(a: Inputs) -> Timed:
     return lambda: np.copyto(out, x)
 
 
+def _floor_reduce(a: Inputs) -> Timed:
+    # a reduction reads the logits once and writes one value per row
+    x = a["x"]
+    out = np.empty(x.shape[:-1], x.dtype)
+    return lambda: np.add.reduce(x, axis=-1, out=out)
+
+
 def _floor_vjp(a: Inputs) -> Timed:
     # a copy reads one array; np.add reads both inputs and writes the output
     # once, as the vjp must, and is as memory-bound as a copy
@@ -252,6 +270,9 @@ OPS: dict[str, Op] = {
     "log_softmax": Op(("x",), naive_log_softmax, _torch_forward("log_softmax"), _floor_copy,
                       scipy=True, peers={"onnxruntime": _onnxruntime_forward("LogSoftmax"),
                                          "jax": _jax_forward("log_softmax")}),
+    "logsumexp": Op(("x",), naive_logsumexp, _torch_logsumexp, _floor_reduce, scipy=True,
+                    note="numpy: m + log(sum(exp(x - m))); torch: torch.logsumexp; "
+                         "floor: np.add.reduce(x, axis=-1, out=...)"),
     "softmax_vjp": Op(
         ("s", "g"), naive_softmax_vjp, _torch_vjp, _floor_vjp,
         note="numpy: s * (g - (s * g).sum(-1)); torch: _softmax_backward_data; "

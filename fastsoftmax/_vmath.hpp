@@ -374,11 +374,13 @@ struct PlainSum {
     static void add(double &sum, double & /*carry*/, double value) { sum += value; }
     static double value(double sum, double /*carry*/) { return sum; }
 
-    static double total(const double *lane, const double * /*carry*/)
+    // (lo: see KahanSum::total; plain lanes keep no error)
+    static double total(const double *lane, const double * /*carry*/, double *lo)
     {
         double h8[8], h4[4];
         for (int l = 0; l < 8; l++) h8[l] = lane[l] + lane[l + 8];
         for (int l = 0; l < 4; l++) h4[l] = h8[l] + h8[l + 4];
+        if (lo) *lo = 0.0;
         return (h4[0] + h4[2]) + (h4[1] + h4[3]);
     }
 };
@@ -397,8 +399,10 @@ struct KahanSum {
 
     // sum of the lanes minus the sum of their carries, each addition of the
     // pairwise tree compensated: the plain tree's four roundings could cost
-    // a double softmax ~2 ulp
-    static double total(const double *lane, const double *carry)
+    // a double softmax ~2 ulp.  If lo is not null, the rounded sum's error
+    // goes there (sum + *lo is the compensated sum before rounding), for a
+    // caller that adds partial sums (a row split across threads).
+    static double total(const double *lane, const double *carry, double *lo)
     {
         double h8[8], h4[4], h2[2], e8[8], e4[4], e2[2], e1 = 0.0;
         for (int l = 0; l < 8; l++) { e8[l] = -(carry[l] + carry[l + 8]); h8[l] = two_sum(lane[l], lane[l + 8], &e8[l]); }
@@ -406,7 +410,9 @@ struct KahanSum {
         for (int l = 0; l < 2; l++) { e2[l] = e4[l] + e4[l + 2]; h2[l] = two_sum(h4[l], h4[l + 2], &e2[l]); }
         e1 = e2[0] + e2[1];
         double total = two_sum(h2[0], h2[1], &e1);
-        return total + e1;
+        double rounded = total + e1;
+        if (lo) *lo = rounded - rounded == 0.0 ? e1 - (rounded - total) : 0.0;
+        return rounded;
     }
 };
 
@@ -437,14 +443,28 @@ inline void for_lanes(ptrdiff_t n, Body body, Hook before_block = Hook())
 
 // The sum of term(j) for j in [0, n), in lanes, as T's data are summed
 // (term may also store something; before_block as in for_lanes).
+// lo: as in KahanSum::total.
 template <class T, class Term, class Hook = NoHook>
-inline double lane_sum(ptrdiff_t n, Term term, Hook before_block = Hook())
+inline double lane_sum(ptrdiff_t n, Term term, Hook before_block = Hook(), double *lo = nullptr)
 {
     using Sum = typename FloatTraits<T>::Sum;
     double lane[lanes] = {0.0}, carry[lanes] = {0.0};
     for_lanes(n, [&](ptrdiff_t l, ptrdiff_t j) { Sum::add(lane[l], carry[l], term(j)); },
               before_block);
-    return Sum::total(lane, carry);
+    return Sum::total(lane, carry, lo);
+}
+
+// The sum of the parts hi[k] + lo[k] (partial sums from lane_sum, in
+// order), compensated: a row split into chunks keeps the accuracy of one
+// lane_sum over the whole row.
+inline double sum_of_parts(const double *hi, const double *lo, ptrdiff_t count)
+{
+    double total = 0.0, err = 0.0;
+    for (ptrdiff_t k = 0; k < count; k++) {
+        total = two_sum(total, hi[k], &err);
+        err += lo[k];
+    }
+    return total + err;
 }
 
 // ------------------------------------------------------------------
@@ -567,18 +587,21 @@ template <class T> inline T row_max(const T *x, ptrdiff_t n)
 // loop is compiled in here, where `shift` is a local whose address goes
 // nowhere; called out of line, the loop had to reload `shift` after every
 // store to e (a T, as `shift` is, so the two might alias): 5 % on long rows.
+//
+// lo, if not null, receives the rounded sum's error (see lane_sum).
 template <class T>
-[[gnu::noinline, gnu::flatten]] double row_exp_sum(const T *x, T shift, T *e, T *y, ptrdiff_t n)
+[[gnu::noinline, gnu::flatten]] double row_exp_sum(const T *x, T shift, T *e, T *y, ptrdiff_t n,
+                                                   double *lo = nullptr)
 {
     auto term = [&](ptrdiff_t j) { return exp_diff(x[j], shift); };
     auto stored = [&](ptrdiff_t j) { return e[j] = exp_diff(x[j], shift); };
-    if (!y) return e ? lane_sum<T>(n, stored) : lane_sum<T>(n, term);
+    if (!y) return e ? lane_sum<T>(n, stored, NoHook(), lo) : lane_sum<T>(n, term, NoHook(), lo);
     // a block of lanes is 64 bytes of float or 128 of double: its lines
     auto fetch = [&](ptrdiff_t base) {
         for (std::size_t b = 0; b < lanes * sizeof(T); b += 64)
             FS_PREFETCH((const char *)(y + base) + b, 1);
     };
-    return e ? lane_sum<T>(n, stored, fetch) : lane_sum<T>(n, term, fetch);
+    return e ? lane_sum<T>(n, stored, fetch, lo) : lane_sum<T>(n, term, fetch, lo);
 }
 
 // log(S) for S = sum of exp(x[j] - m), m = max x, given S: accurate also
@@ -617,12 +640,15 @@ template <class T> inline T row_max_weighted(const T *x, const T *w, ptrdiff_t n
 }
 
 // S = sum of w[j] exp(x[j] - shift) over the entries of nonzero weight
-template <class T> inline double row_weighted_exp_sum(const T *x, const T *w, T shift, ptrdiff_t n)
+// (lo as for row_exp_sum)
+template <class T>
+inline double row_weighted_exp_sum(const T *x, const T *w, T shift, ptrdiff_t n,
+                                   double *lo = nullptr)
 {
-    if (!w) return row_exp_sum(x, shift, (T *)nullptr, (T *)nullptr, n);
+    if (!w) return row_exp_sum(x, shift, (T *)nullptr, (T *)nullptr, n, lo);
     return lane_sum<T>(n, [&](ptrdiff_t j) {
         return w[j] == T(0) ? 0.0 : (double)w[j] * (double)exp_diff(x[j], shift);
-    });
+    }, NoHook(), lo);
 }
 
 // The sum of the weights at the +inf entries, or NaN if an entry of

@@ -2,7 +2,7 @@
 
 C-contiguous float32/float64 ndarrays reduced along their last axis go to
 the kernels as they are, through the kernel module's is_plain,
-softmax_plain and product_plain.  Every other call must be turned down
+softmax_plain, product_plain and logsumexp_plain.  Every other call must be turned down
 there, and so take the general way, which validates, copies and reports
 errors: a call taken for plain that is not would read or write the wrong
 memory.  This pins the rule down case by case, on every SIMD path.
@@ -110,6 +110,9 @@ def test_which_calls_are_plain(case, plain, simd_path):
     else:
         before = None if out is None or out is b else out.copy()
         result = _backend.kernels.product_plain(x, b, axis, out, 1, False)
+    if b is None and out is None:
+        reduced = _backend.kernels.logsumexp_plain(x, axis, 1)
+        assert (reduced is not None) is plain
     if not plain:
         assert result is None
         if before is not None:  # nothing written

@@ -651,7 +651,7 @@ class AlignmentSpy:
     common call check the arrays themselves: they may get misaligned ones,
     and must then turn the call down."""
 
-    CHECKING_ENTRIES = ("is_plain", "softmax_plain", "product_plain")
+    CHECKING_ENTRIES = ("is_plain", "softmax_plain", "product_plain", "logsumexp_plain")
 
     def __init__(self, kernels):
         self.kernels, self.calls = kernels, 0
