@@ -612,7 +612,9 @@ def logsumexp(x: ArrayLike, axis: _Axis = -1, *, b: ArrayLike | None = None,
     Notes
     -----
     A row of only ``-inf`` (or with no nonzero `b`, or an empty axis) gives
-    ``-inf``; a ``+inf`` entry ``+inf``; a NaN NaN.  Accurate to 2 ulp of
+    ``-inf``; a ``+inf`` entry ``+inf`` (a negative sum there: NaN without
+    `return_sign`); a NaN NaN.  Infinite or NaN factors in `b` follow IEEE
+    arithmetic, as in SciPy (``inf - inf`` is NaN).  Accurate to 2 ulp of
     the larger of the result and the max: near ``S = 1`` the sum is taken
     as ``1 + (S - 1)`` without cancellation.
 

@@ -61,14 +61,17 @@ cdef extern from "_vmath.hpp" namespace "fastsoftmax" nogil:
     void row_shift[T](const T *x, T shift, double offset, T *y, Py_ssize_t n)
     double row_log_sum[T](const T *x, T m, const T *e, double S, Py_ssize_t n)
     double row_sum[T](const T *x, Py_ssize_t n)
+    double row_sum[T](const T *x, Py_ssize_t n, double *lo)
     T row_max_weighted[T](const T *x, const T *w, Py_ssize_t n)
     double row_weighted_exp_sum[T](const T *x, const T *w, T shift, Py_ssize_t n)
     double row_weighted_exp_sum[T](const T *x, const T *w, T shift, Py_ssize_t n, double *lo)
     double row_log_weighted_sum[T](const T *x, const T *w, T m, double S, Py_ssize_t n)
-    double row_weight_at_inf[T](const T *x, const T *w, Py_ssize_t n)
+    double row_sum_at_inf[T](const T *x, const T *w, Py_ssize_t n)
     double row_dot[T](const T *a, const T *b, Py_ssize_t n)
     double row_dot_copying[T](const T *a, const T *b, T *c, Py_ssize_t n, bint sum_only)
     double row_weighted_shifted_sum[T](const T *w, const T *x, T shift, Py_ssize_t n)
+    double row_weighted_shifted_sum[T](const T *w, const T *x, T shift, Py_ssize_t n,
+                                       double *lo)
     void row_jvp[T](const T *s, const T *v, double dot, T *y, Py_ssize_t n)
     void row_log_vjp[T](const T *logp, const T *g, double gsum, T *y, Py_ssize_t n)
     void row_xent_grad[T](const T *e, const T *t, double factor, double tscale, T *g,
@@ -567,8 +570,8 @@ def set_thresholds(Py_ssize_t parallel_min=PARALLEL_MIN_ELEMENTS,
 # Per row: the max m (over the entries of nonzero weight), then
 # S = sum of w exp(x - m), then m + log|S| and the sign of S.  A row of
 # only -inf (or with nothing weighted) has m = -inf and shifts by 0
-# instead: S = 0, the result -inf.  A row holding +inf: S is the sum of
-# the weights there times +inf (NaN if they cancel, or with a NaN).
+# instead: S = 0, the result -inf.  A row holding +inf: S is +-inf, or NaN
+# (see row_sum_at_inf).
 
 cdef inline floating lse_shift(floating m) noexcept nogil:
     return 0 if m == -INFINITY else m
@@ -588,7 +591,7 @@ cdef inline floating lse_finish(double log_abs, floating shift, double total,
 cdef floating lse_infinite(const floating *x, const floating *w, Py_ssize_t n,
                            floating *sign) noexcept nogil:
     """logsumexp_row of a row whose max is +inf: +inf, or NaN."""
-    cdef double total = row_weight_at_inf(x, w, n) * <double>INFINITY
+    cdef double total = row_sum_at_inf(x, w, n)
     return lse_finish(total if total > 0 else -total, 0, total, sign)
 
 
@@ -931,28 +934,30 @@ cdef double xent_row_split(const floating *x, const floating *t, Py_ssize_t c,
     softmax_row_split, the exps are taken from the row's max, not each
     chunk's: rescaling a chunk's terms would round them twice (float64
     gradients 0.2-0.5 ulp worse on rows of 10**6, measured).  The partial
-    sums are added in chunk order, compensated (sum_of_parts)."""
+    sums (of S, of t and of the weighted terms) are added in chunk order,
+    compensated (sum_of_parts)."""
     cdef floating chunk_max[MAX_CHUNKS]
     cdef double chunk_part[MAX_CHUNKS]
     cdef double chunk_lo[MAX_CHUNKS]
     cdef double chunk_tsum[MAX_CHUNKS]
+    cdef double chunk_tsum_lo[MAX_CHUNKS]
     cdef Py_ssize_t nchunks = min(<Py_ssize_t>num_threads, <Py_ssize_t>MAX_CHUNKS)
     cdef Py_ssize_t chunk = chunk_length(n, nchunks)
     cdef Py_ssize_t k, start, stop
     cdef floating m = -INFINITY
-    cdef double total, tsum = 0.0, weighted = 0.0
+    cdef double total, tsum
 
     for k in prange(nchunks, schedule="static", num_threads=num_threads):
         start = min(k * chunk, n)
         stop = min(start + chunk, n)
         chunk_max[k] = row_max(x + start, stop - start)
-        chunk_tsum[k] = row_sum(t + start, stop - start) if t != NULL else 0.0
+        chunk_tsum[k] = chunk_tsum_lo[k] = 0.0
+        if t != NULL:
+            chunk_tsum[k] = row_sum(t + start, stop - start, &chunk_tsum_lo[k])
     for k in range(nchunks):
         if chunk_max[k] > m:
             m = chunk_max[k]
-        tsum += chunk_tsum[k]
-    if t == NULL:
-        tsum = 1.0
+    tsum = sum_of_parts(chunk_tsum, chunk_tsum_lo, nchunks) if t != NULL else 1.0
 
     for k in prange(nchunks, schedule="static", num_threads=num_threads):
         start = min(k * chunk, n)
@@ -968,7 +973,8 @@ cdef double xent_row_split(const floating *x, const floating *t, Py_ssize_t c,
             start = min(k * chunk, n)
             stop = min(start + chunk, n)
             if t != NULL:
-                chunk_part[k] = row_weighted_shifted_sum(t + start, x + start, m, stop - start)
+                chunk_part[k] = row_weighted_shifted_sum(t + start, x + start, m, stop - start,
+                                                         &chunk_lo[k])
             if grad != NULL and t == NULL:
                 row_scale_div(grad + start, scale, total, grad + start, stop - start)
             elif grad != NULL:
@@ -978,9 +984,7 @@ cdef double xent_row_split(const floating *x, const floating *t, Py_ssize_t c,
         if grad != NULL:
             grad[c] = <floating>(<double>grad[c] - scale)
         return log_total - (<double>x[c] - <double>m)
-    for k in range(nchunks):
-        weighted += chunk_part[k]
-    return tsum * log_total - weighted
+    return tsum * log_total - sum_of_parts(chunk_part, chunk_lo, nchunks)
 
 
 cdef inline double xent_row_i(const floating[:, :] x, const floating *t,

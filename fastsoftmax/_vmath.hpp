@@ -651,14 +651,16 @@ inline double row_weighted_exp_sum(const T *x, const T *w, T shift, ptrdiff_t n,
     }, NoHook(), lo);
 }
 
-// The sum of the weights at the +inf entries, or NaN if an entry of
-// nonzero weight is NaN: S is this times +inf when the max is +inf.
-template <class T> inline double row_weight_at_inf(const T *x, const T *w, ptrdiff_t n)
+// S for a row whose max is +inf, as IEEE arithmetic gives it: w[j] * inf
+// at the +inf entries (+inf plus -inf is NaN), NaN for a NaN entry, and
+// NaN for an infinite or NaN weight elsewhere (inf * exp(x - inf) = inf * 0).
+template <class T> inline double row_sum_at_inf(const T *x, const T *w, ptrdiff_t n)
 {
-    const T inf = std::numeric_limits<T>::infinity();
+    const double inf = std::numeric_limits<double>::infinity();
     return lane_sum<T>(n, [&](ptrdiff_t j) {
         double weight = w ? (double)w[j] : 1.0;
-        return weight == 0.0 ? 0.0 : x[j] == inf ? weight : x[j] == x[j] ? 0.0 : (double)x[j];
+        return weight == 0.0 ? 0.0 : x[j] == T(inf) ? weight * inf
+             : x[j] == x[j] ? weight - weight : (double)x[j];
     });
 }
 
@@ -682,9 +684,10 @@ template <class T> inline double row_log_weighted_sum(const T *x, const T *w, T 
     return std::log1p(tail + (at_max - 1.0));
 }
 
-template <class T> inline double row_sum(const T *x, ptrdiff_t n)
+// (lo, here and below, as for row_exp_sum)
+template <class T> inline double row_sum(const T *x, ptrdiff_t n, double *lo = nullptr)
 {
-    return lane_sum<T>(n, [&](ptrdiff_t j) { return (double)x[j]; });
+    return lane_sum<T>(n, [&](ptrdiff_t j) { return (double)x[j]; }, NoHook(), lo);
 }
 
 template <class T> inline double row_dot(const T *a, const T *b, ptrdiff_t n)
@@ -707,11 +710,12 @@ inline double row_dot_copying(const T *a, const T *b, T *c, ptrdiff_t n, bool su
 // sum of w[j] * (x[j] - shift) over the nonzero weights: a zero weight on
 // a -inf entry contributes 0 (the limit of 0 log 0), not 0 * -inf = NaN
 template <class T>
-inline double row_weighted_shifted_sum(const T *w, const T *x, T shift, ptrdiff_t n)
+inline double row_weighted_shifted_sum(const T *w, const T *x, T shift, ptrdiff_t n,
+                                       double *lo = nullptr)
 {
     return lane_sum<T>(n, [&](ptrdiff_t j) {
         return w[j] != 0 ? (double)w[j] * ((double)x[j] - (double)shift) : 0.0;
-    });
+    }, NoHook(), lo);
 }
 
 // y[j] = (x[j] - shift) - offset: log_softmax with offset = log(sum)

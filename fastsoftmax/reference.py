@@ -328,9 +328,11 @@ def logsumexp(x: ArrayLike, axis: _Axis = -1, *, b: ArrayLike | None = None,
         shift = np.where(np.isfinite(m), m, 0)
         terms = np.where(used, w * np.exp(xu - shift), 0)
         total = np.sum(terms, axis=axes, keepdims=True)
-        # a row whose max is +inf: the weights there times +inf
-        at_inf = np.sum(np.where(used & (x == np.inf), w, 0), axis=axes, keepdims=True)
-        total = np.where(m == np.inf, at_inf * np.inf, total)
+        # a row whose max is +inf, in IEEE arithmetic: w * inf at the +inf
+        # entries, inf * 0 = NaN for an infinite weight elsewhere
+        at_inf = np.sum(np.where(used, np.where(x == np.inf, w * np.inf, w - w), 0),
+                        axis=axes, keepdims=True)
+        total = np.where(m == np.inf, at_inf, total)
         total = np.where(nan_row, np.nan, total)
         # near S = 1, log1p of S - 1 summed without cancellation (as _log_total)
         at_max = used & (xu == m)
@@ -347,7 +349,10 @@ def logsumexp(x: ArrayLike, axis: _Axis = -1, *, b: ArrayLike | None = None,
         result_shape = tuple(1 if i in axes else d for i, d in enumerate(shape)) if keepdims \
             else tuple(d for i, d in enumerate(shape) if i not in axes)
         result = _finish(result.astype(rdt).reshape(result_shape), out)
-    return (result, sign.astype(rdt).reshape(result_shape)) if return_sign else result
+        sign = sign.astype(rdt).reshape(result_shape)
+    if out is None and result.ndim == 0:  # NumPy scalars, as fastsoftmax's and SciPy's
+        result, sign = result[()], sign[()]
+    return (result, sign) if return_sign else result
 
 
 # --------------------------------------------------------------------------

@@ -70,7 +70,7 @@ CASES = {
     "Fortran order": ((np.asfortranarray(X), -1, None, None), False),
     "float16": ((X.astype(np.float16), -1, None, None), False),
     "int": ((X.astype(np.int64), -1, None, None), False),
-    "0-d": ((np.float32(1.0) * np.ones((), np.float32), 0, None, None), False),
+    "0-d": ((np.ones((), np.float32), 0, None, None), False),
     "empty rows": ((_x(shape=(0, 5)), -1, None, None), False),
     "empty row": ((_x(shape=(3, 0)), -1, None, None), False),
     # out

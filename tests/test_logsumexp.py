@@ -87,8 +87,8 @@ def test_scalars_and_0d(rng):
 
 # docs/api.rst, section logsumexp: "a row of only -inf (or with no included entry, or an empty
 # axis) gives -inf; a +inf entry gives +inf; a NaN gives NaN"; "excluded entries contribute
-# nothing" (b = 0)
-@pytest.mark.parametrize("threads", [1, 2])
+# nothing" (b = 0).  The threads fixture lowers the thresholds: the rows go to the threads, and
+# one at a time, tiled 30 times (90 > 64 elements), each row is split across them.
 @pytest.mark.parametrize("dtype", DTYPES)
 def test_special_values(dtype, threads):
     inf, nan = np.inf, np.nan
@@ -96,22 +96,41 @@ def test_special_values(dtype, threads):
                   [inf, inf, 0], [1, 2, 3], [nan, inf, 5], [1, 1, 1]], dtype)
     b = np.array([[1, 1, 1], [1, 1, 1], [1, 1, 1], [1, 1, 1],
                   [1, -1, 1], [0, 0, 0], [0, 0, 1], [1, -1, 0]], dtype)
-    try:
-        fs.set_num_threads(threads)
-        for kernels_b in (None, b):
-            value, sign = fs.logsumexp(x, b=kernels_b, return_sign=True)
-            expected, expected_sign = ref.logsumexp(x, b=kernels_b, return_sign=True)
+    value, sign = fs.logsumexp(x, b=b, return_sign=True)
+    # -inf / +inf / NaN / NaN with NaN, whatever b does elsewhere
+    np.testing.assert_array_equal(value[:4], [-inf, inf, nan, nan])
+    # +inf with weights of both signs there: inf - inf; nothing weighted: -inf;
+    # NaN and inf left out by b = 0; a sum of 0
+    np.testing.assert_array_equal(value[4:], [nan, -inf, 5, -inf])
+    np.testing.assert_array_equal(sign[4:], [nan, 0, 1, 0])
+    for reps in (1, 30):
+        xt, bt = np.tile(x, reps), np.tile(b, reps)
+        for weights in (None, bt):
+            value, sign = fs.logsumexp(xt, b=weights, return_sign=True)
+            expected, expected_sign = ref.logsumexp(xt, b=weights, return_sign=True)
             np.testing.assert_array_equal(value, expected)
             np.testing.assert_array_equal(sign, expected_sign)
-        value, sign = fs.logsumexp(x, b=b, return_sign=True)
-        # -inf / +inf / NaN / NaN with NaN, whatever b does elsewhere
-        np.testing.assert_array_equal(value[:4], [-inf, inf, nan, nan])
-        # +inf with weights of both signs there: inf - inf; nothing weighted: -inf;
-        # NaN and inf left out by b = 0; a sum of 0
-        np.testing.assert_array_equal(value[4:], [nan, -inf, 5, -inf])
-        np.testing.assert_array_equal(sign[4:], [nan, 0, 1, 0])
-    finally:
-        fs.set_num_threads(None)
+            for row in range(len(xt)):  # one row: split
+                one = None if weights is None else weights[row]
+                np.testing.assert_array_equal(
+                    fs.logsumexp(xt[row], b=one, return_sign=True),
+                    (expected[row], expected_sign[row]))
+
+
+# IEEE arithmetic on the infinite and NaN factors, as SciPy's: b * exp(x) with b = inf
+# and exp(x) = 0 is NaN, inf - inf is NaN
+@pytest.mark.parametrize("x, b", [
+    ([np.inf, 5.0], [1, np.nan]), ([1.0, 5.0], [1, np.nan]), ([np.inf, 5.0], [1, -np.inf]),
+    ([np.inf, np.inf], [2.0, -1.0]), ([np.inf, np.inf], [1.0, 1.0]), ([np.inf, 1.0], [-1, 1]),
+    ([1.0, 2.0], [np.inf, 1.0]), ([-np.inf, 2.0], [np.inf, 1.0]), ([np.nan, 2.0], [0, 1.0]),
+    ([-np.inf, -np.inf], [1.0, 1.0])], ids=repr)
+def test_infinite_and_nan_factors_as_scipy(x, b):
+    x, b = np.array(x), np.array(b, float)
+    result, sign = fs.logsumexp(x, b=b, return_sign=True)
+    expected, expected_sign = special.logsumexp(x, b=b, return_sign=True)
+    np.testing.assert_array_equal(result, expected)
+    np.testing.assert_array_equal(sign, expected_sign)
+    np.testing.assert_array_equal([result, sign], ref.logsumexp(x, b=b, return_sign=True))
 
 
 def test_empty_axis_and_empty_batch():
