@@ -1,4 +1,4 @@
-"""Numerics at the edges of the floating-point range, for all seven functions.
+"""Numerics at the edges of the floating-point range, for all functions but logsumexp.
 
 docs/api.rst, sections Special values and Accuracy: stable for any finite input, -inf
 masks give exactly 0 (log -inf), a bad row is NaN and leaves the others alone,
