@@ -933,7 +933,7 @@ cdef double xent_row_split(const floating *x, const floating *t, Py_ssize_t c,
     sum, then the weighted sum of t (x - max) and the gradient.  Unlike
     softmax_row_split, the exps are taken from the row's max, not each
     chunk's: rescaling a chunk's terms would round them twice (float64
-    gradients 0.2-0.5 ulp worse on rows of 10**6, measured).  The partial
+    gradients 0.2 ulp worse on a row of 10**6, measured).  The partial
     sums (of S, of t and of the weighted terms) are added in chunk order,
     compensated (sum_of_parts)."""
     cdef floating chunk_max[MAX_CHUNKS]
