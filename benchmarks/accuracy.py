@@ -120,6 +120,8 @@ REGIMES = {
     "dominant": (dominant, "one 0, the others uniform in [-110, -80] / [-760, -700]"),
     "tiny-tail": (tiny_tail, "one 0, the others uniform in [-104, -88] / [-745, -709]"),
     "masked": (masked, "N(0, 1) with half the entries -inf, rows of 1000"),
+    # (the forward functions only: where= is theirs)
+    "where": (masked, "masked, the -inf entries excluded by where= and NaN in x"),
     "short": (short_rows, "N(0, 9) logits, rows of 10"),
     "short-tail": (short_tiny_tail, "tiny-tail, rows of 37"),
     "large-n": (large_n, "one row of n N(0, 1) logits"),
@@ -135,7 +137,7 @@ FUNCTIONS = ["softmax", "log_softmax", "logsumexp", "softmax_jacobian", "softmax
 FORWARD = ("softmax", "log_softmax", "logsumexp")
 
 
-def make_inputs(x, rng):
+def make_inputs(x, rng, by_where=False):
     """The float inputs every function gets, from the logits x.
 
     The derivatives take the forward results as backprop caches them
@@ -144,6 +146,9 @@ def make_inputs(x, rng):
     among each row's finite logits.  The Jacobian gets the first rows of s,
     as many as make about the same number of results as the others (one
     row of 1000 gives 10**6 entries); none for a row longer than 2000.
+
+    by_where: the -inf entries of x are to be left out by where= instead
+    (x_where holds NaN there, which must not matter).
     """
     with np.errstate(all="ignore"):
         s, logp = fs.softmax(x), fs.log_softmax(x)
@@ -152,12 +157,20 @@ def make_inputs(x, rng):
     keys = np.where(np.isfinite(x), rng.random(x.shape), -1.0)
     target = keys.argmax(axis=1).astype(np.int64)
     jac_rows = min(rows, max(1, x.size // (n * n))) if n <= 2000 else 0
-    return {"x": x, "s": s, "logp": logp, "v": v, "target": target, "s_jac": s[:jac_rows]}
+    inputs = {"x": x, "s": s, "logp": logp, "v": v, "target": target, "s_jac": s[:jac_rows]}
+    if by_where:
+        inputs["where"] = x != -np.inf
+        inputs["x_where"] = np.where(inputs["where"], x, np.nan).astype(x.dtype)
+    return inputs
 
 
 def run_kernels(inp):
-    """Every function on the current SIMD path: name -> result array."""
+    """Every function on the current SIMD path: name -> result array (the
+    forward functions only, with where=, for inputs made by_where)."""
     with np.errstate(all="ignore"):
+        if "where" in inp:
+            return {name: getattr(fs, name)(inp["x_where"], where=inp["where"])
+                    for name in FORWARD}
         loss, grad = fs.softmax_cross_entropy(inp["x"], inp["target"], reduction="none",
                                               return_grad=True)
         out = {
@@ -336,7 +349,7 @@ def measure(total, seed, paths, mp):
         for regime, (make, _) in REGIMES.items():
             rng = np.random.default_rng(seed)
             x = make(rng, dtype, total)
-            inp = make_inputs(x, rng)  # from the default kernels
+            inp = make_inputs(x, rng, by_where=regime == "where")  # (the default kernels)
             exact = oracles(inp)
             for path in paths:
                 with _backend.use(path):

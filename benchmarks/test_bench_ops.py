@@ -30,6 +30,7 @@ CROSS_ENTROPY_SHAPES = [(4096, 1024)]
 CASES = ([("softmax", s) for s in FORWARD_SHAPES]
          + [("log_softmax", s) for s in FORWARD_SHAPES]
          + [("logsumexp", s) for s in FORWARD_SHAPES]
+         + [("softmax_where", s) for s in FORWARD_SHAPES]
          + [("softmax_vjp", s) for s in VJP_SHAPES]
          + [("softmax_jacobian", s) for s in JACOBIAN_SHAPES]
          + [("softmax_cross_entropy", s) for s in CROSS_ENTROPY_SHAPES])

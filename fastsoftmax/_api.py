@@ -13,7 +13,7 @@ import math
 import operator
 import sys
 from math import prod
-from typing import Any, Callable, Generic, Literal, SupportsIndex, TypeVar, Union, overload
+from typing import Any, Callable, Generic, Literal, SupportsIndex, TypeVar, Union, cast, overload
 
 import numpy as np
 from numpy.exceptions import AxisError
@@ -73,8 +73,8 @@ def _compute_dtype(result_dtype: np.dtype[Any]) -> np.dtype[Any]:
 
 def _as_array(x: ArrayLike, name: str) -> NDArray[Any]:
     if isinstance(x, np.ma.MaskedArray):
-        raise TypeError(f"{name} is a masked array; fastsoftmax ignores no mask: "
-                        f"write masked entries as -inf instead")
+        raise TypeError(f"{name} is a masked array, whose mask fastsoftmax would not see: "
+                        f"pass its data and where=~mask, or write masked entries as -inf")
     try:
         arr = np.asarray(x)
     except ValueError as exc:  # e.g. a ragged list: NumPy's message names no argument
@@ -180,20 +180,23 @@ class _Call(Generic[_ArrayT]):
     arrays, `result_shape` and `result_dtype` the result's (for the loss:
     its gradient's), and `out` the checked output array or None.  For the
     loss, `is_index` says whether the target holds class indices;
-    `batch_shape` is the arrays' shape without the reduced axes.
+    `batch_shape` is the arrays' shape without the reduced axes.  `mask`
+    is the checked `where=` (a bool array that broadcasts to the first
+    input, as given: not expanded), or None.
     """
 
     __slots__ = ("arrays", "shape", "axes", "result_shape", "result_dtype", "compute_dtype",
-                 "out", "is_index", "batch_shape")
+                 "out", "is_index", "batch_shape", "mask")
 
     def __init__(self, arrays: list[_ArrayT], shape: tuple[int, ...], axes: tuple[int, ...],
                  result_shape: tuple[int, ...], result_dtype: np.dtype[Any],
                  out: NDArray[Any] | None, is_index: bool, batch_shape: tuple[int, ...],
-                 ) -> None:
+                 mask: _ArrayT | None = None) -> None:
         self.arrays, self.shape, self.axes = arrays, shape, axes
         self.result_shape, self.result_dtype = result_shape, result_dtype
         self.compute_dtype = _compute_dtype(result_dtype)
         self.out, self.is_index, self.batch_shape = out, is_index, batch_shape
+        self.mask = mask
 
     def rows(self, arr: NDArray[Any]) -> NDArray[Any]:
         """(rows, n) array of `arr` (of the inputs' shape) in the compute
@@ -201,9 +204,26 @@ class _Call(Generic[_ArrayT]):
         return _input_rows(arr.astype(self.compute_dtype, copy=False), self.axes)
 
 
+def _check_where(where: object, convert: Callable[[Any, str], _ArrayT],
+                 shape: tuple[int, ...]) -> _ArrayT | None:
+    """`where=` as a bool array that broadcasts to `shape` (x's), or the
+    error for it; None stays None."""
+    if where is None:
+        return None
+    mask: Any = convert(where, "where")
+    if mask.dtype != np.bool_:
+        raise TypeError(f"where must be a boolean array (True: included), got dtype "
+                        f"{mask.dtype}")
+    if _broadcast_shape(mask.shape, shape) != shape:
+        raise ValueError(f"where must broadcast to the shape of x, got "
+                         f"where.shape={mask.shape} and x.shape={shape}")
+    return cast(_ArrayT, mask)
+
+
 def _prepare(convert: Callable[[Any, str], _ArrayT], func: str, kind: _Kind,
              args: tuple[Any, ...], names: tuple[str, ...], axis: _Axis,
-             out: object = None, keepdims: bool = False) -> _Call[_ArrayT]:
+             out: object = None, keepdims: bool = False, where: object = None,
+             ) -> _Call[_ArrayT]:
     """Check a call's arguments, in the order that gives the documented
     error for each mistake, and return what the computation needs of them.
 
@@ -231,6 +251,7 @@ def _prepare(convert: Callable[[Any, str], _ArrayT], func: str, kind: _Kind,
                              f"{names[1]}.shape={second.shape} and "
                              f"{names[0]}.shape={first.shape}")
     shape: tuple[int, ...] = first.shape
+    mask = _check_where(where, convert, shape)
     if first.ndim == 0:  # a 0-d input is a one-element softmax
         data = 1 if kind == "loss" else len(arrays)  # (a target keeps its shape)
         arrays[:data] = [a.reshape(1) for a in arrays[:data]]
@@ -251,7 +272,7 @@ def _prepare(convert: Callable[[Any, str], _ArrayT], func: str, kind: _Kind,
                                               result_dtype)
     checked_out = _check_out(out, result_shape, result_dtype)
     return _Call(arrays, shape, axes, result_shape, result_dtype, checked_out, is_index,
-                 batch_shape)
+                 batch_shape, mask)
 
 
 # --------------------------------------------------------------------------
@@ -270,21 +291,50 @@ def _split(shape: tuple[int, ...], k: int) -> tuple[int, int]:
     return prod(shape[:len(shape) - k]), prod(shape[len(shape) - k:])
 
 
+def _reshaped_view(arr: NDArray[Any], shape: tuple[int, ...]) -> NDArray[Any] | None:
+    """arr reshaped to `shape` as a view, or None if that needs a copy."""
+    try:
+        return arr.reshape(shape, copy=False)
+    except TypeError:  # NumPy < 2.1 has no copy=
+        view = arr.reshape(shape)
+        return view if not arr.size or np.may_share_memory(view, arr) else None
+    except ValueError:  # a copy would be needed
+        return None
+
+
 def _rows_view(moved: NDArray[Any], k: int) -> NDArray[Any] | None:
     """(rows, n) view of `moved` (its last k axes joined), or None if that
     needs a copy or the rows are not contiguous.  The row stride is free."""
     rows, n = _split(moved.shape, k)
-    try:
-        view = moved.reshape(rows, n, copy=False)
-    except TypeError:  # NumPy < 2.1 has no copy=
-        view = moved.reshape(rows, n)
-        if moved.size and not np.may_share_memory(view, moved):
-            return None
-    except ValueError:  # a copy would be needed
-        return None
-    if n > 1 and view.strides[1] != view.itemsize:
+    view = _reshaped_view(moved, (rows, n))
+    if view is None or (n > 1 and view.strides[1] != view.itemsize):
         return None
     return view
+
+
+def _mask_rows(mask: NDArray[np.bool_], shape: tuple[int, ...], axes: tuple[int, ...],
+               unit_stride: bool) -> tuple[NDArray[np.bool_], NDArray[np.int64], int]:
+    """A mask's rows as the kernels read them, without expanding it to
+    `shape` (x's): the mask (broadcast to `shape`, a view with zero strides
+    where it repeats), the byte offset of each row from its data pointer,
+    in the order of x's rows, and the stride of the entries in a row.
+
+    The reduced axes must join into one stride; where they do not (a mask
+    that repeats along some of several reduced axes), or where
+    `unit_stride` asks for a stride of 1 (or 0: a row switch) and it is
+    not, the mask is copied in x's layout, one byte per element.
+    """
+    k = len(axes)
+    moved = _moved(np.broadcast_to(mask, shape), axes)
+    batch, n = moved.shape[:moved.ndim - k], _split(moved.shape, k)[1]
+    joined = _reshaped_view(moved, batch + (n,))
+    if joined is None or (unit_stride and n > 1 and joined.strides[-1] not in (0, 1)):
+        joined = np.ascontiguousarray(moved).reshape(batch + (n,))
+    offsets = np.zeros((), np.int64)
+    for length, stride in zip(batch, joined.strides[:-1]):
+        offsets = np.add.outer(offsets, np.arange(length, dtype=np.int64) * stride)
+    # (the stride of a row of one entry, or of no rows, is never used)
+    return joined, offsets.reshape(-1), joined.strides[-1] if n > 1 and joined.size else 1
 
 
 def _input_rows(arr: NDArray[Any], axes: tuple[int, ...]) -> NDArray[Any]:
@@ -433,16 +483,27 @@ def _takes_cols(arr: NDArray[Any], axes: tuple[int, ...]) -> bool:
 # Forward
 # --------------------------------------------------------------------------
 
-def _forward(x: ArrayLike, axis: _Axis, out: NDArray[Any] | None,
+def _forward(x: ArrayLike, axis: _Axis, where: ArrayLike | None, out: NDArray[Any] | None,
              take_log: bool) -> NDArray[Any]:
-    # the common call, checked and computed in C (None: not that call)
-    y = _backend.kernels.softmax_plain(x, axis, out, take_log, _backend.get_num_threads())
-    if y is not None:
-        return y
+    if where is None:
+        # the common call, checked and computed in C (None: not that call)
+        y = _backend.kernels.softmax_plain(x, axis, out, take_log, _backend.get_num_threads())
+        if y is not None:
+            return y
     func = "log_softmax" if take_log else "softmax"
-    call = _prepare(_as_array, func, "forward", (x,), ("x",), axis, out)
+    call = _prepare(_as_array, func, "forward", (x,), ("x",), axis, out, where=where)
     arr = call.arrays[0].astype(call.compute_dtype, copy=False)
     axes = call.axes
+    if call.mask is not None:
+        # (the column kernel takes no mask: a middle axis goes through a
+        # transposed copy of x)
+        mask, mask_rows, mask_stride = _mask_rows(call.mask, arr.shape, axes, False)
+        x_rows = _input_rows(arr, axes)
+        output = _Output(call, arr.shape)
+        _backend.kernels.softmax_masked_rows(x_rows, mask, mask_rows, mask_stride,
+                                             output.target(x_rows), _backend.get_num_threads(),
+                                             take_log)
+        return output.finish()
     if _takes_cols(arr, axes):
         # (outer, n, inner): reduced along axis 1, the inner axis contiguous
         axis_ = axes[0]
@@ -460,12 +521,12 @@ def _forward(x: ArrayLike, axis: _Axis, out: NDArray[Any] | None,
 
 
 @overload
-def softmax(x: NDArray[_FloatT], axis: _Axis = -1, *,
+def softmax(x: NDArray[_FloatT], axis: _Axis = -1, *, where: ArrayLike | None = None,
             out: NDArray[_FloatT] | None = None) -> NDArray[_FloatT]: ...
 @overload
-def softmax(x: ArrayLike, axis: _Axis = -1, *,
+def softmax(x: ArrayLike, axis: _Axis = -1, *, where: ArrayLike | None = None,
             out: NDArray[Any] | None = None) -> _FloatArray: ...
-def softmax(x: ArrayLike, axis: _Axis = -1, *,
+def softmax(x: ArrayLike, axis: _Axis = -1, *, where: ArrayLike | None = None,
             out: NDArray[Any] | None = None) -> NDArray[Any]:
     """Softmax, ``exp(x - max) / sum(exp(x - max))``, along `axis`.
 
@@ -478,6 +539,13 @@ def softmax(x: ArrayLike, axis: _Axis = -1, *,
     axis : int, tuple of ints or None, optional
         The axis (default the last), axes (softmax over their joint
         elements, as in `scipy.special.softmax`) or None (the whole array).
+    where : array_like of bool, optional
+        Which entries take part, broadcastable to `x` (a ``(n,)`` mask, a
+        ``(batch, 1)`` row switch, an attention mask ``(B, 1, 1, n)`` for
+        scores ``(B, H, Q, n)``).  The result is exactly 0 where it is
+        False, and the other entries are normalised among themselves; `x`
+        there is not used.  A row with no True entry is all 0.  The mask
+        is read as it is, never expanded to `x`'s size.
     out : ndarray, optional
         Array of the result's shape and dtype to write into (any strides,
         ``out=x`` allowed).  It is returned.
@@ -490,18 +558,20 @@ def softmax(x: ArrayLike, axis: _Axis = -1, *,
     Raises
     ------
     TypeError
-        For complex, object, string or long double input, or an `out` of
-        the wrong dtype.
+        For complex, object, string or long double input, an `out` of the
+        wrong dtype, or a `where` that is not boolean.
     ValueError
-        For an `out` of the wrong shape, or a read-only `out`.
+        For an `out` of the wrong shape, a read-only `out`, or a `where`
+        that does not broadcast to `x` (both shapes are named).
     numpy.exceptions.AxisError
         For an out-of-range or repeated axis.
 
     Notes
     -----
     Stable for any finite input.  A ``-inf`` entry gets probability exactly
-    0 (this is how masks are written).  A row that is all ``-inf``, or holds
-    a NaN or ``+inf``, is NaN in every entry; other rows are unaffected.
+    0 (a mask written into the data; ``where=`` needs no copy).  A row that
+    is all ``-inf``, or holds a NaN or ``+inf``, is NaN in every entry;
+    other rows are unaffected.
 
     Examples
     --------
@@ -512,17 +582,21 @@ def softmax(x: ArrayLike, axis: _Axis = -1, *,
     >>> fs.softmax([[0.0, -np.inf], [1000.0, 0.0]])
     array([[1., 0.],
            [1., 0.]])
+    >>> fs.softmax(np.array([[1.0, 2.0, np.nan], [4.0, 5.0, 6.0]]),
+    ...            where=np.array([True, True, False]))
+    array([[0.26894142, 0.73105858, 0.        ],
+           [0.26894142, 0.73105858, 0.        ]])
     """
-    return _forward(x, axis, out, take_log=False)
+    return _forward(x, axis, where, out, take_log=False)
 
 
 @overload
-def log_softmax(x: NDArray[_FloatT], axis: _Axis = -1, *,
+def log_softmax(x: NDArray[_FloatT], axis: _Axis = -1, *, where: ArrayLike | None = None,
                 out: NDArray[_FloatT] | None = None) -> NDArray[_FloatT]: ...
 @overload
-def log_softmax(x: ArrayLike, axis: _Axis = -1, *,
+def log_softmax(x: ArrayLike, axis: _Axis = -1, *, where: ArrayLike | None = None,
                 out: NDArray[Any] | None = None) -> _FloatArray: ...
-def log_softmax(x: ArrayLike, axis: _Axis = -1, *,
+def log_softmax(x: ArrayLike, axis: _Axis = -1, *, where: ArrayLike | None = None,
                 out: NDArray[Any] | None = None) -> NDArray[Any]:
     """Log of the softmax, ``x - max - log(sum(exp(x - max)))``, along `axis`.
 
@@ -536,6 +610,10 @@ def log_softmax(x: ArrayLike, axis: _Axis = -1, *,
         Input values (logits).
     axis : int, tuple of ints or None, optional
         Axis or axes to normalise over; None for the whole array.
+    where : array_like of bool, optional
+        Which entries take part, broadcastable to `x`, as for
+        :func:`softmax`: ``-inf`` where it is False (and in every entry
+        of a row with no True entry).
     out : ndarray, optional
         Array of the result's shape and dtype to write into.
 
@@ -552,8 +630,10 @@ def log_softmax(x: ArrayLike, axis: _Axis = -1, *,
     array([-0.69314718, -0.69314718])
     >>> fs.log_softmax(np.array([1000.0, 0.0]))
     array([    0., -1000.])
+    >>> fs.log_softmax(np.array([0.0, 0.0, 5.0]), where=[True, True, False])
+    array([-0.69314718, -0.69314718,        -inf])
     """
-    return _forward(x, axis, out, take_log=True)
+    return _forward(x, axis, where, out, take_log=True)
 
 
 _Reduced = Union[np.floating[Any], _FloatArray]  # a NumPy scalar when 0-d
@@ -562,13 +642,15 @@ _Reduced = Union[np.floating[Any], _FloatArray]  # a NumPy scalar when 0-d
 @overload
 def logsumexp(x: ArrayLike, axis: _Axis = -1, *, b: ArrayLike | None = None,
               keepdims: bool = False, return_sign: Literal[False] = False,
-              out: NDArray[Any] | None = None) -> _Reduced: ...
+              where: ArrayLike | None = None, out: NDArray[Any] | None = None) -> _Reduced: ...
 @overload
 def logsumexp(x: ArrayLike, axis: _Axis = -1, *, b: ArrayLike | None = None,
               keepdims: bool = False, return_sign: Literal[True],
+              where: ArrayLike | None = None,
               out: NDArray[Any] | None = None) -> tuple[_Reduced, _Reduced]: ...
 def logsumexp(x: ArrayLike, axis: _Axis = -1, *, b: ArrayLike | None = None,
               keepdims: bool = False, return_sign: bool = False,
+              where: ArrayLike | None = None,
               out: NDArray[Any] | None = None) -> _Reduced | tuple[_Reduced, _Reduced]:
     """``log(sum(b * exp(x)))`` along `axis`, as ``max + log(sum(b * exp(x - max)))``.
 
@@ -591,6 +673,14 @@ def logsumexp(x: ArrayLike, axis: _Axis = -1, *, b: ArrayLike | None = None,
         Keep the reduced axes, with length 1.
     return_sign : bool, optional
         Also return the sign of the sum: 1, -1, or 0 for a sum of 0.
+    where : array_like of bool, optional
+        Which entries take part, broadcastable to `x`: those where it is
+        False contribute nothing (neither their `x` nor their `b` is
+        used); a row with no True entry gives ``-inf``.  Read as it is,
+        not expanded to `x`'s size (unless it repeats along some of
+        several reduced axes, or its entries along a row are not 1 byte
+        apart, as in a transposed mask: then copied in `x`'s layout, one
+        byte per element).
     out : ndarray, optional
         Array of the result's shape and dtype to write the result into.
 
@@ -604,10 +694,10 @@ def logsumexp(x: ArrayLike, axis: _Axis = -1, *, b: ArrayLike | None = None,
     Raises
     ------
     ValueError
-        For a `b` that does not broadcast to `x` (both shapes named), or an
-        `out` of the wrong shape.
+        For a `b` or `where` that does not broadcast to `x` (both shapes
+        named), or an `out` of the wrong shape.
     TypeError, numpy.exceptions.AxisError
-        As for :func:`softmax`.
+        As for :func:`softmax` (a `where` that is not boolean included).
 
     Notes
     -----
@@ -626,21 +716,32 @@ def logsumexp(x: ArrayLike, axis: _Axis = -1, *, b: ArrayLike | None = None,
     array([6.93147181e-01, 1.00069315e+03])
     >>> fs.logsumexp(np.array([1.0, 2.0]), b=np.array([1.0, -1.0]), return_sign=True)
     (np.float64(1.5413248546129181), np.float64(-1.0))
+    >>> fs.logsumexp(np.array([[0.0, 0.0, np.inf], [1.0, 2.0, 3.0]]),
+    ...              where=np.array([True, True, False]))
+    array([0.69314718, 2.31326169])
     """
-    if b is None and out is None and not (keepdims or return_sign):
+    if b is None and where is None and out is None and not (keepdims or return_sign):
         # the common call, checked and computed in C (None: not that call)
         value = _backend.kernels.logsumexp_plain(x, axis, _backend.get_num_threads())
         if value is not None:
             return value
     args, names = ((x,), ("x",)) if b is None else ((x, b), ("x", "b"))
     call = _prepare(_as_array, "logsumexp", "reduce", args, names, axis, out,
-                    keepdims=bool(keepdims))
+                    keepdims=bool(keepdims), where=where)
     x_arr = call.arrays[0]
     x_rows = call.rows(x_arr)
-    b_rows = None if b is None else call.rows(np.broadcast_to(call.arrays[1], x_arr.shape))
+    mask, mask_rows, mask_stride = None, None, 1
+    b_full = None if b is None else np.broadcast_to(call.arrays[1], x_arr.shape)
+    if call.mask is not None and b_full is not None:
+        # b is given in x's size anyway: the mask zeroes its excluded factors
+        b_full = np.where(np.broadcast_to(call.mask, x_arr.shape), b_full, 0)
+    elif call.mask is not None:  # the mask's bytes are the weights
+        mask, mask_rows, mask_stride = _mask_rows(call.mask, x_arr.shape, call.axes, True)
+    b_rows = None if b_full is None else call.rows(b_full)
     result = np.empty(x_rows.shape[0], call.compute_dtype)
     sign = np.empty_like(result) if return_sign else None
-    _backend.kernels.logsumexp_rows(x_rows, b_rows, result, sign, _backend.get_num_threads())
+    _backend.kernels.logsumexp_rows(x_rows, b_rows, result, sign, _backend.get_num_threads(),
+                                    mask, mask_rows, mask_stride)
     value = _reduced_result(call, result, call.out)
     if sign is None:
         return value

@@ -71,6 +71,12 @@ class KernelModule(Protocol):
                         num_threads: int) -> _Rows | np.floating[Any] | None: ...
     # softmax, or log_softmax if take_log, of every row
     def softmax_rows(self, x: _Rows, out: _Rows, num_threads: int, take_log: bool) -> None: ...
+    # softmax_rows over the entries where a bool mask is True (0, or -inf
+    # if take_log, elsewhere and in rows with none): row i's flags are
+    # mask_rows[i] bytes from mask's data, mask_stride bytes apart
+    def softmax_masked_rows(self, x: _Rows, mask: NDArray[np.bool_],
+                            mask_rows: NDArray[np.int64], mask_stride: int, out: _Rows,
+                            num_threads: int, take_log: bool) -> None: ...
     # x, out: (outer, n, inner) arrays with a contiguous inner axis; along axis 1
     def softmax_cols(self, x: _Rows, out: _Rows, num_threads: int, take_log: bool) -> None: ...
     # per row: a * (b - <a, b>) (softmax_jvp, a = s), or if log_vjp
@@ -78,9 +84,13 @@ class KernelModule(Protocol):
     def product_rows(self, a: _Rows, b: _Rows, out: _Rows, num_threads: int,
                      log_vjp: bool) -> None: ...
     # out[i] = log|sum(b[i] * exp(x[i]))| over the entries of nonzero b (b
-    # None: all); sign[i] its sign (sign None: a negative sum is NaN)
+    # None: all); sign[i] its sign (sign None: a negative sum is NaN).  Or
+    # over the entries where a bool mask is True (rows as for
+    # softmax_masked_rows; a mask_stride of 1, or 0: one flag per row)
     def logsumexp_rows(self, x: _Rows, b: _Rows | None, out: _Rows, sign: _Rows | None,
-                       num_threads: int) -> None: ...
+                       num_threads: int, mask: NDArray[np.bool_] | None = None,
+                       mask_rows: NDArray[np.int64] | None = None,
+                       mask_stride: int = 1) -> None: ...
     # out: a C-contiguous (rows, n, n) array, one Jacobian per row of s
     def softmax_jacobian_rows(self, s: _Rows, out: _Rows, num_threads: int) -> None: ...
     # (sum of the losses, -1), or (nan, i) when index[i] is the first out of range

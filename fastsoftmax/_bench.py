@@ -59,7 +59,7 @@ class Sizes:
     def shapes(self, op: str) -> tuple[Shape, ...]:
         """The shapes `op` is timed on."""
         return {"softmax": self.forward, "log_softmax": self.forward, "logsumexp": self.forward,
-                "softmax_vjp": self.vjp, "softmax_jacobian": self.jacobian,
+                "softmax_where": self.forward, "softmax_vjp": self.vjp, "softmax_jacobian": self.jacobian,
                 "softmax_cross_entropy": self.cross_entropy}[op]
 
 

@@ -28,6 +28,12 @@ ctypedef fused floating:
     float
     double
 
+# logsumexp's weights: its b (in the compute dtype) or a mask's bytes
+ctypedef fused weight:
+    float
+    double
+    unsigned char
+
 cdef extern from "_vmath.hpp" nogil:
     # Build facts, named c_* here: the Python functions below take their names.
     int c_openmp_enabled "fastsoftmax::openmp_enabled"()
@@ -62,11 +68,15 @@ cdef extern from "_vmath.hpp" namespace "fastsoftmax" nogil:
     double row_log_sum[T](const T *x, T m, const T *e, double S, Py_ssize_t n)
     double row_sum[T](const T *x, Py_ssize_t n)
     double row_sum[T](const T *x, Py_ssize_t n, double *lo)
-    T row_max_weighted[T](const T *x, const T *w, Py_ssize_t n)
-    double row_weighted_exp_sum[T](const T *x, const T *w, T shift, Py_ssize_t n)
-    double row_weighted_exp_sum[T](const T *x, const T *w, T shift, Py_ssize_t n, double *lo)
-    double row_log_weighted_sum[T](const T *x, const T *w, T m, double S, Py_ssize_t n)
-    double row_sum_at_inf[T](const T *x, const T *w, Py_ssize_t n)
+    # (W: T for logsumexp's b, or unsigned char for a mask)
+    T row_max_weighted[T, W](const T *x, const W *w, Py_ssize_t n)
+    double row_weighted_exp_sum[T, W](const T *x, const W *w, T shift, Py_ssize_t n)
+    double row_weighted_exp_sum[T, W](const T *x, const W *w, T shift, Py_ssize_t n,
+                                      double *lo)
+    double row_log_weighted_sum[T, W](const T *x, const W *w, T m, double S, Py_ssize_t n)
+    double row_sum_at_inf[T, W](const T *x, const W *w, Py_ssize_t n)
+    Py_ssize_t row_masked_copy[T](const T *x, const unsigned char *mask, Py_ssize_t ms, T fill,
+                                  T *y, Py_ssize_t n)
     double row_dot[T](const T *a, const T *b, Py_ssize_t n)
     double row_dot_copying[T](const T *a, const T *b, T *c, Py_ssize_t n, bint sum_only)
     double row_weighted_shifted_sum[T](const T *w, const T *x, T shift, Py_ssize_t n)
@@ -533,6 +543,47 @@ def softmax_plain(x, axis, out, bint take_log, int num_threads):
     return y
 
 
+def softmax_masked_rows(const floating[:, :] x, cnp.ndarray mask,
+                        const int64_t[::1] mask_rows, Py_ssize_t mask_stride,
+                        floating[:, :] out, int num_threads, bint take_log):
+    """softmax_rows over the entries of each row where `mask` (a bool
+    array) is True: row i's flags lie mask_rows[i] bytes from mask's data
+    pointer, mask_stride bytes apart.  The kept entries are copied into
+    out's row with -inf at the others, which then go through the plain
+    kernels in place: 0 (log: -inf) there, and the same result as for the
+    kept entries alone.  A row with nothing kept is 0 (log: -inf)."""
+    require_shape("out", out.shape, x.shape, 2)
+    require_contiguous_rows(x.shape[1], x.strides[1], sizeof(floating), "x")
+    require_contiguous_rows(out.shape[1], out.strides[1], sizeof(floating), "out")
+    if cnp.PyArray_TYPE(mask) != cnp.NPY_BOOL:
+        raise TypeError("mask must be a bool array")
+    cdef Py_ssize_t rows = x.shape[0], n = x.shape[1]
+    if mask_rows.shape[0] != rows:
+        raise ValueError("mask_rows must hold one offset per row")
+    if rows == 0 or n == 0:
+        return
+    cdef const floating *xp = &x[0, 0]
+    cdef floating *yp = &out[0, 0]
+    cdef Py_ssize_t sx = x.strides[0], sy = out.strides[0], i, j
+    cdef const unsigned char *mp = <const unsigned char *>cnp.PyArray_BYTES(mask)
+    cdef unsigned char *empty = <unsigned char *>PyMem_RawMalloc(rows)
+    if empty == NULL:
+        raise MemoryError()
+    cdef int nthreads = threads_for(rows * n, num_threads)
+    cdef floating empty_value = -INFINITY if take_log else 0
+    with nogil:
+        for i in prange(rows, schedule="static", num_threads=nthreads):
+            empty[i] = row_masked_copy(row_at(xp, sx, i), mp + mask_rows[i], mask_stride,
+                                       <floating>-INFINITY, <floating *>row_at(yp, sy, i),
+                                       n) == 0
+        softmax_rows_impl(yp, sy, yp, sy, rows, n, num_threads, take_log)
+        for i in range(rows):
+            if empty[i]:
+                for j in range(n):
+                    (<floating *>row_at(yp, sy, i))[j] = empty_value
+    PyMem_RawFree(empty)
+
+
 def softmax_cols(const floating[:, :, ::1] x, floating[:, :, ::1] out, int num_threads,
                  bint take_log):
     """Softmax (or log_softmax) along axis 1 of an (outer, n, inner) array
@@ -588,14 +639,14 @@ cdef inline floating lse_finish(double log_abs, floating shift, double total,
     return <floating>(<double>shift + log_abs)
 
 
-cdef floating lse_infinite(const floating *x, const floating *w, Py_ssize_t n,
+cdef floating lse_infinite(const floating *x, const weight *w, Py_ssize_t n,
                            floating *sign) noexcept nogil:
     """logsumexp_row of a row whose max is +inf: +inf, or NaN."""
     cdef double total = row_sum_at_inf(x, w, n)
     return lse_finish(total if total > 0 else -total, 0, total, sign)
 
 
-cdef inline floating logsumexp_row(const floating *x, const floating *w, Py_ssize_t n,
+cdef inline floating logsumexp_row(const floating *x, const weight *w, Py_ssize_t n,
                                    floating *sign) noexcept nogil:
     cdef floating shift = lse_shift(row_max_weighted(x, w, n))
     if shift == INFINITY:
@@ -604,7 +655,7 @@ cdef inline floating logsumexp_row(const floating *x, const floating *w, Py_ssiz
     return lse_finish(row_log_weighted_sum(x, w, shift, total, n), shift, total, sign)
 
 
-cdef floating logsumexp_row_split(const floating *x, const floating *w, Py_ssize_t n,
+cdef floating logsumexp_row_split(const floating *x, const weight *w, Py_ssize_t n,
                                   floating *sign, int num_threads) noexcept nogil:
     """logsumexp_row for one long row shared by the threads: the chunks'
     maxes, then the chunks' sums with the row's shift, added in chunk order,
@@ -635,37 +686,77 @@ cdef floating logsumexp_row_split(const floating *x, const floating *w, Py_ssize
     return lse_finish(row_log_weighted_sum(x, w, shift, total, n), shift, total, sign)
 
 
-cdef void logsumexp_rows_impl(const floating *x, Py_ssize_t sx, const floating *b,
-                              Py_ssize_t sb, floating *out, floating *sign, Py_ssize_t rows,
-                              Py_ssize_t n, int num_threads) noexcept nogil:
+cdef inline const weight *weight_row(const weight *w, Py_ssize_t sw, const int64_t *w_rows,
+                                     Py_ssize_t i) noexcept nogil:
+    """Row i of the weights: w_rows[i] bytes from w if w_rows is given (a
+    mask's rows, which need not be evenly spaced), else i * sw; NULL for
+    no weights."""
+    if w == NULL:
+        return NULL
+    return <const weight *>(<const char *>w + (w_rows[i] if w_rows != NULL else i * sw))
+
+
+cdef inline floating logsumexp_row_at(const floating *x, Py_ssize_t sx, const weight *w,
+                                      Py_ssize_t sw, const int64_t *w_rows, bint switches,
+                                      Py_ssize_t i, Py_ssize_t n, floating *sign,
+                                      int split_threads) noexcept nogil:
+    """logsumexp of row i (logsumexp_rows_impl), split across split_threads
+    if more than 1."""
+    cdef const weight *wi = weight_row(w, sw, w_rows, i)
+    if switches:  # one weight (a mask's byte) for the whole row
+        if wi[0] == 0:
+            if sign != NULL:
+                sign[i] = 0
+            return -INFINITY
+        wi = NULL
+    if split_threads > 1:
+        return logsumexp_row_split(row_at(x, sx, i), wi, n,
+                                   sign + i if sign != NULL else sign, split_threads)
+    return logsumexp_row(row_at(x, sx, i), wi, n, sign + i if sign != NULL else sign)
+
+
+cdef void logsumexp_rows_impl(const floating *x, Py_ssize_t sx, const weight *w,
+                              Py_ssize_t sw, const int64_t *w_rows, bint switches,
+                              floating *out, floating *sign, Py_ssize_t rows, Py_ssize_t n,
+                              int num_threads) noexcept nogil:
     """out[i] (and sign[i], unless sign is NULL) for rows i of n contiguous
-    elements of x (and b, unless NULL), sx (sb) bytes apart."""
+    elements of x, sx bytes apart, weighted by the rows of w (see
+    weight_row) unless w is NULL; if `switches`, by one weight per row
+    (a mask's row switch: the row is all in, or out)."""
     cdef Py_ssize_t i
     cdef int nthreads = threads_for(rows * n, num_threads)
     if nthreads > 1 and rows < nthreads and n >= split_row_min:
         for i in range(rows):
-            out[i] = logsumexp_row_split(row_at(x, sx, i), row_at(b, sb, i) if b != NULL else b,
-                                         n, sign + i if sign != NULL else sign, nthreads)
+            out[i] = logsumexp_row_at(x, sx, w, sw, w_rows, switches, i, n, sign, nthreads)
     elif nthreads > 1:
         for i in prange(rows, schedule="static", num_threads=nthreads):
-            out[i] = logsumexp_row(row_at(x, sx, i), row_at(b, sb, i) if b != NULL else b, n,
-                                   sign + i if sign != NULL else sign)
+            out[i] = logsumexp_row_at(x, sx, w, sw, w_rows, switches, i, n, sign, 1)
     else:
         for i in range(rows):
-            out[i] = logsumexp_row(row_at(x, sx, i), row_at(b, sb, i) if b != NULL else b, n,
-                                   sign + i if sign != NULL else sign)
+            out[i] = logsumexp_row_at(x, sx, w, sw, w_rows, switches, i, n, sign, 1)
 
 
 def logsumexp_rows(const floating[:, :] x, const floating[:, :] b, floating[::1] out,
-                   floating[::1] sign, int num_threads):
+                   floating[::1] sign, int num_threads, cnp.ndarray mask=None,
+                   const int64_t[::1] mask_rows=None, Py_ssize_t mask_stride=1):
     """out[i] = log|sum(b[i] * exp(x[i]))| for every row i, over the
     entries of nonzero b (b None: all, weight 1), and sign[i] the sign of
-    the sum (sign None: a negative sum gives NaN)."""
+    the sum (sign None: a negative sum gives NaN).  Or, with `mask` (a bool
+    array) instead of b, over the entries where it is True: row i's flags
+    lie mask_rows[i] bytes from mask's data pointer, mask_stride (1, or 0
+    for one flag per row) bytes apart."""
     cdef Py_ssize_t rows = x.shape[0], n = x.shape[1]
     require_contiguous_rows(n, x.strides[1], sizeof(floating), "x")
     if b is not None:
         require_shape("b", b.shape, x.shape, 2)
         require_contiguous_rows(n, b.strides[1], sizeof(floating), "b")
+    if mask is not None:
+        if (b is not None or mask_rows is None or mask_rows.shape[0] != rows
+                or mask_stride not in (0, 1)):
+            raise ValueError("mask needs mask_rows, one offset per row, a mask_stride of 0 "
+                             "or 1, and no b")
+        if cnp.PyArray_TYPE(mask) != cnp.NPY_BOOL:
+            raise TypeError("mask must be a bool array")
     require_shape("out", out.shape, x.shape, 1)
     if sign is not None:
         require_shape("sign", sign.shape, x.shape, 1)
@@ -674,9 +765,17 @@ def logsumexp_rows(const floating[:, :] x, const floating[:, :] b, floating[::1]
     # (an empty row reads nothing: its sum is 0, its result -inf)
     cdef const floating *xp = &x[0, 0] if n else NULL
     cdef const floating *bp = &b[0, 0] if b is not None and n else NULL
+    cdef const unsigned char *mp = (<const unsigned char *>cnp.PyArray_BYTES(mask)
+                                    if mask is not None and n else NULL)
+    cdef floating *sp = &sign[0] if sign is not None else NULL
     with nogil:
-        logsumexp_rows_impl(xp, x.strides[0], bp, b.strides[0] if bp != NULL else 0, &out[0],
-                            &sign[0] if sign is not None else NULL, rows, n, num_threads)
+        if mp != NULL:
+            logsumexp_rows_impl(xp, x.strides[0], mp, 0, &mask_rows[0], mask_stride == 0 and n > 1,
+                                &out[0], sp, rows, n, num_threads)
+        else:
+            logsumexp_rows_impl(xp, x.strides[0], bp, b.strides[0] if bp != NULL else 0,
+                                <const int64_t *>NULL, False, &out[0], sp, rows, n,
+                                num_threads)
 
 
 def logsumexp_plain(x, axis, int num_threads):
@@ -695,10 +794,12 @@ def logsumexp_plain(x, axis, int num_threads):
     with nogil:
         if cnp.PyArray_TYPE(arr) == cnp.NPY_FLOAT:
             logsumexp_rows_impl(<const float *>xp, n * sizeof(float), <const float *>NULL, 0,
-                                <float *>yp, <float *>NULL, rows, n, num_threads)
+                                <const int64_t *>NULL, False, <float *>yp, <float *>NULL,
+                                rows, n, num_threads)
         else:
             logsumexp_rows_impl(<const double *>xp, n * sizeof(double), <const double *>NULL,
-                                0, <double *>yp, <double *>NULL, rows, n, num_threads)
+                                0, <const int64_t *>NULL, False, <double *>yp,
+                                <double *>NULL, rows, n, num_threads)
     return y[()] if nd == 1 else y
 
 

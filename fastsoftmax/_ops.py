@@ -83,6 +83,12 @@ def naive_logsumexp(x: NDArray[Any]) -> Any:
     return (m + np.log(np.exp(x - m).sum(-1, keepdims=True)))[..., 0]
 
 
+def minus_inf_copy_softmax(x: NDArray[Any], where: NDArray[Any]) -> Any:
+    """A mask without where=: -inf written into a copy of x, then
+    fastsoftmax's softmax (the copy and the pass that where= saves)."""
+    return fs.softmax(np.where(where, x, x.dtype.type(-np.inf)))
+
+
 def naive_softmax_vjp(s: NDArray[Any], g: NDArray[Any]) -> Any:
     """``s * (g - <s, g>)`` along the last axis."""
     return s * (g - (s * g).sum(-1, keepdims=True))
@@ -121,6 +127,12 @@ def _torch_forward(name: str) -> Callable[[Any, Inputs], Timed]:
 def _torch_logsumexp(torch: Any, a: Inputs) -> Timed:
     x = torch.from_numpy(a["x"])
     return lambda: torch.logsumexp(x, dim=-1)
+
+
+def _torch_masked_softmax(torch: Any, a: Inputs) -> Timed:
+    # the usual way: masked_fill with -inf, then softmax
+    x, drop = torch.from_numpy(a["x"]), torch.from_numpy(~a["where"])
+    return lambda: torch.softmax(x.masked_fill(drop, -np.inf), dim=-1)
 
 
 def _torch_vjp(torch: Any, a: Inputs) -> Timed:
@@ -251,6 +263,11 @@ class Op:
         ``{name: make(module, inputs) -> call or None}`` for the `OWN_PROCESS`
         peers that have the op; None where they have no kernel for the
         inputs' dtype.
+    function : str
+        The function of fastsoftmax and of the reference that computes it
+        (default: the op's own name).
+    keywords : tuple of str
+        Those of `args` that the function takes by keyword.
     """
 
     args: tuple[str, ...]
@@ -261,6 +278,8 @@ class Op:
     kwargs: Mapping[str, object] = field(default_factory=dict)
     note: str = ""
     peers: Mapping[str, Callable[[Any, Inputs], Timed | None]] = field(default_factory=dict)
+    function: str = ""
+    keywords: tuple[str, ...] = ()
 
 
 OPS: dict[str, Op] = {
@@ -273,6 +292,11 @@ OPS: dict[str, Op] = {
     "logsumexp": Op(("x",), naive_logsumexp, _torch_logsumexp, _floor_reduce, scipy=True,
                     note="numpy: m + log(sum(exp(x - m))); torch: torch.logsumexp; "
                          "floor: np.add.reduce(x, axis=-1, out=...)"),
+    "softmax_where": Op(
+        ("x", "where"), minus_inf_copy_softmax, _torch_masked_softmax, _floor_copy,
+        function="softmax", keywords=("where",),
+        note="where= a (n,) mask, 3/4 True; numpy: fs.softmax(np.where(where, x, -inf)); "
+             "torch: softmax(x.masked_fill(~where, -inf))"),
     "softmax_vjp": Op(
         ("s", "g"), naive_softmax_vjp, _torch_vjp, _floor_vjp,
         note="numpy: s * (g - (s * g).sum(-1)); torch: _softmax_backward_data; "
@@ -304,7 +328,8 @@ def make_inputs(op: str, shape: Shape, dtype: DTypeLike = np.float32, seed: int 
     -------
     dict
         The arrays `op` takes, among x (logits), s = softmax(x), g (an
-        upstream gradient) and labels (class indices along the last axis).
+        upstream gradient), labels (class indices along the last axis) and
+        where (a mask of the last axis, about 3/4 True).
     """
     float_type: FloatType = np.float32 if np.dtype(dtype) == np.float32 else np.float64
     rng = np.random.default_rng(seed)
@@ -317,6 +342,8 @@ def make_inputs(op: str, shape: Shape, dtype: DTypeLike = np.float32, seed: int 
             made[name] = fs.softmax(x)
         elif name == "g":
             made[name] = rng.standard_normal(shape, dtype=float_type)
+        elif name == "where":
+            made[name] = rng.random(shape[-1]) < 0.75
         else:
             made[name] = rng.integers(0, shape[-1], shape[:-1])
     return made
@@ -365,18 +392,19 @@ def implementation(op: str, name: str, a: Inputs, torch: Any = None,
         kernel for the inputs' dtype.
     """
     spec = OPS[op]
-    args = tuple(a[arg] for arg in spec.args)
+    args = tuple(a[arg] for arg in spec.args if arg not in spec.keywords)
     if name not in available(op, [name], torch, peers):
         return None
     if name in OWN_PROCESS:
         assert peers is not None  # available() checked it
         return spec.peers[name](peers[name], a)
     if name in ("fastsoftmax", "reference"):
-        func, kwargs = getattr(fs if name == "fastsoftmax" else ref, op), spec.kwargs
+        func = getattr(fs if name == "fastsoftmax" else ref, spec.function or op)
+        kwargs = {**spec.kwargs, **{arg: a[arg] for arg in spec.keywords}}
         return lambda: func(*args, **kwargs)
     if name == "numpy":
-        naive = spec.naive
-        return lambda: naive(*args)
+        naive, every_arg = spec.naive, tuple(a[arg] for arg in spec.args)
+        return lambda: naive(*every_arg)
     if name == "scipy":
         special, x = getattr(sps, op), a["x"]
         return lambda: special(x, axis=-1)

@@ -17,11 +17,13 @@
 #ifndef FASTSOFTMAX_VMATH_HPP
 #define FASTSOFTMAX_VMATH_HPP
 
+#include <algorithm>
 #include <cmath>
 #include <cstddef>
 #include <cstdint>
 #include <cstring>
 #include <limits>
+#include <type_traits>
 
 #ifdef _OPENMP
 #include <omp.h>
@@ -33,10 +35,12 @@
 #if defined(_MSC_VER) && !defined(__clang__)
 #define FS_OMP_SIMD
 #define FS_OMP_SIMD_MAX(var)
+#define FS_OMP_SIMD_SUM(var)
 #else
 #define FS_PRAGMA(text) _Pragma(#text)
 #define FS_OMP_SIMD FS_PRAGMA(omp simd)
 #define FS_OMP_SIMD_MAX(var) FS_PRAGMA(omp simd reduction(max : var))
+#define FS_OMP_SIMD_SUM(var) FS_PRAGMA(omp simd reduction(+ : var))
 #endif
 
 // Fetch the cache line at p, for writing if rw is 1 (a hint: never faults).
@@ -553,12 +557,18 @@ template <class T> inline T exp_diff_scaled(T a, T b)
 // The sum of exp(x[j] - m) over x[j] != m, x[j] stepping by stride, from
 // scaled exps that do not round to the subnormal grid: for tail sums small
 // enough (below n * tail_recompute) for that rounding to show.
-template <class T> inline double row_tail_scaled(const T *x, T m, ptrdiff_t stride, ptrdiff_t n)
+// (value(j): the row's entry j)
+template <class T, class Value> inline double tail_scaled(Value value, T m, ptrdiff_t n)
 {
     double tail = lane_sum<T>(n, [&](ptrdiff_t j) {
-        return x[j * stride] == m ? 0.0 : (double)exp_diff_scaled(x[j * stride], m);
+        return value(j) == m ? 0.0 : (double)exp_diff_scaled(value(j), m);
     });
     return std::ldexp(tail, -FloatTraits<T>::tail_scale);
+}
+
+template <class T> inline double row_tail_scaled(const T *x, T m, ptrdiff_t stride, ptrdiff_t n)
+{
+    return tail_scaled<T>([&](ptrdiff_t j) { return x[j * stride]; }, m, n);
 }
 
 // max of x[0:n] (-inf for n == 0).  It may or may not see a NaN: callers
@@ -610,55 +620,141 @@ template <class T>
 // summed again without those equal to m, which are exactly 1 and are
 // counted instead, so that S - 1 keeps its relative accuracy and
 // log S = log1p(S - 1).  The terms are taken from e[] unless it is null.
-// A NaN S (NaN or +inf in the row, or all -inf) gives NaN.
-template <class T> inline double row_log_sum(const T *x, T m, const T *e, double S, ptrdiff_t n)
+// A NaN S (NaN or +inf in the row, or all -inf) gives NaN.  (value(j):
+// the row's entry j; row_log_sum below reads x[j].)
+template <class T, class Value>
+inline double log_sum_of(Value value, T m, const T *e, double S, ptrdiff_t n)
 {
     if (!(S < 2.0)) return std::log(S);
-    double tail = e ? lane_sum<T>(n, [&](ptrdiff_t j) { return x[j] == m ? 0.0 : (double)e[j]; })
+    double tail = e ? lane_sum<T>(n, [&](ptrdiff_t j) { return value(j) == m ? 0.0 : (double)e[j]; })
                     : lane_sum<T>(n, [&](ptrdiff_t j) {
-                          return x[j] == m ? 0.0 : (double)exp_diff(x[j], m);
+                          return value(j) == m ? 0.0 : (double)exp_diff(value(j), m);
                       });
     if (tail < (double)n * FloatTraits<T>::tail_recompute)
-        tail = row_tail_scaled(x, m, 1, n);
-    double ones = lane_sum<T>(n, [&](ptrdiff_t j) { return x[j] == m ? 1.0 : 0.0; });
+        tail = tail_scaled<T>(value, m, n);
+    double ones = lane_sum<T>(n, [&](ptrdiff_t j) { return value(j) == m ? 1.0 : 0.0; });
     return std::log1p(tail + (ones - 1.0));
+}
+
+template <class T> inline double row_log_sum(const T *x, T m, const T *e, double S, ptrdiff_t n)
+{
+    return log_sum_of<T>([&](ptrdiff_t j) { return x[j]; }, m, e, S, n);
+}
+
+// where=: y[j] = x[j] where mask[j * ms] is nonzero, else `fill` (-inf:
+// an entry left out of the row); returns the number of entries kept.  The
+// mask is one byte per entry, ms bytes apart (0: one switch for the row).
+// y may be x.
+template <class T>
+inline ptrdiff_t row_masked_copy(const T *x, const unsigned char *mask, ptrdiff_t ms, T fill,
+                                 T *y, ptrdiff_t n)
+{
+    ptrdiff_t kept = 0;
+    if (ms == 1) {  // (the common layout: a loop the compiler vectorises)
+        FS_OMP_SIMD_SUM(kept)
+        for (ptrdiff_t j = 0; j < n; j++) {
+            kept += mask[j] != 0;
+            y[j] = mask[j] ? x[j] : fill;
+        }
+        return kept;
+    }
+    for (ptrdiff_t j = 0; j < n; j++) {
+        kept += mask[j * ms] != 0;
+        y[j] = mask[j * ms] ? x[j] : fill;
+    }
+    return kept;
+}
+
+// row_weighted_exp_sum for a mask: S = sum of exp(x[j] - shift) over the
+// kept entries, chunk by chunk through a copy on the stack (with -inf at
+// the others), the chunks' sums added compensated (as sum_of_parts), so
+// as accurate as one lane_sum over the row; lo as for row_exp_sum.
+template <class T>
+inline double row_masked_exp_sum(const T *x, const unsigned char *mask, T shift, ptrdiff_t n,
+                                 double *lo)
+{
+    constexpr ptrdiff_t chunk = 1024;
+    T kept[chunk];
+    double total = 0.0, err = 0.0;
+    for (ptrdiff_t start = 0; start < n; start += chunk) {
+        ptrdiff_t length = std::min(chunk, n - start);
+        row_masked_copy(x + start, mask + start, 1, -std::numeric_limits<T>::infinity(), kept,
+                        length);
+        double part_lo = 0.0;
+        double part = row_exp_sum(kept, shift, (T *)nullptr, (T *)nullptr, length, &part_lo);
+        total = two_sum(total, part, &err);
+        err += part_lo;
+    }
+    double rounded = total + err;
+    if (lo) *lo = rounded - rounded == 0.0 ? err - (rounded - total) : 0.0;
+    return rounded;
 }
 
 // logsumexp with scale factors w (scipy.special.logsumexp's b): entries
 // whose weight is 0 are left out (their x is never used), the others
 // weigh w[j].  w null: every weight is 1 (row_max, row_exp_sum and
-// row_log_sum themselves).
+// row_log_sum themselves).  W is T, or unsigned char for a mask (where=):
+// weights of 0 and 1.
+
+// A mask's weights (where=) are read another way: an entry left out is
+// -inf, which exp takes to exactly 0, so that the sums are those of the
+// unmasked row with -inf there.  (Weights of 0 and 1 in the lane loops kept
+// them scalar, 8x slower: GCC 12 vectorises no loop of 16 double lanes
+// that also loads bytes.  So the exp-sum copies the kept entries a chunk
+// at a time, row_masked_copy, and sums the copy.)
+template <class W> constexpr bool is_mask = std::is_same<W, unsigned char>::value;
+
+// (x[j] is loaded whether kept or not: a load only where mask[j] is set
+// would keep the loops scalar)
+template <class T> inline T kept_or_minus_inf(const T *x, const unsigned char *mask, ptrdiff_t j)
+{
+    T value = x[j];
+    return mask[j] != 0 ? value : -std::numeric_limits<T>::infinity();
+}
+
+// A weight as a double (a mask's byte, any nonzero value, is 1).
+template <class W> inline double weight_value(W w) { return (double)w; }
+inline double weight_value(unsigned char w) { return w != 0 ? 1.0 : 0.0; }
 
 // max of x over the entries of nonzero weight (-inf if there are none)
-template <class T> inline T row_max_weighted(const T *x, const T *w, ptrdiff_t n)
+template <class T, class W> inline T row_max_weighted(const T *x, const W *w, ptrdiff_t n)
 {
     if (!w) return row_max(x, n);
     T m = -std::numeric_limits<T>::infinity();
+    if constexpr (is_mask<W>) {
+        FS_OMP_SIMD_MAX(m)
+        for (ptrdiff_t j = 0; j < n; j++) {
+            T v = kept_or_minus_inf(x, w, j);
+            m = v > m ? v : m;
+        }
+        return m;
+    }
     FS_OMP_SIMD_MAX(m)
-    for (ptrdiff_t j = 0; j < n; j++) m = w[j] != T(0) && x[j] > m ? x[j] : m;
+    for (ptrdiff_t j = 0; j < n; j++) m = w[j] != W(0) && x[j] > m ? x[j] : m;
     return m;
 }
 
 // S = sum of w[j] exp(x[j] - shift) over the entries of nonzero weight
 // (lo as for row_exp_sum)
-template <class T>
-inline double row_weighted_exp_sum(const T *x, const T *w, T shift, ptrdiff_t n,
+template <class T, class W>
+inline double row_weighted_exp_sum(const T *x, const W *w, T shift, ptrdiff_t n,
                                    double *lo = nullptr)
 {
     if (!w) return row_exp_sum(x, shift, (T *)nullptr, (T *)nullptr, n, lo);
+    if constexpr (is_mask<W>) return row_masked_exp_sum(x, w, shift, n, lo);
     return lane_sum<T>(n, [&](ptrdiff_t j) {
-        return w[j] == T(0) ? 0.0 : (double)w[j] * (double)exp_diff(x[j], shift);
+        return w[j] == W(0) ? 0.0 : weight_value(w[j]) * (double)exp_diff(x[j], shift);
     }, NoHook(), lo);
 }
 
 // S for a row whose max is +inf, as IEEE arithmetic gives it: w[j] * inf
 // at the +inf entries (+inf plus -inf is NaN), NaN for a NaN entry, and
 // NaN for an infinite or NaN weight elsewhere (inf * exp(x - inf) = inf * 0).
-template <class T> inline double row_sum_at_inf(const T *x, const T *w, ptrdiff_t n)
+template <class T, class W> inline double row_sum_at_inf(const T *x, const W *w, ptrdiff_t n)
 {
     const double inf = std::numeric_limits<double>::infinity();
     return lane_sum<T>(n, [&](ptrdiff_t j) {
-        double weight = w ? (double)w[j] : 1.0;
+        double weight = w ? weight_value(w[j]) : 1.0;
         return weight == 0.0 ? 0.0 : x[j] == T(inf) ? weight * inf
              : x[j] == x[j] ? weight - weight : (double)x[j];
     });
@@ -670,16 +766,19 @@ template <class T> inline double row_sum_at_inf(const T *x, const T *w, ptrdiff_
 // for weights of 1 (where S >= 1).  Further from 1, log S itself is
 // accurate, and log1p would not be: 1 + (S - 1) rounds S to a multiple of
 // eps.  S = 0 gives -inf, a NaN S NaN.
-template <class T> inline double row_log_weighted_sum(const T *x, const T *w, T m, double S,
-                                                      ptrdiff_t n)
+template <class T, class W>
+inline double row_log_weighted_sum(const T *x, const W *w, T m, double S, ptrdiff_t n)
 {
     if (!w) return row_log_sum(x, m, (const T *)nullptr, S, n);
+    if constexpr (is_mask<W>)  // (S >= 1, or 0 with nothing kept)
+        return log_sum_of<T>([&](ptrdiff_t j) { return kept_or_minus_inf(x, w, j); },
+                             m, (const T *)nullptr, S, n);
     if (!(S > 0.5 && S < 2.0)) return std::log(std::fabs(S));
     double tail = lane_sum<T>(n, [&](ptrdiff_t j) {
-        return w[j] == T(0) || x[j] == m ? 0.0 : (double)w[j] * (double)exp_diff(x[j], m);
+        return w[j] == W(0) || x[j] == m ? 0.0 : weight_value(w[j]) * (double)exp_diff(x[j], m);
     });
     double at_max = lane_sum<T>(n, [&](ptrdiff_t j) {
-        return w[j] != T(0) && x[j] == m ? (double)w[j] : 0.0;
+        return w[j] != W(0) && x[j] == m ? weight_value(w[j]) : 0.0;
     });
     return std::log1p(tail + (at_max - 1.0));
 }

@@ -111,8 +111,9 @@ def _as_input(x: _Input, name: str) -> Array | NDArray[Any]:
     dask later, once the softmax axes are known)."""
     if isinstance(x, Array):
         if isinstance(x._meta, np.ma.MaskedArray):
-            raise TypeError(f"{name} is a masked dask array; fastsoftmax ignores no mask: "
-                            f"write masked entries as -inf instead")
+            raise TypeError(f"{name} is a masked dask array, whose mask fastsoftmax would "
+                            f"not see: pass its data and where=~mask, or write masked "
+                            f"entries as -inf")
         if any(math.isnan(size) for size in x.shape):
             raise ValueError(f"{name} has unknown chunk sizes (shape {x.shape}); call "
                              f"{name}.compute_chunk_sizes() first")
@@ -176,17 +177,50 @@ def _whole(call: _api._Call[Array | NDArray[Any]], func: str, names: tuple[str, 
 # Forward
 # --------------------------------------------------------------------------
 
-def _forward(kernel: Callable[..., NDArray[Any]], x: _Input, axis: _api._Axis) -> Array:
+def _with_mask(call: _api._Call[Array | NDArray[Any]]) -> tuple[str, ...]:
+    """Put a call's `where=` mask, broadcast to the first input's shape (a
+    view for NumPy, lazy for dask: blocks of zero strides), last among its
+    arrays; the names of the arrays."""
+    if call.mask is None:
+        return ()
+    mask, shape = call.mask, call.arrays[0].shape
+    call.arrays.append(cast(Array, _da.broadcast_to(mask, shape)) if isinstance(mask, Array)
+                       else np.broadcast_to(mask, shape))
+    return ("where",)
+
+
+def _chunked_as_first(arrays: list[Array]) -> None:
+    """The second and later arrays rechunked as the first (whole along the
+    reduced axes already)."""
+    for i in range(1, len(arrays)):
+        if arrays[i].chunks != arrays[0].chunks:
+            arrays[i] = _rechunk(arrays[i], arrays[0].chunks)
+
+
+def _masked_block(*blocks: NDArray[Any], kernel: Callable[..., NDArray[Any]], masked: bool,
+                  **kwargs: Any) -> Any:
+    """kernel on one block of each input, the last one (if `masked`) passed
+    as where=."""
+    if masked:
+        kwargs["where"] = blocks[-1]
+        blocks = blocks[:-1]
+    return kernel(*blocks, **kwargs)
+
+
+def _forward(kernel: Callable[..., NDArray[Any]], x: _Input, axis: _api._Axis,
+             where: _Input | None) -> Array:
     func = kernel.__name__
-    call = _api._prepare(_as_input, func, "forward", (x,), ("x",), axis)
-    (darr,) = _whole(call, func, ("x",), 4)  # _whole <- _forward <- softmax <- caller
+    call = _api._prepare(_as_input, func, "forward", (x,), ("x",), axis, where=where)
+    names = ("x",) + _with_mask(call)
+    arrays = _whole(call, func, names, 4)  # _whole <- _forward <- softmax <- caller
+    _chunked_as_first(arrays)
     dtype = call.result_dtype
-    result = _map_blocks(kernel, darr, axis=call.axes, dtype=dtype,
-                         meta=_meta(darr.ndim, dtype))
+    result = _map_blocks(_masked_block, *arrays, kernel=kernel, masked=where is not None,
+                         axis=call.axes, dtype=dtype, meta=_meta(arrays[0].ndim, dtype))
     return _reshape(result, call.shape)
 
 
-def softmax(x: _Input, axis: _api._Axis = -1) -> Array:
+def softmax(x: _Input, axis: _api._Axis = -1, *, where: _Input | None = None) -> Array:
     """Softmax along `axis` of a dask array, ``exp(x - max) / sum(exp(x - max))``, lazily.
 
     As :func:`fastsoftmax.softmax`, block by block.  The blocks must hold
@@ -201,6 +235,9 @@ def softmax(x: _Input, axis: _api._Axis = -1) -> Array:
     axis : int, tuple of ints or None, optional
         Axis or axes to normalise over; None for the whole array (which is
         then one chunk).
+    where : dask.array.Array or array_like of bool, optional
+        Which entries take part, as for :func:`fastsoftmax.softmax`:
+        broadcast to `x` lazily (no block is expanded) and chunked as `x`.
 
     Returns
     -------
@@ -229,10 +266,10 @@ def softmax(x: _Input, axis: _api._Axis = -1) -> Array:
     array([[0.09003057, 0.24472847, 0.66524096],
            [0.33333333, 0.33333333, 0.33333333]])
     """
-    return _forward(_api.softmax, x, axis)
+    return _forward(_api.softmax, x, axis, where)
 
 
-def log_softmax(x: _Input, axis: _api._Axis = -1) -> Array:
+def log_softmax(x: _Input, axis: _api._Axis = -1, *, where: _Input | None = None) -> Array:
     """Log of the softmax along `axis` of a dask array, lazily.
 
     As :func:`fastsoftmax.log_softmax`, block by block; chunking rules as
@@ -244,6 +281,8 @@ def log_softmax(x: _Input, axis: _api._Axis = -1) -> Array:
         Input values (logits).
     axis : int, tuple of ints or None, optional
         Axis or axes to normalise over; None for the whole array.
+    where : dask.array.Array or array_like of bool, optional
+        Which entries take part, as for :func:`softmax`.
 
     Returns
     -------
@@ -262,17 +301,20 @@ def log_softmax(x: _Input, axis: _api._Axis = -1) -> Array:
     array([[-2.12692801, -0.69314718],
            [-0.12692801, -0.69314718]])
     """
-    return _forward(_api.log_softmax, x, axis)
+    return _forward(_api.log_softmax, x, axis, where)
 
 
 @overload
 def logsumexp(x: _Input, axis: _api._Axis = -1, *, b: _Input | None = None,
-              keepdims: bool = False, return_sign: Literal[False] = False) -> Array: ...
+              keepdims: bool = False, return_sign: Literal[False] = False,
+              where: _Input | None = None) -> Array: ...
 @overload
 def logsumexp(x: _Input, axis: _api._Axis = -1, *, b: _Input | None = None,
-              keepdims: bool = False, return_sign: Literal[True]) -> tuple[Array, Array]: ...
+              keepdims: bool = False, return_sign: Literal[True],
+              where: _Input | None = None) -> tuple[Array, Array]: ...
 def logsumexp(x: _Input, axis: _api._Axis = -1, *, b: _Input | None = None,
-              keepdims: bool = False, return_sign: bool = False) -> Array | tuple[Array, Array]:
+              keepdims: bool = False, return_sign: bool = False,
+              where: _Input | None = None) -> Array | tuple[Array, Array]:
     """``log(sum(b * exp(x)))`` along `axis` of a dask array, lazily.
 
     As :func:`fastsoftmax.logsumexp`, block by block: the reduced axes are
@@ -292,6 +334,8 @@ def logsumexp(x: _Input, axis: _api._Axis = -1, *, b: _Input | None = None,
     return_sign : bool, optional
         Also return the sign of the sum (both from one pass over each
         block).
+    where : dask.array.Array or array_like of bool, optional
+        Which entries take part, broadcastable to `x` (lazily, as `b`).
 
     Returns
     -------
@@ -310,22 +354,24 @@ def logsumexp(x: _Input, axis: _api._Axis = -1, *, b: _Input | None = None,
     ...     fsd.logsumexp(x).compute()
     array([0.69314718, 1.69314718])
     """
-    args, names = ((x,), ("x",)) if b is None else ((x, b), ("x", "b"))
+    args: tuple[_Input, ...] = (x,) if b is None else (x, b)
+    names: tuple[str, ...] = ("x",) if b is None else ("x", "b")
     call = _api._prepare(_as_input, "logsumexp", "reduce", args, names, axis,
-                         keepdims=bool(keepdims))
+                         keepdims=bool(keepdims), where=where)
     if b is not None:  # b as x's shape (a view for NumPy, lazy for dask)
         b_full = call.arrays[1]
         shape = call.arrays[0].shape
         call.arrays[1] = (cast(Array, _da.broadcast_to(b_full, shape)) if isinstance(b_full, Array)
                           else np.broadcast_to(b_full, shape))
+    names += _with_mask(call)
     arrays = _whole(call, "logsumexp", names, 3)  # _whole <- here <- caller
-    if len(arrays) > 1 and arrays[1].chunks != arrays[0].chunks:
-        arrays[1] = _rechunk(arrays[1], arrays[0].chunks)
+    _chunked_as_first(arrays)
     dtype = call.result_dtype
     # each block reduced with keepdims (one chunk of 1 along each reduced
     # axis), with its sign stacked before it along a new first axis
     kept = tuple((1,) if i in call.axes else c for i, c in enumerate(arrays[0].chunks))
-    blocks = _map_blocks(_logsumexp_block, *arrays, axes=call.axes,
+    blocks = _map_blocks(_masked_block, *arrays, kernel=_logsumexp_block,
+                         masked=where is not None, axes=call.axes,
                          return_sign=bool(return_sign), new_axis=0, chunks=((2,),) + kept,
                          dtype=dtype, meta=_meta(arrays[0].ndim + 1, dtype))
     value = _reshape(blocks[1], call.result_shape)
@@ -335,13 +381,15 @@ def logsumexp(x: _Input, axis: _api._Axis = -1, *, b: _Input | None = None,
 
 
 def _logsumexp_block(x: NDArray[Any], b: NDArray[Any] | None = None, *,
-                     axes: tuple[int, ...], return_sign: bool) -> NDArray[Any]:
+                     axes: tuple[int, ...], return_sign: bool,
+                     where: NDArray[Any] | None = None) -> NDArray[Any]:
     """One block of fsd.logsumexp: (sign, value) stacked, with keepdims (the
     sign is 0 where it was not asked for)."""
     if return_sign:
-        value, sign = _api.logsumexp(x, axes, b=b, keepdims=True, return_sign=True)
+        value, sign = _api.logsumexp(x, axes, b=b, keepdims=True, return_sign=True,
+                                     where=where)
         return np.stack([np.asarray(sign), np.asarray(value)])
-    value = np.asarray(_api.logsumexp(x, axes, b=b, keepdims=True))
+    value = np.asarray(_api.logsumexp(x, axes, b=b, keepdims=True, where=where))
     return np.stack([np.zeros_like(value), value])
 
 

@@ -200,24 +200,44 @@ def _log_total(shifted: NDArray[Any], exps: NDArray[Any], axes: tuple[int, ...])
     return log_total
 
 
-def _forward(x: ArrayLike, axis: _Axis, out: NDArray[Any] | None, log: bool) -> _FloatArray:
+def _mask(where: ArrayLike | None, shape: tuple[int, ...]) -> NDArray[np.bool_]:
+    """``where`` (None: all True) broadcast to ``shape``, checked."""
+    if where is None:
+        return np.ones(shape, bool)
+    mask = np.asarray(where)
+    if mask.dtype != bool:
+        raise TypeError(f"where must be boolean, got dtype {mask.dtype}")
+    if np.broadcast_shapes(mask.shape, shape) != shape:
+        raise ValueError(f"where of shape {mask.shape} does not broadcast to x's shape {shape}")
+    return np.broadcast_to(mask, shape)
+
+
+def _forward(x: ArrayLike, axis: _Axis, where: ArrayLike | None, out: NDArray[Any] | None,
+             log: bool) -> _FloatArray:
     x = np.asarray(x)
     shape, rdt = x.shape, _result_dtype(x.dtype)
+    mask = _as_rows(_mask(where, shape))
     x = _as_rows(x).astype(_compute_dtype(rdt))
     axes = _normalize_axes(axis, x.ndim)
     if x.size == 0:  # empty batch or empty axis: nothing to compute
         return _finish(np.empty(shape, dtype=rdt), out)
     with _quiet():
+        # where=: the excluded entries are -inf (probability 0); a row with
+        # none included is empty: 0, or -inf for the log
+        x = np.where(mask, x, -np.inf)
         shifted, nan_row = _shift_by_max(x, axes)
         exps = np.exp(shifted)
         total = np.sum(exps, axis=axes, keepdims=True)
         result = shifted - _log_total(shifted, exps, axes) if log else exps / total
         result = np.where(nan_row, np.nan, result)
+        empty_row = ~np.any(mask, axis=axes, keepdims=True)
+        result = np.where(empty_row, -np.inf if log else 0.0, result)
         result = result.astype(rdt).reshape(shape)
     return _finish(result, out)
 
 
-def softmax(x: ArrayLike, axis: _Axis = -1, *, out: NDArray[Any] | None = None) -> _FloatArray:
+def softmax(x: ArrayLike, axis: _Axis = -1, *, where: ArrayLike | None = None,
+            out: NDArray[Any] | None = None) -> _FloatArray:
     """Softmax ``exp(x - max) / sum(exp(x - max))`` along ``axis``.
 
     Parameters
@@ -226,6 +246,9 @@ def softmax(x: ArrayLike, axis: _Axis = -1, *, out: NDArray[Any] | None = None) 
         Input values.
     axis : int, tuple of ints or None, optional
         Axis or axes the softmax is taken over (jointly); None means all.
+    where : array_like of bool, optional
+        Entries taken part (broadcastable to `x`); the others give 0
+        (log: -inf), as does every entry of a row with none.
     out : ndarray, optional
         Array of the result's shape and dtype to write the result into.
 
@@ -243,10 +266,10 @@ def softmax(x: ArrayLike, axis: _Axis = -1, *, out: NDArray[Any] | None = None) 
     >>> ref.softmax([0.0, -np.inf])
     array([1., 0.])
     """
-    return _forward(x, axis, out, log=False)
+    return _forward(x, axis, where, out, log=False)
 
 
-def log_softmax(x: ArrayLike, axis: _Axis = -1, *,
+def log_softmax(x: ArrayLike, axis: _Axis = -1, *, where: ArrayLike | None = None,
                 out: NDArray[Any] | None = None) -> _FloatArray:
     """Log-softmax ``x - max - log(sum(exp(x - max)))`` along ``axis``.
 
@@ -256,6 +279,9 @@ def log_softmax(x: ArrayLike, axis: _Axis = -1, *,
         Input values.
     axis : int, tuple of ints or None, optional
         Axis or axes the softmax is taken over (jointly); None means all.
+    where : array_like of bool, optional
+        Entries taken part (broadcastable to `x`); the others give 0
+        (log: -inf), as does every entry of a row with none.
     out : ndarray, optional
         Array of the result's shape and dtype to write the result into.
 
@@ -274,12 +300,12 @@ def log_softmax(x: ArrayLike, axis: _Axis = -1, *,
     array([[-0.69314718, -0.69314718],
            [        nan,         nan]])
     """
-    return _forward(x, axis, out, log=True)
+    return _forward(x, axis, where, out, log=True)
 
 
 def logsumexp(x: ArrayLike, axis: _Axis = -1, *, b: ArrayLike | None = None,
               keepdims: bool = False, return_sign: bool = False,
-              out: NDArray[Any] | None = None) -> Any:
+              where: ArrayLike | None = None, out: NDArray[Any] | None = None) -> Any:
     """``log(sum(b * exp(x)))`` along ``axis``, as ``scipy.special.logsumexp``.
 
     Parameters
@@ -295,6 +321,9 @@ def logsumexp(x: ArrayLike, axis: _Axis = -1, *, b: ArrayLike | None = None,
         Keep the reduced axes, with length 1.
     return_sign : bool, optional
         Also return the sign of the sum; without it a negative sum is NaN.
+    where : array_like of bool, optional
+        Entries taken part (broadcastable to `x`); the others contribute
+        nothing, as a factor of 0 in `b` does.
     out : ndarray, optional
         Array of the result's shape and dtype to write the result into.
 
@@ -317,10 +346,12 @@ def logsumexp(x: ArrayLike, axis: _Axis = -1, *, b: ArrayLike | None = None,
     if np.broadcast_shapes(w.shape, shape) != shape:
         raise ValueError(f"b of shape {w.shape} does not broadcast to x's shape {shape}")
     cdt = _compute_dtype(rdt)
+    mask = _as_rows(_mask(where, shape))
     x = _as_rows(x).astype(cdt)
     w = _as_rows(np.broadcast_to(w, shape)).astype(cdt)
     axes = _normalize_axes(axis, x.ndim)
     with _quiet():
+        w = np.where(mask, w, 0)  # where=: excluded entries weigh nothing
         used = w != 0
         nan_row = np.any(used & np.isnan(x), axis=axes, keepdims=True)
         xu = np.where(used, x, -np.inf)

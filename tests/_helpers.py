@@ -6,6 +6,8 @@ The public functions, their references, inputs and error budgets are in
 _registry.py.
 """
 
+import tracemalloc
+
 import numpy as np
 
 # re-exported: test modules import these from here
@@ -86,3 +88,18 @@ def laid_out(a, layout):
     if layout != "broadcast":
         assert np.array_equal(x, a, equal_nan=a.dtype.kind in "fc")
     return x
+
+
+def peak_allocation(call):
+    """Peak traced memory (tracemalloc: Python objects and NumPy buffers)
+    during call(), above what was allocated before."""
+    tracemalloc.start()
+    try:
+        tracemalloc.reset_peak()
+        before, _ = tracemalloc.get_traced_memory()
+        result = call()
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    del result
+    return peak - before

@@ -468,14 +468,23 @@ class Function:
     def make_inputs(self, rng, shape, axis, variant):
         """Array arguments of `shape` for the grid: logits of spread 3 made
         into this function's inputs in the variant's dtypes; for the loss,
-        class indices or probabilities."""
+        class indices or probabilities; for a WHERE variant, a mask last
+        (random_mask), with NaN and inf in x where it is False."""
         if self.name == "softmax_cross_entropy":
             return _cross_entropy_inputs(rng, shape, axis, variant)
-        x = logits(rng, shape, variant[0])
-        other = rng.standard_normal(shape).astype(variant[-1])
-        if self.name == "logsumexp" and len(variant) > 1:  # with scale factors b >= 0
-            return [np.asarray(x), np.abs(other)]
-        return [np.asarray(a) for a in self.from_logits(x, other, axis)]
+        dtypes = [d for d in variant if d is not WHERE]
+        x = logits(rng, shape, dtypes[0])
+        other = rng.standard_normal(shape).astype(dtypes[-1])
+        if self.name == "logsumexp" and len(dtypes) > 1:  # with scale factors b >= 0
+            inputs = [np.asarray(x), np.abs(other)]
+        else:
+            inputs = [np.asarray(a) for a in self.from_logits(x, other, axis)]
+        if WHERE in variant:
+            mask = random_mask(rng, shape)
+            inputs[0] = np.where(mask, inputs[0], rng.choice([np.nan, np.inf, -np.inf, 1e30],
+                                                              shape)).astype(dtypes[0])
+            inputs.append(mask)
+        return inputs
 
     def run(self, inputs, axis=-1, variant=None, **kwargs):
         """The results as a tuple of arrays; for the loss (loss, grad) with
@@ -484,18 +493,45 @@ class Function:
             reduction = variant[2] if variant else "none"
             return tuple(fs.softmax_cross_entropy(*inputs, axis, reduction=reduction,
                                                   return_grad=True, **kwargs))
+        if variant is not None and WHERE in variant:
+            *inputs, kwargs["where"] = inputs
         if self.name == "logsumexp" and len(inputs) > 1:  # b is keyword-only
             return tuple(fs.logsumexp(inputs[0], axis, b=inputs[1], return_sign=True, **kwargs))
         return (self.fast(*inputs, axis=axis, **kwargs),)
 
 
+# A variant's marker (in its tuple of dtypes): the call passes where=, a
+# mask that make_inputs adds as the last input.
+WHERE = "where"
+
+
+def random_mask(rng, shape):
+    """A bool mask that broadcasts to `shape`: each axis kept or made 1 at
+    random (so that masks repeat along some axes, e.g. (n,) or (B, 1, 1,
+    n) against x's shape), about a quarter False, and whole rows of the
+    last axis False now and then (empty rows)."""
+    mask_shape = tuple(d if rng.random() < 0.6 else 1 for d in shape)
+    mask = rng.random(mask_shape) < 0.75
+    if mask.ndim and mask.shape[-1] > 1:
+        mask[rng.random(mask_shape[:-1]) < 0.2] = False
+    return mask
+
+
+def split_where(inputs, variant):
+    """(the array arguments, the mask or None) of a grid variant's inputs."""
+    if variant is not None and WHERE in variant:
+        return list(inputs[:-1]), inputs[-1]
+    return list(inputs), None
+
+
 def _forward_check(name):
     def run(results, inputs, axis, variant=None):
-        (result,), (x,) = results, inputs
+        (result,), ((x,), mask) = results, split_where(inputs, variant)
         assert type(result) is np.ndarray
         assert result.shape == x.shape
         assert result.dtype == np.dtype(x.dtype.type) and result.dtype.isnative
-        expected = representable(oracle(getattr(ref, name), x, axis=axis), result.dtype)
+        expected = representable(oracle(getattr(ref, name), x, axis=axis, where=mask),
+                                 result.dtype)
         check(result, expected, getattr(fs, name), result.dtype)
     return run
 
@@ -503,14 +539,18 @@ def _forward_check(name):
 def _logsumexp_check(results, inputs, axis, variant=None):
     """The result (and with b its sign) against the oracle, within
     LOGSUMEXP_ULPS of the larger of the result and the row's max."""
-    result, x = np.asarray(results[0]), inputs[0]
-    b = inputs[1] if len(inputs) > 1 else np.ones_like(x)
-    dtype = np.result_type(*inputs)
+    arrays, mask = split_where(inputs, variant)
+    result, x = np.asarray(results[0]), arrays[0]
+    b = arrays[1] if len(arrays) > 1 else np.ones_like(x)
+    dtype = np.result_type(*arrays)
     assert result.dtype == dtype and result.shape == FUNCTIONS["logsumexp"].result_shape(
         x.shape, axis)
-    expected, sign = oracle(lambda x, b: ref.logsumexp(x, axis, b=b, return_sign=True), x, b)
+    expected, sign = oracle(
+        lambda x, b: ref.logsumexp(x, axis, b=b, return_sign=True, where=mask), x, b)
     high = np.atleast_1d(np.asarray(x, oracle_dtype(dtype)))
     used = np.atleast_1d(b) != 0
+    if mask is not None:
+        used = used & np.broadcast_to(mask, x.shape).reshape(used.shape)
     row_max = np.max(np.where(used, high, -np.inf), axis=reduced_axes(axis, high.ndim),
                      initial=-np.inf).reshape(result.shape)
     assert_ulp_close(result, representable(expected, dtype), dtype.type, LOGSUMEXP_ULPS,
@@ -676,21 +716,27 @@ def _cross_entropy_from_logits(x, other, axis):
 
 FUNCTIONS = {f.name: f for f in [
     # docs/api.rst, section Forward: "exp(x - max) / sum(exp(x - max)) along axis"
+    # (and section Masks: where=)
     Function("softmax", ("x",), "any", lambda x, other, axis: [x], _forward_check("softmax"),
-             {"float32": (np.float32,), "float64": (np.float64,)}, FORWARD_CASES,
-             FORWARD_SIMD_CASES),
+             {"float32": (np.float32,), "float64": (np.float64,),
+              "where-float32": (np.float32, WHERE)}, FORWARD_CASES,
+             FORWARD_SIMD_CASES, ("float32", "float64", "where-float32")),
     # docs/api.rst, section Forward: "x - max - log(sum(exp(x - max))) along axis"
     Function("log_softmax", ("x",), "any", lambda x, other, axis: [x],
              _forward_check("log_softmax"),
-             {"float32": (np.float32,), "float64": (np.float64,)}, FORWARD_CASES,
-             FORWARD_SIMD_CASES),
+             {"float32": (np.float32,), "float64": (np.float64,),
+              "where-float64": (np.float64, WHERE)}, FORWARD_CASES,
+             FORWARD_SIMD_CASES, ("float32", "float64", "where-float64")),
     # docs/api.rst, section logsumexp: "max + log(sum(b * exp(x - max)))"
     # along axis; the "b-" variants pass b >= 0 (make_inputs; a negative b:
     # tests/test_logsumexp.py)
     Function("logsumexp", ("x",), "any", lambda x, other, axis: [x], _logsumexp_check,
              {"float32": (np.float32,), "float64": (np.float64,),
-              "b-float32": (np.float32, np.float32), "b-mixed": (np.float32, np.float64)},
-             FORWARD_CASES, FORWARD_SIMD_CASES, ("float32", "float64", "b-float32")),
+              "b-float32": (np.float32, np.float32), "b-mixed": (np.float32, np.float64),
+              "where-float32": (np.float32, WHERE),
+              "where-b-float64": (np.float64, np.float64, WHERE)},
+             FORWARD_CASES, FORWARD_SIMD_CASES,
+             ("float32", "float64", "b-float32", "where-float32")),
     # docs/api.rst, section Derivatives: "J[..., i, j] = s_i (δ_ij − s_j)"
     Function("softmax_jacobian", ("s",), "any", lambda x, other, axis: [probs(x, axis)],
              _derivative_check("softmax_jacobian"),

@@ -260,6 +260,25 @@ def test_logsumexp(b_kind, axis, keepdims, return_sign, rng):
         np.testing.assert_array_equal(compute(got), want)
 
 
+# docs/api.rst, section Masks: "fastsoftmax.dask takes where too (a NumPy
+# or dask array, broadcast lazily and chunked as x)"
+@pytest.mark.parametrize("mask_kind", ["numpy", "dask"])
+@pytest.mark.parametrize("axis", [-1, 1, (1, 2)], ids=repr)
+@pytest.mark.parametrize("name", ["softmax", "log_softmax", "logsumexp"])
+def test_where(name, axis, mask_kind, rng):
+    xn = 3 * rng.standard_normal((6, 4, 5))
+    mask_n = rng.random((1, 4, 5)) < 0.6
+    mask_n[0, 0] = False  # an empty row along the last axis
+    mask = da.from_array(mask_n, chunks=(1, 2, 5)) if mask_kind == "dask" else mask_n
+    x = da.from_array(xn, chunks=(2, 4, 5))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", fsd.RechunkWarning)  # (a mask split along axis)
+        result = getattr(fsd, name)(x, axis, where=mask)
+    expected = getattr(fs, name)(xn, axis, where=mask_n)
+    assert result.shape == np.shape(expected)
+    np.testing.assert_array_equal(compute(result), expected)
+
+
 # --------------------------------------------------------------------------
 # Fused loss
 # --------------------------------------------------------------------------
@@ -463,6 +482,8 @@ ERRORS = {
     "bool-target": ("softmax_cross_entropy",
                     lambda: (np.ones((4, 3)), np.zeros(4, bool)), {}),
     "masked": ("softmax", lambda: (np.ma.masked_array(np.ones(3)),), {}),
+    "where-dtype": ("log_softmax", lambda: (np.ones((4, 3)),), {"where": np.ones(3, int)}),
+    "where-shape": ("logsumexp", lambda: (np.ones((4, 3)),), {"where": np.ones((2, 3), bool)}),
 }
 
 

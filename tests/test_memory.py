@@ -10,7 +10,6 @@ import functools
 import itertools
 import os
 import re
-import tracemalloc
 
 import numpy as np
 import pytest
@@ -19,6 +18,7 @@ from numpy.exceptions import AxisError
 import fastsoftmax as fs
 from fastsoftmax import _backend, _build_config
 
+from _helpers import peak_allocation
 from _registry import FUNCTIONS
 
 MIB = 1 << 20
@@ -146,20 +146,6 @@ def test_no_leak_large_inputs(label):
 # --------------------------------------------------------------------------
 # what a call allocates (tracemalloc: Python objects and NumPy buffers)
 # --------------------------------------------------------------------------
-
-def peak_allocation(call):
-    """Peak traced memory during call(), above what was allocated before."""
-    tracemalloc.start()
-    try:
-        tracemalloc.reset_peak()
-        before, _ = tracemalloc.get_traced_memory()
-        result = call()
-        _, peak = tracemalloc.get_traced_memory()
-    finally:
-        tracemalloc.stop()
-    del result
-    return peak - before
-
 
 def test_tracemalloc_sees_numpy_buffers():
     # NumPy reports its data buffers to tracemalloc (since 1.13); without

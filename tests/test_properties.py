@@ -20,6 +20,7 @@ from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
 import fastsoftmax as fs
+from fastsoftmax import reference as ref
 
 from _helpers import laid_out
 from _registry import (BOUNDS, DERIVATIVE_BOUNDS, F16, F32, F64, FORWARD, FORWARD_IDS,
@@ -267,6 +268,33 @@ def test_out_of_any_layout(func, data, out_kind, layout):
     note(f"out: {out_kind}, {'in place' if out is x else 'separate'}")
     with np.errstate(over="ignore"):  # float16 log_softmax may round to -inf
         assert_out_result(func, [x], {"axis": axis}, out)
+
+
+# docs/api.rst, section Masks: where= excludes entries (0 / -inf there, the
+# others normalised among themselves, x there never used), a mask that
+# broadcasts by NumPy's rules, empty rows 0 / -inf
+@pytest.mark.parametrize("name", ["softmax", "log_softmax", "logsumexp"])
+@given(data=logits_and_axis(), layout=st.data(), masking=st.data())
+def test_where_matches_reference(name, data, layout, masking):
+    x, axis = data
+    x = layout.draw(any_layout(x))
+    # a mask of x's shape with some axes made 1 (broadcast), any layout
+    keep = masking.draw(st.lists(st.booleans(), min_size=x.ndim, max_size=x.ndim))
+    mask_shape = tuple(d if k else 1 for d, k in zip(x.shape, keep))
+    mask = masking.draw(any_layout(masking.draw(hnp.arrays(np.bool_, mask_shape))))
+    garbage = masking.draw(st.sampled_from([np.nan, np.inf, -np.inf, 0.0]))
+    x = np.where(mask, x, garbage).astype(x.dtype)
+    result = getattr(fs, name)(x, axis=axis, where=mask)
+    expected = oracle(getattr(ref, name), x, axis=axis, where=mask)
+    if name == "logsumexp":
+        high = np.where(mask, x.astype(oracle_dtype(x.dtype)), -np.inf)
+        row_max = np.max(rows(high, axis), axis=1, initial=-np.inf).reshape(np.shape(result))
+        assert_ulp_close(result, representable(expected, x.dtype), x.dtype.type, 2,
+                         floor=np.abs(row_max))
+        return
+    ulps, floor = forward_budget(getattr(fs, name), x.dtype)
+    assert_ulp_close(result, representable(expected, x.dtype), x.dtype.type, ulps,
+                     floor=floor)
 
 
 @given(data=logits_and_axis())

@@ -48,6 +48,15 @@ def forward_keeps_the_float_dtype() -> None:
     assert_type(p16, NDArray[np.float16])
     assert p64.dtype == np.float64 and p32.dtype == np.float32 and p16.dtype == np.float16
 
+    # A mask (where=) keeps the dtype; any boolean array-like is one.
+    masked = fs.softmax(x32, where=np.array([True, False, True, True, False]))
+    masked_log = fs.log_softmax(x32, where=[[True], [False], [True], [True]])
+    assert_type(masked, NDArray[np.float32])
+    assert_type(masked_log, NDArray[np.float32])
+    assert masked[:, 1].max() == 0 and (masked_log[1] == -np.inf).all()
+    lse = fs.logsumexp(x64, where=x64 > 0)
+    assert np.shape(lse) == (4,)
+
     # Lists, integer arrays and scalars: some floating dtype (float64 here).
     from_list = fs.softmax([[1.0, 2.0], [3.0, -np.inf]])
     from_ints = fs.log_softmax(np.arange(6).reshape(2, 3), axis=None)
