@@ -33,7 +33,8 @@ CASES = ([("softmax", s) for s in FORWARD_SHAPES]
          + [("softmax_where", s) for s in FORWARD_SHAPES]
          + [("softmax_vjp", s) for s in VJP_SHAPES]
          + [("softmax_jacobian", s) for s in JACOBIAN_SHAPES]
-         + [("softmax_cross_entropy", s) for s in CROSS_ENTROPY_SHAPES])
+         + [("softmax_cross_entropy", s) for s in CROSS_ENTROPY_SHAPES]
+         + [("softmax_cross_entropy_options", s) for s in CROSS_ENTROPY_SHAPES])
 
 # The reference's Jacobian products build each row's n x n Jacobian: for
 # these shapes that is 4096 matrices of 1024^2, or 256 of 32000^2 (8 GB each).

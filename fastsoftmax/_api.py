@@ -1024,6 +1024,15 @@ def _class_indices(target: NDArray[Any], n: int) -> NDArray[np.int64]:
     return np.require(flat, np.int64, ["C_CONTIGUOUS", "ALIGNED"])
 
 
+def _raise_index_error(target: NDArray[Any] | None, bad_row: int, n: int,
+                       batch_shape: tuple[int, ...]) -> None:
+    """Raise the error for the class index of row `bad_row` (flat)."""
+    assert target is not None
+    where = (tuple(int(i) for i in np.unravel_index(bad_row, batch_shape))
+             if len(batch_shape) > 1 else bad_row)
+    raise _index_error(target.reshape(-1)[bad_row], n, where)
+
+
 def _index_error(value: object, n: int, where: object) -> IndexError:
     """The error for class index `value`, outside [0, n), at row `where`
     (an int, or a tuple for a batch of more than one axis)."""
@@ -1031,36 +1040,128 @@ def _index_error(value: object, n: int, where: object) -> IndexError:
                       f"(at row {where}); indices must lie in [0, {n})")
 
 
+class _LossOptions:
+    """softmax_cross_entropy's weight, ignore_index and label_smoothing,
+    checked (PyTorch's meanings: docs/api.rst, section Fused loss).
+    `weight` is None or n finite weights >= 0 (float64)."""
+
+    __slots__ = ("weight", "ignore_index", "smoothing")
+
+    def __init__(self, weight: NDArray[np.float64] | None, ignore_index: int | None,
+                 smoothing: float) -> None:
+        self.weight, self.ignore_index, self.smoothing = weight, ignore_index, smoothing
+
+
+def _loss_options(weight: ArrayLike | None, ignore_index: object, label_smoothing: object,
+                  n: int, is_index: bool) -> _LossOptions | None:
+    """The checked options, or None for the defaults; the error naming a
+    bad one."""
+    if weight is None and ignore_index is None and (
+            type(label_smoothing) in (int, float) and label_smoothing == 0):
+        return None
+    checked_weight = None
+    if weight is not None:
+        w = _as_array(weight, "weight")
+        if w.dtype.kind not in "biuf":
+            raise TypeError(f"weight has dtype {w.dtype}: use real numbers, one per class")
+        if w.shape != (n,):
+            raise ValueError(f"weight must hold one weight per class, shape ({n},), "
+                             f"got shape {w.shape}")
+        checked_weight = w.astype(np.float64)
+        if not (np.isfinite(checked_weight).all() and (checked_weight >= 0).all()):
+            bad = checked_weight[~(np.isfinite(checked_weight) & (checked_weight >= 0))][0]
+            raise ValueError(f"weight must be finite and >= 0, got an entry {bad}")
+    index: int | None = None
+    if ignore_index is not None:
+        if isinstance(ignore_index, (bool, np.bool_)):
+            raise TypeError(f"ignore_index must be an int, got {ignore_index!r}")
+        try:
+            index = operator.index(ignore_index)  # type: ignore[arg-type]
+        except TypeError:
+            raise TypeError(f"ignore_index must be an int, got {ignore_index!r}") from None
+        if not is_index:
+            raise ValueError("ignore_index applies to class-index targets only; this target "
+                             "holds probabilities (give excluded rows a target of zeros)")
+    if isinstance(label_smoothing, (bool, np.bool_)) or not isinstance(
+            label_smoothing, (int, float, np.integer, np.floating)):
+        raise TypeError(f"label_smoothing must be a float in [0, 1], got {label_smoothing!r}")
+    smoothing = float(label_smoothing)
+    if not 0.0 <= smoothing <= 1.0:
+        raise ValueError(f"label_smoothing must lie in [0, 1], got {smoothing}")
+    return _LossOptions(checked_weight, index, smoothing)
+
+
+def _loss_target(options: _LossOptions, probs: NDArray[Any] | None,
+                 index: NDArray[np.int64] | None, rows: int, n: int,
+                 compute_dtype: np.dtype[Any]) -> tuple[NDArray[Any] | None,
+                                                        NDArray[np.float64] | None, float]:
+    """What the kernel takes for a target with options: (target rows, the
+    weights of the class indices, the denominator of "mean").
+
+    Row i's target is a = (1 - e) w[c] onehot(c) + (e / n) w for a class
+    index c (e the smoothing, w the weights or 1; 0 for an ignored row),
+    or ((1 - e) t + e / n) w for probabilities t.  "mean" divides by the
+    summed weights w[c] of the rows not ignored, or by the row count for
+    probabilities, as torch.nn.functional.cross_entropy does.
+    """
+    e, w = options.smoothing, options.weight
+    uniform = e / n if n else 0.0  # (rows of no classes: nothing to smooth)
+    if index is None:
+        assert probs is not None
+        target = probs if e == 0 else (1 - e) * probs + uniform
+        if w is not None:
+            target = target * w.astype(compute_dtype)
+        return np.asarray(target, compute_dtype), None, float(rows)
+    kept = (np.ones(rows, bool) if options.ignore_index is None
+            else index != options.ignore_index)
+    class_weight = np.where(kept, 1.0 if w is None else w[np.where(kept, index, 0)], 0.0)
+    smoothing_row = None
+    if e > 0:  # the same row for every row: a stride of 0
+        row = np.full(n, uniform) if w is None else uniform * w
+        smoothing_row = np.broadcast_to(row.astype(compute_dtype), (rows, n))
+    return smoothing_row, (1 - e) * class_weight, float(class_weight.sum())
+
+
 def _cross_entropy_rows(x_rows: NDArray[Any], probs: NDArray[Any] | None,
                         target: NDArray[Any] | None, batch_shape: tuple[int, ...],
                         reduction: str, grad: NDArray[Any] | None,
-                        compute_dtype: np.dtype[Any]) -> np.floating[Any] | _FloatArray:
+                        compute_dtype: np.dtype[Any], options: _LossOptions | None = None,
+                        ) -> np.floating[Any] | _FloatArray:
     """Run the loss kernel on (rows, n) logits, with probabilities `probs`
-    or class indices `target`; the loss reduced, with the gradient written
-    into the (rows, n) array `grad` if one is given.  IndexError for a
-    class index out of range, raised before anything is computed (the
-    kernel checks first)."""
+    or class indices `target` (and the options, if any); the loss reduced,
+    with the gradient written into the (rows, n) array `grad` if one is
+    given.  IndexError for a class index out of range, raised before
+    anything is computed (the kernel checks first, or here with options)."""
     rows, n = x_rows.shape
     index = None if target is None else _class_indices(target, n)
+    index_weight, ignore, denominator = None, None, float(rows)
+    if options is not None:
+        ignore = options.ignore_index
+        if index is not None:
+            bad = ((index < 0) | (index >= n)) & (index != ignore)
+            if bad.any():
+                _raise_index_error(target, int(np.argmax(bad)), n, batch_shape)
+        probs, index_weight, denominator = _loss_target(options, probs, index, rows, n,
+                                                        compute_dtype)
     # The kernel writes no loss for a row of no classes: it is a sum of
     # nothing, 0.  Row losses are only kept for reduction="none".
     losses = None
     if reduction == "none":
         losses = np.empty(rows, np.float64) if n else np.zeros(rows, np.float64)
-    scale = 1.0 / rows if (reduction == "mean" and rows) else 1.0
-    total, bad_row = _backend.kernels.cross_entropy_rows(x_rows, probs, index, losses, grad,
-                                                         scale, _backend.get_num_threads())
+    scale = 1.0
+    if reduction == "mean":
+        scale = 1.0 / denominator if denominator else math.nan
+    total, bad_row = _backend.kernels.cross_entropy_rows(
+        x_rows, probs, index, losses, grad, scale, _backend.get_num_threads(), index_weight,
+        ignore)
     if bad_row >= 0:
-        assert target is not None
-        where = (tuple(int(i) for i in np.unravel_index(bad_row, batch_shape))
-                 if len(batch_shape) > 1 else bad_row)
-        raise _index_error(target.reshape(-1)[bad_row], n, where)
+        _raise_index_error(target, bad_row, n, batch_shape)
     # A float32 loss beyond the range is inf, as the kernels' own results
     # are, without the cast's overflow warning (and without np.errstate,
     # ~1 us, on the scalar path).
     if losses is not None:
         return _cast_result(losses.reshape(batch_shape), compute_dtype)
-    value = total * scale if rows else (np.nan if reduction == "mean" else 0.0)
+    value = total * scale  # (NaN for the mean of no rows, or of no weight)
     if compute_dtype != _F64 and abs(value) > _F32_MAX:
         value = math.copysign(math.inf, value)
     loss: np.floating[Any] = compute_dtype.type(value)
@@ -1072,25 +1173,41 @@ def _cross_entropy_rows(x_rows: NDArray[Any], probs: NDArray[Any] | None,
 @overload
 def softmax_cross_entropy(logits: ArrayLike, target: ArrayLike, axis: SupportsIndex = -1, *,
                           reduction: Literal["mean", "sum"] = "mean",
-                          return_grad: Literal[False] = False) -> np.floating[Any]: ...
+                          return_grad: Literal[False] = False,
+                          weight: ArrayLike | None = None, ignore_index: int | None = None,
+                          label_smoothing: float = 0.0,
+                          ) -> np.floating[Any]: ...
 @overload
 def softmax_cross_entropy(logits: ArrayLike, target: ArrayLike, axis: SupportsIndex = -1, *,
                           reduction: Literal["none"],
-                          return_grad: Literal[False] = False) -> _FloatArray: ...
+                          return_grad: Literal[False] = False,
+                          weight: ArrayLike | None = None, ignore_index: int | None = None,
+                          label_smoothing: float = 0.0,
+                          ) -> _FloatArray: ...
 @overload
 def softmax_cross_entropy(logits: ArrayLike, target: ArrayLike, axis: SupportsIndex = -1, *,
                           reduction: Literal["mean", "sum"] = "mean",
-                          return_grad: Literal[True]) -> tuple[np.floating[Any], _FloatArray]: ...
+                          return_grad: Literal[True],
+                          weight: ArrayLike | None = None, ignore_index: int | None = None,
+                          label_smoothing: float = 0.0,
+                          ) -> tuple[np.floating[Any], _FloatArray]: ...
 @overload
 def softmax_cross_entropy(logits: ArrayLike, target: ArrayLike, axis: SupportsIndex = -1, *,
                           reduction: Literal["none"],
-                          return_grad: Literal[True]) -> tuple[_FloatArray, _FloatArray]: ...
+                          return_grad: Literal[True],
+                          weight: ArrayLike | None = None, ignore_index: int | None = None,
+                          label_smoothing: float = 0.0,
+                          ) -> tuple[_FloatArray, _FloatArray]: ...
 @overload
 def softmax_cross_entropy(logits: ArrayLike, target: ArrayLike, axis: SupportsIndex = -1, *,
                           reduction: _Reduction = "mean", return_grad: bool = False,
+                          weight: ArrayLike | None = None, ignore_index: int | None = None,
+                          label_smoothing: float = 0.0,
                           ) -> _CrossEntropyResult: ...
 def softmax_cross_entropy(logits: ArrayLike, target: ArrayLike, axis: SupportsIndex = -1, *,
                           reduction: _Reduction = "mean", return_grad: bool = False,
+                          weight: ArrayLike | None = None, ignore_index: int | None = None,
+                          label_smoothing: float = 0.0,
                           ) -> _CrossEntropyResult:
     """Cross-entropy of softmax(logits) against `target`, with its gradient in one pass.
 
@@ -1108,6 +1225,19 @@ def softmax_cross_entropy(logits: ArrayLike, target: ArrayLike, axis: SupportsIn
         Mean over rows (default), sum, or one loss per row.
     return_grad : bool, optional
         Also return ``dlogits``, the gradient of the (reduced) loss.
+    weight : array_like, optional
+        One weight per class (n finite values >= 0), as in
+        `torch.nn.functional.cross_entropy`: an index target's row weighs
+        ``weight[c]``, and "mean" divides by the summed weights of the rows
+        not ignored; a probability target is multiplied by it
+        class-wise, and "mean" divides by the row count.
+    ignore_index : int, optional
+        Class-index targets only: rows whose index is this value (which
+        may lie outside ``[0, n)``, e.g. -100) add 0 to the loss, get a
+        gradient of 0 and do not count for "mean".
+    label_smoothing : float, optional
+        In ``[0, 1]``: the target is mixed with the uniform distribution,
+        ``(1 - label_smoothing) * target + label_smoothing / n``.
 
     Returns
     -------
@@ -1125,8 +1255,10 @@ def softmax_cross_entropy(logits: ArrayLike, target: ArrayLike, axis: SupportsIn
     Raises
     ------
     ValueError
-        For a target of the wrong shape (both shapes are named) or an
-        unknown `reduction`.
+        For a target of the wrong shape (both shapes are named), an
+        unknown `reduction`, a `weight` of the wrong length or with a
+        negative (or non-finite) entry, `ignore_index` with probability
+        targets, or a `label_smoothing` outside ``[0, 1]``.
     IndexError
         For a class index outside ``[0, n)``, naming the value and the row.
     TypeError
@@ -1147,9 +1279,18 @@ def softmax_cross_entropy(logits: ArrayLike, target: ArrayLike, axis: SupportsIn
     0.31854
     >>> np.allclose(grad, (fs.softmax(logits) - np.eye(3)[[0, 1]]) / 2)
     True
+
+    PyTorch's options: class weights, a padding index, label smoothing.
+
+    >>> loss = fs.softmax_cross_entropy(logits, np.array([0, -100]), ignore_index=-100,
+    ...                                 weight=np.array([2.0, 1.0, 1.0]), label_smoothing=0.1)
+    >>> float(np.round(loss, 6))
+    0.451462
     """
     _check_reduction(reduction)
-    if (_backend.kernels.is_plain(logits, axis) and type(target) is np.ndarray
+    plain_options = weight is None and ignore_index is None and label_smoothing == 0.0
+    if (plain_options and _backend.kernels.is_plain(logits, axis)
+            and type(target) is np.ndarray
             and target.dtype.kind in "iu" and target.shape == logits.shape[:-1]):
         # C-contiguous float logits, class indices, the last axis
         x_rows = _as_2d(logits)
@@ -1162,10 +1303,12 @@ def softmax_cross_entropy(logits: ArrayLike, target: ArrayLike, axis: SupportsIn
     call = _prepare(_as_array, "softmax_cross_entropy", "loss", (logits, target),
                     ("logits", "target"), axis)
     x, t = call.arrays
+    options = _loss_options(weight, ignore_index, label_smoothing, x.shape[call.axes[0]],
+                            call.is_index)
     x_rows = call.rows(x)
     probs = None if call.is_index else call.rows(t.reshape(x.shape))
     output = _Output(call, x.shape) if return_grad else None
     loss = _cross_entropy_rows(x_rows, probs, t if call.is_index else None, call.batch_shape,
                                reduction, None if output is None else output.target(),
-                               call.compute_dtype)
+                               call.compute_dtype, options)
     return loss if output is None else (loss, output.finish())

@@ -93,11 +93,14 @@ class KernelModule(Protocol):
                        mask_stride: int = 1) -> None: ...
     # out: a C-contiguous (rows, n, n) array, one Jacobian per row of s
     def softmax_jacobian_rows(self, s: _Rows, out: _Rows, num_threads: int) -> None: ...
-    # (sum of the losses, -1), or (nan, i) when index[i] is the first out of range
+    # (sum of the losses, -1), or (nan, i) when index[i] is the first out of
+    # range; row i's target is target[i] + index_weight[i] * onehot(index[i])
+    # (either may be None), none for an index equal to ignore_index
     def cross_entropy_rows(self, logits: _Rows, target: _Rows | None,
                            index: NDArray[np.int64] | None, loss: NDArray[np.float64] | None,
-                           grad: _Rows | None, grad_scale: float,
-                           num_threads: int) -> tuple[float, int]: ...
+                           grad: _Rows | None, grad_scale: float, num_threads: int,
+                           index_weight: NDArray[np.float64] | None = None,
+                           ignore_index: int | None = None) -> tuple[float, int]: ...
 
 
 _baseline = cast(KernelModule, import_module("fastsoftmax._kernels_baseline"))

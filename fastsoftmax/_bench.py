@@ -60,7 +60,8 @@ class Sizes:
         """The shapes `op` is timed on."""
         return {"softmax": self.forward, "log_softmax": self.forward, "logsumexp": self.forward,
                 "softmax_where": self.forward, "softmax_vjp": self.vjp, "softmax_jacobian": self.jacobian,
-                "softmax_cross_entropy": self.cross_entropy}[op]
+                "softmax_cross_entropy": self.cross_entropy,
+                "softmax_cross_entropy_options": self.cross_entropy}[op]
 
 
 def _sizes(quick: bool) -> Sizes:

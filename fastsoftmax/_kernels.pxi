@@ -993,12 +993,15 @@ def softmax_jacobian_rows(const floating[:, :] s, floating[:, :, ::1] out,
 # the gradient softmax * T - t reuses the exp(x - m) stored in `grad`, and so
 # does log S.
 
-cdef inline double xent_row(const floating *x, const floating *t, Py_ssize_t c,
+cdef inline double xent_row(const floating *x, const floating *t, Py_ssize_t c, double coef,
                             floating *grad, double scale, Py_ssize_t n,
                             bint stalls, void *stage_area) noexcept nogil:
-    """Loss of one row; class index c if t is NULL.  grad may be NULL.  The
-    terms exp(x - max) go into grad, or, in a call that may stall
-    (call_stalls) and a row that does, into the stage (see softmax_block)."""
+    """Loss of one row, -sum(a * log_softmax(x)), and its gradient
+    (softmax(x) * sum(a) - a) * scale into grad unless it is NULL, for the
+    target a = t + coef * e_c: t a row of target weights (probabilities;
+    NULL: none) and c a class index (-1: none) of weight coef.  The terms
+    exp(x - max) go into grad, or, in a call that may stall (call_stalls)
+    and a row that does, into the stage (see softmax_block)."""
     cdef floating m = row_max(x, n)
     cdef floating *terms = grad
     cdef floating *fetch = NULL
@@ -1007,26 +1010,28 @@ cdef inline double xent_row(const floating *x, const floating *t, Py_ssize_t c,
         fetch = grad
     cdef double total = row_exp_sum(x, m, terms, fetch, n)
     cdef double log_total = row_log_sum(x, m, terms, total, n)
-    cdef double tsum, weighted, loss
-    if t == NULL:
-        tsum = 1.0
-        loss = log_total - (<double>x[c] - <double>m)
-    else:
+    cdef double tsum = 0.0, weighted, loss = 0.0
+    if c < 0:
+        coef = 0.0
+    if t != NULL:
         tsum = row_sum(t, n)
         # (the sum first: the product and the subtraction then sit together,
         # and builds with FMA fuse them into one rounding)
         weighted = row_weighted_shifted_sum(t, x, m, n)
         loss = tsum * log_total - weighted
+    if c >= 0 and coef != 0:  # (a weight of 0 on a -inf logit adds 0, not NaN)
+        loss += coef * (log_total - (<double>x[c] - <double>m))
     if grad != NULL:
         if t == NULL:
-            row_scale_div(terms, scale, total, grad, n)
-            grad[c] = <floating>(<double>grad[c] - scale)
+            row_scale_div(terms, coef * scale, total, grad, n)
         else:
-            row_xent_grad(terms, t, tsum * scale / total, scale, grad, n)
+            row_xent_grad(terms, t, (tsum + coef) * scale / total, scale, grad, n)
+        if c >= 0:
+            grad[c] = <floating>(<double>grad[c] - coef * scale)
     return loss
 
 
-cdef double xent_row_split(const floating *x, const floating *t, Py_ssize_t c,
+cdef double xent_row_split(const floating *x, const floating *t, Py_ssize_t c, double coef,
                            floating *grad, double scale, Py_ssize_t n,
                            int num_threads) noexcept nogil:
     """xent_row for one long row shared by the threads: the same passes,
@@ -1058,7 +1063,9 @@ cdef double xent_row_split(const floating *x, const floating *t, Py_ssize_t c,
     for k in range(nchunks):
         if chunk_max[k] > m:
             m = chunk_max[k]
-    tsum = sum_of_parts(chunk_tsum, chunk_tsum_lo, nchunks) if t != NULL else 1.0
+    tsum = sum_of_parts(chunk_tsum, chunk_tsum_lo, nchunks) if t != NULL else 0.0
+    if c < 0:
+        coef = 0.0
 
     for k in prange(nchunks, schedule="static", num_threads=num_threads):
         start = min(k * chunk, n)
@@ -1077,38 +1084,65 @@ cdef double xent_row_split(const floating *x, const floating *t, Py_ssize_t c,
                 chunk_part[k] = row_weighted_shifted_sum(t + start, x + start, m, stop - start,
                                                          &chunk_lo[k])
             if grad != NULL and t == NULL:
-                row_scale_div(grad + start, scale, total, grad + start, stop - start)
+                row_scale_div(grad + start, coef * scale, total, grad + start, stop - start)
             elif grad != NULL:
-                row_xent_grad(grad + start, t + start, tsum * scale / total, scale,
+                row_xent_grad(grad + start, t + start, (tsum + coef) * scale / total, scale,
                               grad + start, stop - start)
-    if t == NULL:
-        if grad != NULL:
-            grad[c] = <floating>(<double>grad[c] - scale)
-        return log_total - (<double>x[c] - <double>m)
-    return tsum * log_total - sum_of_parts(chunk_part, chunk_lo, nchunks)
-
-
-cdef inline double xent_row_i(const floating[:, :] x, const floating *t,
-                              Py_ssize_t t_stride, const int64_t *index,
-                              floating *grad, double scale, Py_ssize_t i,
-                              bint stalls, void *stage_area) noexcept nogil:
-    """xent_row for row i, picking that row out of whichever target is given."""
-    cdef Py_ssize_t n = x.shape[1]
-    cdef const floating *t_row = NULL
-    cdef floating *grad_row = NULL
-    cdef Py_ssize_t c = 0
+    cdef double loss = 0.0
     if t != NULL:
-        t_row = t + i * t_stride
-    if index != NULL:
-        c = index[i]
+        loss = tsum * log_total - sum_of_parts(chunk_part, chunk_lo, nchunks)
+    if c >= 0:
+        if grad != NULL:
+            grad[c] = <floating>(<double>grad[c] - coef * scale)
+        if coef != 0:
+            loss += coef * (log_total - (<double>x[c] - <double>m))
+    return loss
+
+
+cdef struct XentTarget:
+    # What a row's target is (xent_row's a = t + coef * e_c), for row i:
+    const void *t            # rows of target weights, t_stride elements apart, or NULL
+    Py_ssize_t t_stride      # (0: one row for all, e.g. label smoothing's)
+    const int64_t *index     # class indices, or NULL
+    const double *coef       # the weight of each row's class index (NULL: 1)
+    bint has_ignore          # rows whose index is ignore_index have loss 0, gradient 0
+    int64_t ignore_index
+
+
+cdef inline bint xent_ignored(const XentTarget *target, Py_ssize_t i) noexcept nogil:
+    return (target.index != NULL and target.has_ignore
+            and target.index[i] == target.ignore_index)
+
+
+cdef inline double xent_row_i(const floating *x, const XentTarget *target, floating *grad,
+                              double scale, Py_ssize_t n, Py_ssize_t i, bint stalls,
+                              void *stage_area, int split_threads) noexcept nogil:
+    """xent_row (xent_row_split across split_threads if more than 1) for
+    row i, x (n elements), picking that row out of the target and of grad
+    (rows of n, unless NULL); an ignored row gets loss 0 and gradient 0."""
+    cdef Py_ssize_t j, c = -1
+    cdef double coef = 1.0
+    cdef const floating *t_row = NULL
     if grad != NULL:
-        grad_row = grad + i * n
-    return xent_row(&x[i, 0], t_row, c, grad_row, scale, n, stalls, stage_area)
+        grad = grad + i * n
+    if xent_ignored(target, i):
+        if grad != NULL:
+            for j in range(n):
+                grad[j] = 0
+        return 0.0
+    if target.t != NULL:
+        t_row = <const floating *>target.t + i * target.t_stride
+    if target.index != NULL:
+        c = target.index[i]
+        if target.coef != NULL:
+            coef = target.coef[i]
+    if split_threads > 1:
+        return xent_row_split(x, t_row, c, coef, grad, scale, n, split_threads)
+    return xent_row(x, t_row, c, coef, grad, scale, n, stalls, stage_area)
 
 
-cdef void xent_rows_impl(const floating[:, :] x, const floating *t, Py_ssize_t t_stride,
-                         const int64_t *index, double *loss, floating *grad,
-                         double scale, int num_threads) noexcept nogil:
+cdef void xent_rows_impl(const floating[:, :] x, const XentTarget *target, double *loss,
+                         floating *grad, double scale, int num_threads) noexcept nogil:
     cdef Py_ssize_t rows = x.shape[0], n = x.shape[1], i
     cdef int nthreads = threads_for(rows * n, num_threads)
     cdef size_t row_bytes = n * sizeof(floating)
@@ -1117,51 +1151,55 @@ cdef void xent_rows_impl(const floating[:, :] x, const floating *t, Py_ssize_t t
     cdef void *stage
     if nthreads > 1 and rows < nthreads and n >= split_row_min:
         for i in range(rows):
-            loss[i] = xent_row_split(&x[i, 0], t + i * t_stride if t != NULL else t,
-                                     index[i] if index != NULL else 0,
-                                     grad + i * n if grad != NULL else grad, scale, n, nthreads)
+            loss[i] = xent_row_i(&x[i, 0], target, grad, scale, n, i, False, NULL, nthreads)
     elif nthreads > 1:
         with parallel(num_threads=nthreads):
             stage = new_stage(row_bytes if stalls else 0)
             for i in prange(rows, schedule="static"):
                 if stalls:
-                    loss[i] = xent_row_i(x, t, t_stride, index, grad, scale, i, True, stage)
+                    loss[i] = xent_row_i(&x[i, 0], target, grad, scale, n, i, True, stage, 1)
                 else:
-                    loss[i] = xent_row_i(x, t, t_stride, index, grad, scale, i, False, NULL)
+                    loss[i] = xent_row_i(&x[i, 0], target, grad, scale, n, i, False, NULL, 1)
             PyMem_RawFree(stage)
     else:
         stage = new_stage(row_bytes if stalls else 0)
         for i in range(rows):
             if stalls:
-                loss[i] = xent_row_i(x, t, t_stride, index, grad, scale, i, True, stage)
+                loss[i] = xent_row_i(&x[i, 0], target, grad, scale, n, i, True, stage, 1)
             else:
-                loss[i] = xent_row_i(x, t, t_stride, index, grad, scale, i, False, NULL)
+                loss[i] = xent_row_i(&x[i, 0], target, grad, scale, n, i, False, NULL, 1)
         PyMem_RawFree(stage)
 
 
-cdef Py_ssize_t first_out_of_range(const int64_t *index, Py_ssize_t rows,
+cdef Py_ssize_t first_out_of_range(const XentTarget *target, Py_ssize_t rows,
                                    Py_ssize_t n) noexcept nogil:
-    """Position of the first index outside [0, n), or -1 if there is none."""
+    """Position of the first index outside [0, n) that is not ignored, or
+    -1 if there is none."""
     cdef Py_ssize_t i
     for i in range(rows):
-        if index[i] < 0 or index[i] >= n:
+        if ((target.index[i] < 0 or target.index[i] >= n)
+                and not xent_ignored(target, i)):
             return i
     return -1
 
 
 def cross_entropy_rows(const floating[:, :] logits, const floating[:, :] target,
                        const int64_t[::1] index, double[::1] loss,
-                       floating[:, ::1] grad, double grad_scale, int num_threads):
-    """loss[i] = -sum(target[i] * log_softmax(logits[i])) for every row i.
+                       floating[:, ::1] grad, double grad_scale, int num_threads,
+                       const double[::1] index_weight=None, ignore_index=None):
+    """loss[i] = -sum(a[i] * log_softmax(logits[i])) for every row i.
 
-    Exactly one of `target` (probabilities, rows x n) and `index` (class
-    indices) is given, the other None.  `loss` receives the rows' losses,
-    or is None when only their sum is wanted.  `grad` (a C-contiguous
-    rows x n array, or None) receives
-    (softmax * sum(target) - target) * grad_scale.
+    The target is a[i] = target[i] + index_weight[i] * onehot(index[i]):
+    at least one of `target` (rows x n target weights, probabilities; a
+    row stride of 0 gives every row the same) and `index` (class indices,
+    each of weight index_weight[i], or 1 if that is None) is given.  Rows
+    whose index is `ignore_index` (an int, or None) have loss 0 and
+    gradient 0.  `loss` receives the rows' losses, or is None when only
+    their sum is wanted.  `grad` (a C-contiguous rows x n array, or None)
+    receives (softmax * sum(a) - a) * grad_scale.
 
     Returns (sum of the losses, -1), or (nan, i) without computing anything
-    when index[i] is the first index outside [0, n).
+    when index[i] is the first index outside [0, n) that is not ignored.
     """
     cdef Py_ssize_t rows = logits.shape[0], n = logits.shape[1]
     require_contiguous_rows(n, logits.strides[1], sizeof(floating), "logits")
@@ -1170,25 +1208,35 @@ def cross_entropy_rows(const floating[:, :] logits, const floating[:, :] target,
         require_contiguous_rows(n, target.strides[1], sizeof(floating), "target")
     if index is not None:
         require_shape("index", index.shape, logits.shape, 1)
+    if index_weight is not None:
+        require_shape("index_weight", index_weight.shape, logits.shape, 1)
+        if index is None:
+            raise ValueError("index_weight needs index")
+    if target is None and index is None:
+        raise ValueError("cross_entropy_rows needs a target, an index or both")
     if loss is not None:
         require_shape("loss", loss.shape, logits.shape, 1)
     if grad is not None:
         require_shape("grad", grad.shape, logits.shape, 2)
-    cdef const int64_t *idx = NULL
+    cdef XentTarget spec
+    spec.t, spec.t_stride = NULL, 0
+    spec.index, spec.coef = <const int64_t *>NULL, <const double *>NULL
+    spec.has_ignore, spec.ignore_index = ignore_index is not None, 0
+    if ignore_index is not None:
+        spec.ignore_index = ignore_index
     cdef Py_ssize_t bad_row
-    if index is not None:
-        idx = &index[0] if rows else NULL
-        bad_row = first_out_of_range(idx, rows, n)
+    if index is not None and rows:
+        spec.index = &index[0]
+        spec.coef = &index_weight[0] if index_weight is not None else NULL
+        bad_row = first_out_of_range(&spec, rows, n)
         if bad_row >= 0:
             return float("nan"), bad_row
     if rows == 0 or n == 0:
         return 0.0, -1
-    cdef const floating *t = NULL
-    cdef Py_ssize_t t_stride = 0
     cdef floating *g = NULL
     if target is not None:
-        t = &target[0, 0]
-        t_stride = target.strides[0] // <Py_ssize_t>sizeof(floating)
+        spec.t = &target[0, 0]
+        spec.t_stride = target.strides[0] // <Py_ssize_t>sizeof(floating)
     if grad is not None:
         g = &grad[0, 0]
     # the row losses are kept (here or in `loss`) for a sum that does not
@@ -1201,7 +1249,7 @@ def cross_entropy_rows(const floating[:, :] logits, const floating[:, :] target,
                           f"for {rows} row losses")
     cdef double total
     with nogil:
-        xent_rows_impl(logits, t, t_stride, idx, row_loss, g, grad_scale, num_threads)
+        xent_rows_impl(logits, &spec, row_loss, g, grad_scale, num_threads)
         total = row_sum(row_loss, rows)  # compensated
     if loss is None:
         PyMem_RawFree(row_loss)

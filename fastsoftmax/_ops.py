@@ -113,6 +113,26 @@ def naive_cross_entropy(x: NDArray[Any], labels: NDArray[Any]) -> tuple[Any, NDA
     return loss, grad
 
 
+# the options of the "softmax_cross_entropy_options" op
+LOSS_OPTIONS = {"ignore_index": -100, "label_smoothing": 0.1}
+
+
+def naive_cross_entropy_options(x: NDArray[Any], labels: NDArray[Any],
+                                weight: NDArray[Any]) -> tuple[Any, NDArray[Any]]:
+    """Mean loss and gradient with class weights and label smoothing
+    (LOSS_OPTIONS; no label is the ignored one), as PyTorch defines them."""
+    rows, n, e = np.arange(len(x)), x.shape[-1], LOSS_OPTIONS["label_smoothing"]
+    shifted = x - x.max(-1, keepdims=True)
+    p = np.exp(shifted)
+    total = p.sum(-1, keepdims=True)
+    p /= total
+    target = np.broadcast_to(e / n * weight, x.shape).copy()
+    target[rows, labels] += (1 - e) * weight[labels]
+    denominator = weight[labels].sum()
+    loss = -(target * (shifted - np.log(total))).sum() / denominator
+    return loss, (p * target.sum(-1, keepdims=True) - target) / denominator
+
+
 # --------------------------------------------------------------------------
 # PyTorch (on the same memory: torch.from_numpy, no copies) and the floor
 # --------------------------------------------------------------------------
@@ -150,13 +170,16 @@ def _torch_jacobian(torch: Any, a: Inputs) -> Timed:
 
 
 def _torch_cross_entropy(torch: Any, a: Inputs) -> Timed:
-    # forward and backward, as training runs it
+    # forward and backward, as training runs it (with LOSS_OPTIONS and the
+    # class weights if the inputs have them)
     x = torch.from_numpy(a["x"]).requires_grad_(True)
     labels = torch.from_numpy(a["labels"])
     cross_entropy = torch.nn.functional.cross_entropy
+    options = {} if "weight" not in a else {"weight": torch.from_numpy(a["weight"]),
+                                            **LOSS_OPTIONS}
 
     def forward_backward() -> tuple[Any, Any]:
-        loss = cross_entropy(x, labels)
+        loss = cross_entropy(x, labels, **options)
         (grad,) = torch.autograd.grad(loss, x)
         return loss, grad
     return forward_backward
@@ -310,6 +333,12 @@ OPS: dict[str, Op] = {
         kwargs={"return_grad": True},
         note="class indices, return_grad=True; torch: F.cross_entropy forward + autograd "
              "backward"),
+    "softmax_cross_entropy_options": Op(
+        ("x", "labels", "weight"), naive_cross_entropy_options, _torch_cross_entropy,
+        _floor_copy, function="softmax_cross_entropy", keywords=("weight",),
+        kwargs={"return_grad": True, **LOSS_OPTIONS},
+        note="class indices, class weights, ignore_index=-100 (none ignored), "
+             "label_smoothing=0.1, return_grad=True; torch: the same options"),
 }
 
 def make_inputs(op: str, shape: Shape, dtype: DTypeLike = np.float32, seed: int = 0) -> Inputs:
@@ -328,8 +357,9 @@ def make_inputs(op: str, shape: Shape, dtype: DTypeLike = np.float32, seed: int 
     -------
     dict
         The arrays `op` takes, among x (logits), s = softmax(x), g (an
-        upstream gradient), labels (class indices along the last axis) and
-        where (a mask of the last axis, about 3/4 True).
+        upstream gradient), labels (class indices along the last axis),
+        where (a mask of the last axis, about 3/4 True) and weight (class
+        weights in [0.5, 1.5)).
     """
     float_type: FloatType = np.float32 if np.dtype(dtype) == np.float32 else np.float64
     rng = np.random.default_rng(seed)
@@ -344,6 +374,8 @@ def make_inputs(op: str, shape: Shape, dtype: DTypeLike = np.float32, seed: int 
             made[name] = rng.standard_normal(shape, dtype=float_type)
         elif name == "where":
             made[name] = rng.random(shape[-1]) < 0.75
+        elif name == "weight":
+            made[name] = (0.5 + rng.random(shape[-1])).astype(float_type)
         else:
             made[name] = rng.integers(0, shape[-1], shape[:-1])
     return made

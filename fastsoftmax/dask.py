@@ -586,10 +586,11 @@ def softmax_jacobian(s: _Input, axis: _api._Axis = -1) -> Array:
 # --------------------------------------------------------------------------
 
 def _check_indices(index: NDArray[Any], n: int, start: tuple[int, ...],
-                   batch_ndim: int) -> None:
-    """IndexError for a class index outside [0, n), naming its row in the
-    whole array (`start`: where the block begins in the batch axes)."""
-    bad = (index < 0) | (index >= n)
+                   batch_ndim: int, ignore_index: int | None) -> None:
+    """IndexError for a class index outside [0, n) (that is not
+    ignore_index), naming its row in the whole array (`start`: where the
+    block begins in the batch axes)."""
+    bad = ((index < 0) | (index >= n)) & (index != ignore_index)
     if not bad.any():
         return
     k = int(np.argmax(bad.reshape(-1)))
@@ -601,18 +602,38 @@ def _check_indices(index: NDArray[Any], n: int, start: tuple[int, ...],
 
 def _cross_entropy_block(logits: NDArray[Any], target: NDArray[Any], *, axis: int,
                          is_index: bool, return_grad: bool, compute_dtype: np.dtype[Any],
-                         block_info: dict[Any, Any]) -> Any:
+                         options: dict[str, Any], block_info: dict[Any, Any]) -> Any:
     """Per-row losses of one block (with its unscaled gradient: a tuple)."""
     logits = logits.astype(compute_dtype, copy=False)
     if is_index:
         target = np.squeeze(target, axis)  # the length-1 axis that paired the blocks
         location = block_info[0]["array-location"]
         start = tuple(lo for d, (lo, _) in enumerate(location) if d != axis)
-        _check_indices(target, logits.shape[axis], start, logits.ndim - 1)
+        _check_indices(target, logits.shape[axis], start, logits.ndim - 1,
+                       options.get("ignore_index"))
     else:
         target = target.astype(compute_dtype, copy=False)
     return _api.softmax_cross_entropy(logits, target, axis, reduction="none",
-                                      return_grad=return_grad)
+                                      return_grad=return_grad, **options)
+
+
+def _class_weight(index: NDArray[Any], *, weight: NDArray[np.float64] | None,
+                  ignore_index: int | None) -> NDArray[np.float64]:
+    """What each index target's row counts for in "mean": its class's
+    weight (1 without weights), 0 if ignored (indices out of range too:
+    those raise in the loss's blocks)."""
+    kept = (index != ignore_index) & (index >= 0) & (index < (
+        len(weight) if weight is not None else np.iinfo(np.int64).max))
+    counts: NDArray[np.float64] = (kept.astype(np.float64) if weight is None
+                                   else np.where(kept, weight[np.where(kept, index, 0)], 0.0))
+    return counts
+
+
+def _reciprocal(total: NDArray[Any]) -> NDArray[np.float64]:
+    """1 / total, NaN for a total of 0 (the mean of nothing)."""
+    with np.errstate(divide="ignore"):
+        result: NDArray[np.float64] = np.where(total > 0, 1.0 / total, np.nan)
+    return result
 
 
 def _pick_loss(pair: tuple[NDArray[Any], NDArray[Any]]) -> NDArray[Any]:
@@ -628,18 +649,24 @@ def _pick_grad(pair: tuple[NDArray[Any], NDArray[Any]], *, scale: float,
 @overload
 def softmax_cross_entropy(logits: _Input, target: _Input, axis: SupportsIndex = -1, *,
                           reduction: _Reduction = "mean",
-                          return_grad: Literal[False] = False) -> Array: ...
+                          return_grad: Literal[False] = False,
+                          weight: ArrayLike | None = None, ignore_index: int | None = None,
+                          label_smoothing: float = 0.0) -> Array: ...
 @overload
 def softmax_cross_entropy(logits: _Input, target: _Input, axis: SupportsIndex = -1, *,
                           reduction: _Reduction = "mean",
-                          return_grad: Literal[True]) -> tuple[Array, Array]: ...
+                          return_grad: Literal[True],
+                          weight: ArrayLike | None = None, ignore_index: int | None = None,
+                          label_smoothing: float = 0.0) -> tuple[Array, Array]: ...
 @overload
 def softmax_cross_entropy(logits: _Input, target: _Input, axis: SupportsIndex = -1, *,
                           reduction: _Reduction = "mean", return_grad: bool = False,
-                          ) -> Array | tuple[Array, Array]: ...
+                          weight: ArrayLike | None = None, ignore_index: int | None = None,
+                          label_smoothing: float = 0.0) -> Array | tuple[Array, Array]: ...
 def softmax_cross_entropy(logits: _Input, target: _Input, axis: SupportsIndex = -1, *,
                           reduction: _Reduction = "mean", return_grad: bool = False,
-                          ) -> Array | tuple[Array, Array]:
+                          weight: ArrayLike | None = None, ignore_index: int | None = None,
+                          label_smoothing: float = 0.0) -> Array | tuple[Array, Array]:
     """Cross-entropy of softmax(logits) against `target` over a dask array, lazily.
 
     As :func:`fastsoftmax.softmax_cross_entropy`.  Each block gives the
@@ -663,6 +690,11 @@ def softmax_cross_entropy(logits: _Input, target: _Input, axis: SupportsIndex = 
         Mean over all rows (default), sum, or one loss per row.
     return_grad : bool, optional
         Also return ``dlogits``, the gradient of the (reduced) loss.
+    weight, ignore_index, label_smoothing : optional
+        As for :func:`fastsoftmax.softmax_cross_entropy` (`weight` a NumPy
+        array-like); checked at the call.  "mean" with index targets then
+        divides by the summed weights of the rows not ignored, added up
+        over all blocks with dask.
 
     Returns
     -------
@@ -709,6 +741,10 @@ def softmax_cross_entropy(logits: _Input, target: _Input, axis: SupportsIndex = 
     x, t = call.arrays
     (axis_,), logits_shape, batch_shape = call.axes, call.shape, call.batch_shape
     is_index, grad_dtype, compute_dtype = call.is_index, call.result_dtype, call.compute_dtype
+    checked = _api._loss_options(weight, ignore_index, label_smoothing, x.shape[axis_], is_index)
+    options: dict[str, Any] = {} if checked is None else {
+        "weight": checked.weight, "ignore_index": checked.ignore_index,
+        "label_smoothing": checked.smoothing}
 
     # The blocks: logits whole along the axis; the target paired with them
     # block for block (index targets get a length-1 axis in its place).
@@ -726,7 +762,7 @@ def softmax_cross_entropy(logits: _Input, target: _Input, axis: SupportsIndex = 
 
     per_block = _map_blocks(
         _cross_entropy_block, x_d, t_d, axis=axis_, is_index=is_index,
-        return_grad=return_grad, compute_dtype=compute_dtype,
+        return_grad=return_grad, compute_dtype=compute_dtype, options=options,
         # with return_grad each block is a (losses, grad) tuple, never
         # computed as such: the two results below take it apart
         # (blocks of the batch shape: the class axis is dropped)
@@ -737,18 +773,29 @@ def softmax_cross_entropy(logits: _Input, target: _Input, axis: SupportsIndex = 
               if return_grad else per_block)
 
     rows = math.prod(batch_shape)
+    # "mean" divides by the rows, or with options for index targets by the
+    # summed weights of those not ignored (known once computed)
+    scale: Any = 1.0 if reduction != "mean" else (1.0 / rows if rows else math.nan)
+    weighted_mean = reduction == "mean" and is_index and checked is not None
+    if weighted_mean:
+        counts = _map_blocks(_class_weight, _to_dask(t, (axis_,)), weight=options["weight"],
+                             ignore_index=options["ignore_index"], dtype=np.float64,
+                             meta=_meta(t.ndim, np.dtype(np.float64)))
+        scale = _map_blocks(_reciprocal, _da.sum(counts, dtype=np.float64),
+                            dtype=np.float64, meta=_meta(0, np.dtype(np.float64)))
     if reduction == "none":
         loss = _reshape(losses, batch_shape)
     else:
         # float64 sum of the rows' losses, rounded once, as at the top level;
         # the mean of no rows is NaN, their sum 0
-        scale = 1.0 if reduction == "sum" else (1.0 / rows if rows else math.nan)
         total: Any = _da.sum(losses, dtype=np.float64)
         loss = cast(Array, (total * scale).astype(compute_dtype))
     if not return_grad:
         return loss
-    grad_scale = 1.0 / rows if (reduction == "mean" and rows) else 1.0
-    dlogits = _map_blocks(_pick_grad, per_block, scale=grad_scale, grad_dtype=grad_dtype,
-                          new_axis=axis_, chunks=x_d.chunks, dtype=grad_dtype,
-                          meta=_meta(x_d.ndim, grad_dtype))
+    dlogits = _map_blocks(_pick_grad, per_block, scale=1.0 if weighted_mean else scale,
+                          grad_dtype=grad_dtype, new_axis=axis_, chunks=x_d.chunks,
+                          dtype=grad_dtype, meta=_meta(x_d.ndim, grad_dtype))
+    if weighted_mean:  # (the ignored rows keep their gradient of 0, as at the top level)
+        ignored = t_d == options["ignore_index"]
+        dlogits = cast(Array, _da.where(ignored, 0, dlogits * scale).astype(grad_dtype))
     return loss, _reshape(dlogits, logits_shape)

@@ -33,7 +33,7 @@ from typing import Any, SupportsIndex
 import numpy as np
 from numpy.typing import ArrayLike
 
-from ._api import (_check_reduction, _FloatArray, _Reduction, log_softmax, log_softmax_vjp,
+from ._api import (_check_reduction, _loss_options, _FloatArray, _Reduction, log_softmax, log_softmax_vjp,
                    softmax, softmax_cross_entropy, softmax_vjp)
 
 __all__ = ["Softmax", "LogSoftmax", "SoftmaxCrossEntropy"]
@@ -233,6 +233,17 @@ class SoftmaxCrossEntropy:
         The class axis of the logits (default the last).
     reduction : {"mean", "sum", "none"}, optional
         Mean over rows (default), sum, or one loss per row.
+    weight : array_like, optional
+        One weight per class (>= 0), as in PyTorch's ``CrossEntropyLoss``.
+    ignore_index : int, optional
+        Class-index targets with this value add nothing (their gradient is 0).
+    label_smoothing : float, optional
+        In ``[0, 1]``: mix the target with the uniform distribution.
+
+    The options mean what they mean in
+    :func:`fastsoftmax.softmax_cross_entropy` (and in PyTorch); they are
+    checked here (the weights' count against the classes at the first
+    ``forward``).
 
     See Also
     --------
@@ -260,10 +271,18 @@ class SoftmaxCrossEntropy:
            [ 0.0543, -0.0988,  0.0445]])
     """
 
-    def __init__(self, axis: SupportsIndex = -1, reduction: _Reduction = "mean") -> None:
+    def __init__(self, axis: SupportsIndex = -1, reduction: _Reduction = "mean", *,
+                 weight: ArrayLike | None = None, ignore_index: int | None = None,
+                 label_smoothing: float = 0.0) -> None:
         _check_reduction(reduction)
         self.axis = operator.index(axis)  # TypeError now for a float or a tuple
         self.reduction: _Reduction = reduction
+        # checked now (all but the weights' count, which needs the logits)
+        self.weight = None if weight is None else np.array(weight)
+        _loss_options(self.weight, ignore_index, label_smoothing,
+                      n=len(self.weight) if self.weight is not None and self.weight.ndim else 0,
+                      is_index=True)
+        self.ignore_index, self.label_smoothing = ignore_index, label_smoothing
         self._dlogits: _FloatArray | None = None
         self._loss_shape: tuple[int, ...] = ()
         self._axis = self.axis  # normalised (non-negative) once forward has run
@@ -296,12 +315,15 @@ class SoftmaxCrossEntropy:
         # One branch per reduction, so that the type checker sees which
         # overload (scalar or per-row loss) is called.
         loss: np.floating[Any] | _FloatArray
+        weight, ignore, smoothing = self.weight, self.ignore_index, self.label_smoothing
         if self.reduction == "none":
-            loss, dlogits = softmax_cross_entropy(logits, target, self.axis,
-                                                  reduction="none", return_grad=True)
+            loss, dlogits = softmax_cross_entropy(
+                logits, target, self.axis, reduction="none", return_grad=True, weight=weight,
+                ignore_index=ignore, label_smoothing=smoothing)
         else:
-            loss, dlogits = softmax_cross_entropy(logits, target, self.axis,
-                                                  reduction=self.reduction, return_grad=True)
+            loss, dlogits = softmax_cross_entropy(
+                logits, target, self.axis, reduction=self.reduction, return_grad=True,
+                weight=weight, ignore_index=ignore, label_smoothing=smoothing)
         self._dlogits = _read_only(dlogits)
         self._loss_shape = np.shape(loss)
         # valid: the call above has checked the axis against the logits

@@ -558,19 +558,23 @@ def log_softmax_vjp(logp: ArrayLike, g: ArrayLike, axis: _Axis = -1, *,
 
 @overload
 def softmax_cross_entropy(logits: ArrayLike, target: ArrayLike, axis: SupportsIndex = -1, *,
-                          reduction: _Reduction = "mean",
-                          return_grad: Literal[False] = False) -> _Loss: ...
+                          reduction: _Reduction = "mean", return_grad: Literal[False] = False,
+                          weight: ArrayLike | None = None, ignore_index: int | None = None,
+                          label_smoothing: float = 0.0) -> _Loss: ...
 @overload
 def softmax_cross_entropy(logits: ArrayLike, target: ArrayLike, axis: SupportsIndex = -1, *,
-                          reduction: _Reduction = "mean",
-                          return_grad: Literal[True]) -> tuple[_Loss, _FloatArray]: ...
+                          reduction: _Reduction = "mean", return_grad: Literal[True],
+                          weight: ArrayLike | None = None, ignore_index: int | None = None,
+                          label_smoothing: float = 0.0) -> tuple[_Loss, _FloatArray]: ...
 @overload
 def softmax_cross_entropy(logits: ArrayLike, target: ArrayLike, axis: SupportsIndex = -1, *,
-                          reduction: _Reduction = "mean",
-                          return_grad: bool = False) -> _Loss | tuple[_Loss, _FloatArray]: ...
+                          reduction: _Reduction = "mean", return_grad: bool = False,
+                          weight: ArrayLike | None = None, ignore_index: int | None = None,
+                          label_smoothing: float = 0.0) -> _Loss | tuple[_Loss, _FloatArray]: ...
 def softmax_cross_entropy(logits: ArrayLike, target: ArrayLike, axis: SupportsIndex = -1, *,
-                          reduction: _Reduction = "mean",
-                          return_grad: bool = False) -> _Loss | tuple[_Loss, _FloatArray]:
+                          reduction: _Reduction = "mean", return_grad: bool = False,
+                          weight: ArrayLike | None = None, ignore_index: int | None = None,
+                          label_smoothing: float = 0.0) -> _Loss | tuple[_Loss, _FloatArray]:
     """Cross-entropy ``-sum(target * log_softmax(logits))`` per row.
 
     Parameters
@@ -588,15 +592,23 @@ def softmax_cross_entropy(logits: ArrayLike, target: ArrayLike, axis: SupportsIn
         or one loss per row (an array of the batch shape).
     return_grad : bool, optional
         Also return the gradient with respect to `logits`.
+    weight : array_like, optional
+        Class weights (n of them, >= 0), as PyTorch's.
+    ignore_index : int, optional
+        Index targets only: rows with this index count for nothing.
+    label_smoothing : float, optional
+        In [0, 1]: the target becomes ``(1 - e) * target + e / n``.
 
     Returns
     -------
     loss : scalar or ndarray
         In the computation dtype (float32 for float16/float32 inputs).
     dlogits : ndarray
-        Only with ``return_grad=True``: ``softmax(logits) * sum(target) -
-        target`` per row, divided by the number of rows for "mean"; the shape
-        of `logits` and its forward result dtype.
+        Only with ``return_grad=True``: ``softmax(logits) * sum(a) - a``
+        per row for the target ``a`` as the options make it, divided for
+        "mean" by the row count (by the summed class weights of the index
+        targets not ignored); the shape of `logits` and its forward result
+        dtype.
 
     Examples
     --------
@@ -619,13 +631,20 @@ def softmax_cross_entropy(logits: ArrayLike, target: ArrayLike, axis: SupportsIn
     x = np.moveaxis(x, axis, -1)  # one row per class vector
     batch, n = x.shape[:-1], x.shape[-1]
 
+    if not 0 <= label_smoothing <= 1:
+        raise ValueError(f"label_smoothing must lie in [0, 1], got {label_smoothing}")
+    w = np.ones(n) if weight is None else np.asarray(weight, dtype=np.float64)
+    if w.shape != (n,) or not (w >= 0).all():
+        raise ValueError(f"weight must be {n} weights >= 0, got {w}")
+    e = label_smoothing
     if target.dtype.kind in "iu":  # class indices
         if target.shape != batch:
             raise ValueError(
                 f"class-index target has shape {target.shape}, logits have shape "
                 f"{shape}: expected {batch} (logits without axis {axis})"
             )
-        bad = (target < 0) | (target >= n)
+        kept = np.ones(batch, bool) if ignore_index is None else target != ignore_index
+        bad = ((target < 0) | (target >= n)) & kept
         if np.any(bad):
             row = tuple(int(i) for i in np.argwhere(bad)[0])
             raise IndexError(
@@ -633,18 +652,28 @@ def softmax_cross_entropy(logits: ArrayLike, target: ArrayLike, axis: SupportsIn
                 f"{row[0] if len(row) == 1 else row}"
             )
         cdt = _compute_dtype(rdt)
-        t = np.zeros(batch + (n,), dtype=cdt)  # one-hot
+        # PyTorch's target: (1 - e) w[c] onehot(c) + (e / n) w per kept row
+        t = np.zeros(batch + (n,))
         for row in np.ndindex(batch):
-            t[row + (target[row],)] = 1
+            if kept[row]:
+                t[row + (target[row],)] = (1 - e) * w[target[row]]
+                t[row] += e / n * w
+        denominator = float(sum(w[target[row]] for row in np.ndindex(batch) if kept[row]))
     elif target.dtype.kind == "f":  # probabilities
         if target.shape != shape:
             raise ValueError(
                 f"probability target has shape {target.shape}, logits have shape "
                 f"{shape}: expected the same shape"
             )
+        if ignore_index is not None:
+            raise ValueError("ignore_index applies to class-index targets only")
         rdt = np.result_type(rdt, _result_dtype(target.dtype))
         cdt = _compute_dtype(rdt)
-        t = np.moveaxis(_as_rows(target), axis, -1).astype(cdt)
+        t = np.moveaxis(_as_rows(target), axis, -1)
+        if e or weight is not None:  # (1 - e) t + e / n, class-weighted
+            t = ((1 - e) * t.astype(np.float64) + (e / n if n else 0)) * w
+        kept = np.ones(batch, bool)
+        denominator = float(np.prod(batch))
     else:
         raise TypeError(
             f"target has dtype {target.dtype}: expected an integer dtype (class "
@@ -652,14 +681,17 @@ def softmax_cross_entropy(logits: ArrayLike, target: ArrayLike, axis: SupportsIn
         )
 
     x = x.astype(cdt)
+    t = t.astype(cdt)  # (in the computation dtype, as the kernels take it)
     logp = log_softmax(x, axis=-1)
     with _quiet():
         # 0 * log 0 is 0 in the limit: a zero weight on a -inf logit adds 0.
         terms = np.where((t == 0) & (logp == -np.inf), 0, t * logp)
         loss = np.asarray(-np.sum(terms, axis=-1), dtype=cdt)
-    rows = loss.size
+    # "mean": over the rows (the summed weights of the kept index targets);
+    # NaN for none
+    scale = np.nan if denominator == 0 else 1 / denominator
     if reduction == "mean":
-        loss = cdt.type(np.nan) if rows == 0 else cdt.type(np.sum(loss) / rows)
+        loss = cdt.type(np.sum(loss) * scale)
     elif reduction == "sum":
         loss = cdt.type(np.sum(loss))
     if not return_grad:
@@ -667,7 +699,7 @@ def softmax_cross_entropy(logits: ArrayLike, target: ArrayLike, axis: SupportsIn
 
     with _quiet():
         grad = softmax(x, axis=-1) * np.sum(t, axis=-1, keepdims=True) - t
-        if reduction == "mean" and rows > 0:
-            grad = grad / rows
+        if reduction == "mean":
+            grad = np.where(kept[..., None], grad * scale, 0)  # ignored rows: 0
         grad = np.moveaxis(grad, -1, axis).reshape(shape).astype(rdt)
     return loss, grad

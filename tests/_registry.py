@@ -350,13 +350,41 @@ def rows_of(logits, target, axis, dtype):
     return x, t
 
 
-def oracle_xent(logits, target, axis, reduction, hp):
+def oracle_xent(logits, target, axis, reduction, hp, **options):
     """The reference in high precision (index targets stay integers)."""
     logits = np.asarray(logits).astype(hp)
     if np.asarray(target).dtype.kind == "f":
         target = np.asarray(target).astype(hp)
     return ref.softmax_cross_entropy(logits, target, axis, reduction=reduction,
-                                     return_grad=True)
+                                     return_grad=True, **options)
+
+
+# The cross-entropy's options in the grid's "-options" variants
+# (docs/api.rst, section Fused loss): uneven class weights, the padding
+# index -100 on every third row of an index target, label smoothing 0.1.
+IGNORED = -100
+
+
+def loss_options(n, kind):
+    """The options of an "-options" variant for n classes."""
+    options = {"weight": 0.25 + (np.arange(n) % 4) / 2, "label_smoothing": 0.1}
+    if kind == "index":
+        options["ignore_index"] = IGNORED
+    return options
+
+
+def options_target(t, target, options):
+    """The target the options make of t (rows_of's, classes last), and
+    the denominator of "mean" (torch.nn.functional.cross_entropy's)."""
+    n, e = t.shape[-1], options.get("label_smoothing", 0.0)
+    uniform = e / n if n else 0.0
+    w = options.get("weight", np.ones(n)).astype(t.dtype)
+    if np.asarray(target).dtype.kind in "iu":
+        kept = np.asarray(target) != options.get("ignore_index", IGNORED)
+        class_weight = np.where(kept, w[np.where(kept, target, 0)], 0)
+        t = (1 - e) * class_weight[..., None] * t + uniform * w * kept[..., None]
+        return t, class_weight.sum()
+    return ((1 - e) * t + uniform) * w, float(np.prod(t.shape[:-1]))
 
 
 def loss_terms(x, t):
@@ -491,6 +519,7 @@ class Function:
         the variant's reduction ("none" by default)."""
         if self.name == "softmax_cross_entropy":
             reduction = variant[2] if variant else "none"
+            kwargs.update(_options_of(variant, inputs[0], axis))
             return tuple(fs.softmax_cross_entropy(*inputs, axis, reduction=reduction,
                                                   return_grad=True, **kwargs))
         if variant is not None and WHERE in variant:
@@ -581,11 +610,14 @@ def _cross_entropy_check(results, inputs, axis, variant=None):
     res = result_dtype(x_in.dtype) if target.dtype.kind in "iu" else \
         np.result_type(result_dtype(x_in.dtype), result_dtype(target.dtype))
     compute, hp = compute_dtype(res), high_dtype(res)
-    expected_loss, expected_grad = oracle_xent(x_in, target, axis, reduction, hp)
-    x, t = rows_of(x_in, target, axis, hp)
+    options = _options_of(variant, x_in, axis)
+    expected_loss, expected_grad = oracle_xent(x_in, target, axis, reduction, hp, **options)
+    x, t = rows_of(np.asarray(x_in), np.where(target == IGNORED, 0, target), axis, hp)
     rows = int(np.prod(x.shape[:-1]))
+    if options:
+        t, rows = options_target(t, np.asarray(target), options)
     np.testing.assert_array_equal(
-        fs.softmax_cross_entropy(x_in, target, axis, reduction=reduction), loss)
+        fs.softmax_cross_entropy(x_in, target, axis, reduction=reduction, **options), loss)
     if reduction == "none":
         assert isinstance(loss, np.ndarray) and loss.shape == x.shape[:-1]
     else:
@@ -596,6 +628,14 @@ def _cross_entropy_check(results, inputs, axis, variant=None):
     assert grad.shape == x_in.shape and grad.dtype == res
     scale = 1.0 / rows if reduction == "mean" and rows else 1.0
     assert_grad_close(grad, expected_grad, x, t, axis, scale)
+
+
+def _options_of(variant, x, axis):
+    """The loss options of a variant (none but for "-options" ones)."""
+    if not variant or len(variant) < 4:
+        return {}
+    shape = np.shape(x) or (1,)
+    return loss_options(shape[axis], variant[0])
 
 
 # (logits dtype, probability-target dtype) by name
@@ -615,7 +655,10 @@ def _cross_entropy_inputs(rng, shape, axis, variant):
     kind, dtypes = variant[:2]
     logits_dtype, target_dtype = CROSS_ENTROPY_DTYPES[dtypes]
     x = cross_entropy_logits(rng, shape, logits_dtype)
-    return [x, target_for(rng, shape, axis, kind, target_dtype)]
+    target = target_for(rng, shape, axis, kind, target_dtype)
+    if len(variant) > 3 and kind == "index" and target.ndim:  # every third row ignored
+        target.reshape(-1)[::3] = IGNORED
+    return [x, target]
 
 
 def cross_entropy_logits(rng, shape, dtype):
@@ -708,6 +751,11 @@ CROSS_ENTROPY_VARIANTS = {
     f"{kind}-{dtypes}-{reduction}": (kind, dtypes, reduction)
     for kind in ("index", "prob") for dtypes in CROSS_ENTROPY_DTYPES
     for reduction in REDUCTIONS if not (kind == "index" and dtypes == "mixed")}
+# with weight, ignore_index (index targets) and label_smoothing (loss_options)
+CROSS_ENTROPY_VARIANTS.update({
+    f"{kind}-{dtypes}-{reduction}-options": (kind, dtypes, reduction, "options")
+    for kind in ("index", "prob") for dtypes in ("float32", "float64")
+    for reduction in REDUCTIONS})
 
 
 def _cross_entropy_from_logits(x, other, axis):

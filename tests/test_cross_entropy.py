@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 
 import fastsoftmax as fs
+import fastsoftmax.nn
 from fastsoftmax import reference as ref
 from fastsoftmax.testing import check_grad
 
@@ -449,3 +450,174 @@ def test_bad_reduction_lists_the_valid_ones(reduction):
 def test_tuple_axis_is_rejected(axis):
     with pytest.raises(TypeError):
         fs.softmax_cross_entropy(np.zeros((2, 3)), np.zeros((2, 3)), axis=axis)
+
+
+# --------------------------------------------------------------------------
+# weight, ignore_index, label_smoothing (docs/api.rst, section Fused loss:
+# "mean exactly what they mean in torch.nn.functional.cross_entropy")
+# --------------------------------------------------------------------------
+
+OPTION_SETS = {
+    "weight": {"weight": [0.5, 2.0, 0.0, 1.0, 3.0]},
+    "ignore": {"ignore_index": -100},
+    "ignore-in-range": {"ignore_index": 2},
+    "smoothing": {"label_smoothing": 0.2},
+    "smoothing-1": {"label_smoothing": 1.0},
+    "all": {"weight": [0.5, 2.0, 0.25, 1.0, 3.0], "ignore_index": -100,
+            "label_smoothing": 0.1},
+}
+
+
+# (ignore_index is for index targets only: test_bad_options)
+KIND_OPTIONS = [pytest.param(kind, name, id=f"{kind}-{name}") for kind in ("index", "prob")
+                for name, options in OPTION_SETS.items()
+                if not (kind == "prob" and "ignore_index" in options)]
+
+
+def _option_inputs(rng, kind, dtype, axis, options):
+    """Logits (4, 5, 3) with 5 classes along `axis`; index targets with
+    some rows at the ignored index, or probabilities."""
+    x = rng.standard_normal((4, 5, 3)).astype(dtype) * 2
+    x = np.moveaxis(x, 1, axis)
+    batch = np.delete(x.shape, axis % 3)
+    if kind == "index":
+        t = rng.integers(0, 5, batch)
+        if "ignore_index" in options:
+            t.reshape(-1)[::4] = options["ignore_index"]
+    else:
+        t = rng.random(x.shape).astype(dtype)
+    return x, t
+
+
+@pytest.mark.parametrize("reduction", REDUCTIONS)
+@pytest.mark.parametrize("kind, options", KIND_OPTIONS)
+@pytest.mark.parametrize("axis", [-1, 1, 0])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_options_match_pytorch(dtype, axis, kind, options, reduction, rng):
+    torch = pytest.importorskip("torch")
+    options = OPTION_SETS[options]
+    x, t = _option_inputs(rng, kind, dtype, axis, options)
+    loss, grad = fs.softmax_cross_entropy(x, t, axis, reduction=reduction, return_grad=True,
+                                          **options)
+    # PyTorch wants the classes on axis 1
+    xt = torch.tensor(np.moveaxis(x, axis, 1).astype(np.float64), requires_grad=True)
+    tt = torch.tensor(t if kind == "index" else np.moveaxis(t, axis, 1).astype(np.float64))
+    kwargs = dict(options)
+    if "weight" in kwargs:
+        kwargs["weight"] = torch.tensor(kwargs["weight"], dtype=torch.float64)
+    expected = torch.nn.functional.cross_entropy(xt, tt, reduction=reduction, **kwargs)
+    (expected_grad,) = torch.autograd.grad(expected.sum(), xt)
+    tol = {np.float32: 2e-6, np.float64: 1e-14}[dtype]
+    np.testing.assert_allclose(loss, expected.detach().numpy(), rtol=tol, atol=tol)
+    np.testing.assert_allclose(grad, np.moveaxis(expected_grad.numpy(), 1, axis),
+                               rtol=tol, atol=tol)
+    assert loss.dtype == dtype and grad.dtype == dtype
+
+
+@pytest.mark.parametrize("reduction", REDUCTIONS)
+@pytest.mark.parametrize("kind, options", KIND_OPTIONS)
+def test_options_match_the_reference(kind, options, reduction, threads, rng):
+    options = OPTION_SETS[options]
+    x, t = _option_inputs(rng, kind, np.float64, -1, options)
+    loss, grad = fs.softmax_cross_entropy(x, t, reduction=reduction, return_grad=True,
+                                          **options)
+    expected_loss, expected_grad = ref.softmax_cross_entropy(
+        x.astype(np.longdouble), t if kind == "index" else t.astype(np.longdouble),
+        reduction=reduction, return_grad=True, **options)
+    np.testing.assert_allclose(loss, expected_loss.astype(np.float64), rtol=1e-14, atol=1e-15)
+    np.testing.assert_allclose(grad, expected_grad.astype(np.float64), rtol=1e-14,
+                               atol=1e-16)
+
+
+@pytest.mark.parametrize("reduction", REDUCTIONS)
+def test_every_row_ignored(reduction):
+    # docs/api.rst, section Fused loss: '"mean" with every row ignored is NaN'
+    x = np.arange(12.0).reshape(4, 3)
+    loss, grad = fs.softmax_cross_entropy(x, np.full(4, -1), reduction=reduction,
+                                          return_grad=True, ignore_index=-1,
+                                          label_smoothing=0.3)
+    if reduction == "mean":
+        assert np.isnan(loss)
+    else:
+        assert (np.asarray(loss) == 0).all()
+    assert (grad == 0).all()
+
+
+def test_ignored_rows_add_nothing_and_get_no_gradient(rng):
+    x = rng.standard_normal((6, 4))
+    t = np.array([0, -100, 3, -100, 1, 2])
+    loss, grad = fs.softmax_cross_entropy(x, t, reduction="none", return_grad=True,
+                                          ignore_index=-100, label_smoothing=0.2)
+    assert (loss[[1, 3]] == 0).all() and (grad[[1, 3]] == 0).all()
+    kept = [0, 2, 4, 5]
+    loss_kept, grad_kept = fs.softmax_cross_entropy(x[kept], t[kept], reduction="none",
+                                                    return_grad=True, label_smoothing=0.2)
+    np.testing.assert_array_equal(loss[kept], loss_kept)
+    np.testing.assert_array_equal(grad[kept], grad_kept)
+    # an index out of range that is not the ignored one is still an error
+    with pytest.raises(IndexError, match=r"target index -7 .* \(at row 1\)"):
+        fs.softmax_cross_entropy(x, np.array([0, -7, 0, 0, 0, 0]), ignore_index=-100)
+
+
+def test_weighted_mean_divides_by_the_weights_of_the_rows_counted(rng):
+    x = rng.standard_normal((5, 3))
+    t = np.array([0, 1, 2, 1, -1])
+    w = np.array([1.0, 3.0, 0.5])
+    per_row = fs.softmax_cross_entropy(x, t, reduction="none", weight=w, ignore_index=-1)
+    mean = fs.softmax_cross_entropy(x, t, weight=w, ignore_index=-1)
+    np.testing.assert_allclose(mean, per_row.sum() / w[t[:4]].sum(), rtol=1e-15)
+
+
+@pytest.mark.parametrize("kind", ["index", "prob"])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_options_on_one_row_split_across_threads(dtype, kind, rng):
+    n = 200_003
+    x = cross_entropy_logits(rng, (n,), dtype)
+    t = target_for(rng, (n,), -1, kind, dtype)
+    w = rng.random(n) + 0.5
+    options = {"weight": w, "label_smoothing": 0.05}
+    hp = high_dtype(dtype)
+    expected = ref.softmax_cross_entropy(x.astype(hp), t if kind == "index" else t.astype(hp),
+                                         reduction="sum", return_grad=True, **options)
+    try:
+        for threads in (1, 2, 3):
+            fs.set_num_threads(threads)
+            loss, grad = fs.softmax_cross_entropy(x, t, reduction="sum", return_grad=True,
+                                                  **options)
+            np.testing.assert_allclose(loss, expected[0], rtol=4 * np.finfo(dtype).eps)
+            np.testing.assert_allclose(grad, expected[1], rtol=8 * np.finfo(dtype).eps,
+                                       atol=8 * np.finfo(dtype).eps * np.abs(expected[1]).max())
+    finally:
+        fs.set_num_threads(None)
+
+
+# "Bad values raise ValueError naming the argument", before anything is written
+BAD_OPTIONS = [
+    ({"weight": [1.0, 2.0]}, "index", ValueError, r"^weight must hold one weight per class, "
+                                                   r"shape \(3,\), got shape \(2,\)$"),
+    ({"weight": [[1.0, 2.0, 3.0]]}, "index", ValueError, r"^weight must hold one weight"),
+    ({"weight": [1.0, -2.0, 3.0]}, "prob", ValueError,
+     r"^weight must be finite and >= 0, got an entry -2.0$"),
+    ({"weight": [1.0, np.nan, 3.0]}, "index", ValueError, r"^weight must be finite"),
+    ({"weight": ["a", "b", "c"]}, "index", TypeError, r"^weight has dtype <U1"),
+    ({"ignore_index": -100}, "prob", ValueError, r"^ignore_index applies to class-index "
+                                                 r"targets only"),
+    ({"ignore_index": 1.0}, "index", TypeError, r"^ignore_index must be an int, got 1.0$"),
+    ({"ignore_index": True}, "index", TypeError, r"^ignore_index must be an int"),
+    ({"label_smoothing": -0.1}, "index", ValueError,
+     r"^label_smoothing must lie in \[0, 1\], got -0.1$"),
+    ({"label_smoothing": 1.5}, "prob", ValueError, r"^label_smoothing must lie in \[0, 1\]"),
+    ({"label_smoothing": np.nan}, "index", ValueError, r"^label_smoothing must lie in"),
+    ({"label_smoothing": "0.1"}, "index", TypeError,
+     r"^label_smoothing must be a float in \[0, 1\], got '0.1'$"),
+]
+
+
+@pytest.mark.parametrize("options, kind, error, message", BAD_OPTIONS)
+def test_bad_options(options, kind, error, message):
+    x = np.zeros((2, 3))
+    t = np.array([0, 1]) if kind == "index" else np.full((2, 3), 0.5)
+    with pytest.raises(error, match=message):
+        fs.softmax_cross_entropy(x, t, **options)
+    with pytest.raises(error, match=message):
+        fs.nn.SoftmaxCrossEntropy(**options)(x, t)

@@ -345,6 +345,30 @@ def test_cross_entropy(reduction, axis, kind, dtype, rng):
         np.testing.assert_array_equal(grad_value, expected_grad)
 
 
+# docs/api.rst, section Fused loss: "nn.SoftmaxCrossEntropy and
+# fastsoftmax.dask accept them too"; "mean" divides by the weights of the
+# rows counted in every block
+@pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
+@pytest.mark.parametrize("kind", ["index", "probs"])
+@pytest.mark.parametrize("axis", [-1, 0])
+def test_cross_entropy_options(axis, kind, reduction, rng):
+    shape = (9, 5) if axis == -1 else (5, 9)
+    xn = 3 * rng.standard_normal(shape)
+    tn = _targets(rng, shape, axis, "index" if kind == "index" else "probs")
+    options = {"weight": rng.random(5) + 0.25, "label_smoothing": 0.1}
+    if kind == "index":
+        tn[::3] = -100
+        options["ignore_index"] = -100
+    x = da.from_array(xn, chunks=(3, 5) if axis == -1 else (5, 3))
+    t = da.from_array(tn, chunks=3 if kind == "index" else x.chunks)
+    loss, grad = fsd.softmax_cross_entropy(x, t, axis, reduction=reduction, return_grad=True,
+                                           **options)
+    expected_loss, expected_grad = fs.softmax_cross_entropy(
+        xn, tn, axis, reduction=reduction, return_grad=True, **options)
+    np.testing.assert_allclose(compute(loss), expected_loss, rtol=1e-14)
+    np.testing.assert_allclose(compute(grad), expected_grad, rtol=1e-14, atol=1e-17)
+
+
 def test_cross_entropy_reduction_spans_all_blocks(rng):
     """The mean is over all rows, not a mean of block means (the blocks are
     of unequal size, so the two differ)."""
@@ -482,6 +506,12 @@ ERRORS = {
     "bool-target": ("softmax_cross_entropy",
                     lambda: (np.ones((4, 3)), np.zeros(4, bool)), {}),
     "masked": ("softmax", lambda: (np.ma.masked_array(np.ones(3)),), {}),
+    "weight-length": ("softmax_cross_entropy", lambda: (np.ones((4, 3)), np.zeros(4, int)),
+                      {"weight": np.ones(2)}),
+    "smoothing": ("softmax_cross_entropy", lambda: (np.ones((4, 3)), np.zeros(4, int)),
+                  {"label_smoothing": 2.0}),
+    "ignore-with-probs": ("softmax_cross_entropy", lambda: (np.ones((4, 3)), np.ones((4, 3))),
+                          {"ignore_index": 0}),
     "where-dtype": ("log_softmax", lambda: (np.ones((4, 3)),), {"where": np.ones(3, int)}),
     "where-shape": ("logsumexp", lambda: (np.ones((4, 3)),), {"where": np.ones((2, 3), bool)}),
 }

@@ -170,6 +170,27 @@ def test_cross_entropy_matches_reference(kind, reduction, shape, axis, dtype, rn
                                rtol=0, atol=grad_atol)
 
 
+@pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
+def test_cross_entropy_options_are_those_of_the_function(reduction, rng):
+    logits = rng.standard_normal((6, 4))
+    target = np.array([0, 3, -100, 1, 2, -100])
+    options = {"weight": [1.0, 0.5, 2.0, 1.5], "ignore_index": -100, "label_smoothing": 0.2}
+    layer = SoftmaxCrossEntropy(reduction=reduction, **options)
+    loss, grad = fs.softmax_cross_entropy(logits, target, reduction=reduction,
+                                          return_grad=True, **options)
+    np.testing.assert_array_equal(layer(logits, target), loss)
+    np.testing.assert_array_equal(layer.backward(), grad)
+
+
+def test_cross_entropy_options_are_checked_at_construction():
+    with pytest.raises(ValueError, match="label_smoothing"):
+        SoftmaxCrossEntropy(label_smoothing=-1.0)
+    with pytest.raises(ValueError, match="weight must be finite and >= 0"):
+        SoftmaxCrossEntropy(weight=[1.0, -1.0])
+    with pytest.raises(TypeError, match="ignore_index"):
+        SoftmaxCrossEntropy(ignore_index=0.5)
+
+
 @pytest.mark.parametrize("dtype", FLOAT_DTYPES, ids=DTYPE_IDS)
 def test_cross_entropy_grad_loss_keeps_the_dtype(dtype, rng):
     """A float64 upstream gradient scales float32 dlogits in float32."""

@@ -26,7 +26,8 @@ from _helpers import laid_out
 from _registry import (BOUNDS, DERIVATIVE_BOUNDS, F16, F32, F64, FORWARD, FORWARD_IDS,
                        GRAD_ULPS, LOSS_ULPS, assert_grad_close, assert_loss_close,
                        assert_ulp_close, check, compute_dtype, derivative_floor, high_dtype,
-                       jacobian_terms, loss_terms, oracle, oracle_dtype, oracle_xent,
+                       jacobian_terms, loss_terms, options_target, oracle, oracle_dtype,
+                       oracle_xent,
                        representable, rows_of)
 from _registry import DERIVATIVE_NAMES, FUNCTIONS
 from _registry import result_dtype as dtype_rule
@@ -598,6 +599,39 @@ def test_cross_entropy_matches_reference(data, layouts, reduction):
     # the loss alone is the same
     np.testing.assert_array_equal(
         fs.softmax_cross_entropy(logits, target, axis, reduction=reduction), loss)
+
+
+# docs/api.rst, section Fused loss: weight, ignore_index, label_smoothing
+# (PyTorch's meanings: the reference's), on the same arbitrary inputs
+@given(data=cross_entropy_inputs(FLOATS, typical=True, tiny_weights=False),
+       reduction=st.sampled_from(["mean", "sum", "none"]), options=st.data())
+def test_cross_entropy_options_match_reference(data, reduction, options):
+    logits, target, axis = data
+    n = (logits.shape or (1,))[axis]
+    # (a smoothing e or a weight so small that e / n or the weight
+    # underflows in the computation dtype is lost: the target is formed in
+    # it, docs/api.rst)
+    kwargs = {"label_smoothing": options.draw(st.just(0.0) | st.floats(2.0 ** -16, 1))}
+    if options.draw(st.booleans()):
+        kwargs["weight"] = options.draw(hnp.arrays(
+            np.float64, (n,), elements=st.just(0.0) | st.floats(2.0 ** -16, 4)))
+    if target.dtype.kind == "i" and options.draw(st.booleans()):
+        ignored = options.draw(st.sampled_from([-100, 0]))
+        kwargs["ignore_index"] = ignored
+        flat = target.reshape(-1)
+        flat[::2] = ignored
+    loss, grad = fs.softmax_cross_entropy(logits, target, axis, reduction=reduction,
+                                          return_grad=True, **kwargs)
+    x, t, result, compute, hp = _none_rows(logits, np.where(target == -100, 0, target), axis)
+    expected_loss, expected_grad = oracle_xent(logits, target, axis, reduction, hp, **kwargs)
+    assert loss.dtype == compute and grad.dtype == result and grad.shape == logits.shape
+    if x.shape[-1] == 0:
+        np.testing.assert_array_equal(loss, expected_loss)
+        return
+    t, denominator = options_target(t, target, kwargs)
+    assert_loss_close(loss, expected_loss, x, t, reduction, compute)
+    scale = 1.0 / denominator if reduction == "mean" and denominator else 1.0
+    assert_grad_close(grad, expected_grad, x, t, axis, scale)
 
 
 # Identities on extreme logits, up to max/1024 in magnitude: beyond, the

@@ -116,6 +116,15 @@ def cross_entropy() -> None:
     labels = rng.integers(0, 5, size=8)
     probs = fs.softmax(rng.standard_normal((8, 5)))
 
+    # PyTorch's options keep the result types
+    weighted = fs.softmax_cross_entropy(logits, labels, weight=[1.0, 2.0, 1.0, 1.0, 0.5],
+                                        ignore_index=-100, label_smoothing=0.1)
+    assert_type(weighted, np.floating[Any])
+    per_row, dweighted = fs.softmax_cross_entropy(logits, labels, reduction="none",
+                                                  return_grad=True, label_smoothing=0.1)
+    assert_type(per_row, Floats)
+    assert per_row.shape == (8,) and dweighted.shape == (8, 5)
+
     mean = fs.softmax_cross_entropy(logits, labels)
     assert_type(mean, np.floating[Any])
     total = fs.softmax_cross_entropy(logits, probs, reduction="sum")
