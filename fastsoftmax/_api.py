@@ -50,6 +50,12 @@ _ArrayT = TypeVar("_ArrayT")  # a NumPy array here, or a dask one for fastsoftma
 # Validation: a call's arguments, checked in one place
 # --------------------------------------------------------------------------
 
+def _is_bfloat16(dt: np.dtype[Any]) -> bool:
+    """Whether dt is ml_dtypes.bfloat16 (recognised without importing
+    ml_dtypes, an optional dependency)."""
+    return dt.name == "bfloat16" and dt.type.__module__.startswith("ml_dtypes")
+
+
 def _result_dtype(arr: Any, name: str) -> np.dtype[Any]:
     """The result dtype for an input array, NumPy or dask (docs/api.rst,
     section Dtypes)."""
@@ -58,6 +64,11 @@ def _result_dtype(arr: Any, name: str) -> np.dtype[Any]:
         return np.dtype(dt.type)  # native byte order
     if dt.kind in "biu":
         return _F64
+    if _is_bfloat16(dt):
+        return np.dtype(dt.type)
+    if dt.type.__module__.startswith("ml_dtypes"):
+        raise TypeError(f"{name} has dtype {dt}, which fastsoftmax does not support: of "
+                        f"ml_dtypes' types only bfloat16 is computed (in float32)")
     if dt.kind == "f":
         raise TypeError(f"{name} has dtype {dt} (long double), which the kernels do not "
                         f"compute in; convert it with .astype(numpy.float64)")
@@ -67,8 +78,17 @@ def _result_dtype(arr: Any, name: str) -> np.dtype[Any]:
 
 
 def _compute_dtype(result_dtype: np.dtype[Any]) -> np.dtype[Any]:
-    """The dtype the kernels compute in: float16 goes through float32."""
+    """The dtype the kernels compute in: float16 and bfloat16 are computed
+    in float32."""
     return _F32 if result_dtype.itemsize <= 4 else _F64
+
+
+def _half_format(dtype: np.dtype[Any]) -> bool | None:
+    """For the dtypes the half kernels read and write themselves: whether it
+    is bfloat16 (False: float16).  None for any other dtype."""
+    if dtype == _F16:
+        return False
+    return True if _is_bfloat16(dtype) else None
 
 
 def _as_array(x: ArrayLike, name: str) -> NDArray[Any]:
@@ -394,8 +414,12 @@ class _Output:
     """
 
     def __init__(self, call: _Call[NDArray[Any]], shape: tuple[int, ...],
-                 kernel_shape: tuple[int, ...] | None = None) -> None:
+                 kernel_shape: tuple[int, ...] | None = None,
+                 dtype: np.dtype[Any] | None = None) -> None:
         self.call, self.shape, self.kernel_shape = call, shape, kernel_shape
+        # what the kernel writes: the compute dtype, or the result's for the
+        # half kernels
+        self.dtype = call.compute_dtype if dtype is None else dtype
         out = call.out
         # `out` in `shape` (a view: only a 0-d out differs)
         self.out = out if out is None or out.shape == shape else out.reshape(shape)
@@ -405,7 +429,7 @@ class _Output:
             self._allocate()
 
     def _allocate(self) -> NDArray[Any]:
-        dtype = self.call.compute_dtype
+        dtype = self.dtype
         if self.kernel_shape is not None:
             self.rows = np.empty(self.kernel_shape, dtype)
             self.result = self.rows.reshape(self.shape)
@@ -435,7 +459,7 @@ class _Output:
             return self.rows
         out, call = self.out, self.call
         assert out is not None
-        if call.result_dtype == call.compute_dtype and out.flags.aligned:
+        if call.result_dtype == self.dtype and out.flags.aligned:
             view = self._view(out)
             # writing straight into out is safe unless it overlaps an input
             # without being exactly that input
@@ -492,8 +516,19 @@ def _forward(x: ArrayLike, axis: _Axis, where: ArrayLike | None, out: NDArray[An
             return y
     func = "log_softmax" if take_log else "softmax"
     call = _prepare(_as_array, func, "forward", (x,), ("x",), axis, out, where=where)
-    arr = call.arrays[0].astype(call.compute_dtype, copy=False)
     axes = call.axes
+    bfloat16 = _half_format(call.result_dtype)
+    if bfloat16 is not None and call.mask is None:
+        # float16 / bfloat16 rows read and written by the kernels: no
+        # float32 copies (a byte-swapped input is made native first)
+        arr = call.arrays[0].astype(call.result_dtype, copy=False)
+        x_rows = _input_rows(arr, axes)
+        output = _Output(call, arr.shape, dtype=call.result_dtype)
+        _backend.kernels.half_softmax_rows(x_rows.view(np.uint16),
+                                           output.target(x_rows).view(np.uint16),
+                                           _backend.get_num_threads(), take_log, bfloat16)
+        return output.finish()
+    arr = call.arrays[0].astype(call.compute_dtype, copy=False)
     if call.mask is not None:
         # (the column kernel takes no mask: a middle axis goes through a
         # transposed copy of x)
@@ -729,6 +764,20 @@ def logsumexp(x: ArrayLike, axis: _Axis = -1, *, b: ArrayLike | None = None,
     call = _prepare(_as_array, "logsumexp", "reduce", args, names, axis, out,
                     keepdims=bool(keepdims), where=where)
     x_arr = call.arrays[0]
+    bfloat16 = _half_format(call.result_dtype)
+    if bfloat16 is not None and b is None and call.mask is None:
+        # float16 / bfloat16 rows read by the kernel itself
+        half_rows = _input_rows(x_arr.astype(call.result_dtype, copy=False), call.axes)
+        half_result = np.empty(half_rows.shape[0], _F32)
+        _backend.kernels.half_logsumexp_rows(half_rows.view(np.uint16), half_result,
+                                             _backend.get_num_threads(), bfloat16)
+        value = _reduced_result(call, half_result, call.out)
+        if not return_sign:
+            return value
+        # (without b the sum is positive: 1; 0 for a result of -inf, NaN for NaN)
+        half_sign = np.where(half_result == -np.inf, 0, np.where(np.isnan(half_result),
+                                                                np.nan, 1))
+        return value, _reduced_result(call, half_sign.astype(_F32), None)
     x_rows = call.rows(x_arr)
     mask, mask_rows, mask_stride = None, None, 1
     b_full = None if b is None else np.broadcast_to(call.arrays[1], x_arr.shape)

@@ -77,6 +77,17 @@ class KernelModule(Protocol):
     def softmax_masked_rows(self, x: _Rows, mask: NDArray[np.bool_],
                             mask_rows: NDArray[np.int64], mask_stride: int, out: _Rows,
                             num_threads: int, take_log: bool) -> None: ...
+    # softmax_rows for float16 (bfloat16 if bfloat16) rows given as their
+    # uint16 bits, computed in float; out may be x
+    def half_softmax_rows(self, x: NDArray[np.uint16], out: NDArray[np.uint16],
+                          num_threads: int, take_log: bool, bfloat16: bool) -> None: ...
+    # out[i] = logsumexp of the float16 (bfloat16) row x[i], in float32
+    def half_logsumexp_rows(self, x: NDArray[np.uint16], out: NDArray[np.float32],
+                            num_threads: int, bfloat16: bool) -> None: ...
+    # the kernels' float16 (bfloat16) conversions: values = half, or, if
+    # to_half, half = values rounded to nearest even (for the tests)
+    def half_convert(self, half: NDArray[np.uint16], values: NDArray[np.float32],
+                     to_half: bool, bfloat16: bool) -> None: ...
     # x, out: (outer, n, inner) arrays with a contiguous inner axis; along axis 1
     def softmax_cols(self, x: _Rows, out: _Rows, num_threads: int, take_log: bool) -> None: ...
     # per row: a * (b - <a, b>) (softmax_jvp, a = s), or if log_vjp

@@ -17,7 +17,7 @@
 
 from cython.parallel cimport parallel, prange
 from libc.math cimport INFINITY, NAN, log
-from libc.stdint cimport int64_t
+from libc.stdint cimport int64_t, uint16_t
 from cpython.long cimport PyLong_AsLongAndOverflow, PyLong_CheckExact
 from cpython.mem cimport PyMem_RawFree, PyMem_RawMalloc
 cimport numpy as cnp
@@ -91,6 +91,15 @@ cdef extern from "_vmath.hpp" namespace "fastsoftmax" nogil:
                               Py_ssize_t n, Py_ssize_t w, int take_log)
     void softmax_short_rows[T](const T *x, Py_ssize_t sx, T *y, Py_ssize_t sy,
                                Py_ssize_t rows, Py_ssize_t n, int take_log)
+    # half precision: H is Float16 or BFloat16 (how a uint16_t is a number)
+    cppclass Float16:
+        pass
+    cppclass BFloat16:
+        pass
+    void load_half[H](const uint16_t *x, float *buf, Py_ssize_t n)
+    void store_half[H](const float *buf, uint16_t *y, Py_ssize_t n)
+    void half_softmax_row[H](const uint16_t *x, uint16_t *y, Py_ssize_t n, bint take_log)
+    float half_logsumexp_row[H](const uint16_t *x, Py_ssize_t n)
 
 
 # Below this many elements a call stays on the calling thread: waking the
@@ -582,6 +591,79 @@ def softmax_masked_rows(const floating[:, :] x, cnp.ndarray mask,
                 for j in range(n):
                     (<floating *>row_at(yp, sy, i))[j] = empty_value
     PyMem_RawFree(empty)
+
+
+# ---------------------------------------------------------------------------
+# Half precision: float16 and bfloat16 rows, read and written by the kernels
+# ---------------------------------------------------------------------------
+# The rows are uint16_t here; `bfloat16` says which of the two formats they
+# hold.  Each row is computed in float on the stack (see _vmath.hpp).
+
+cdef void half_softmax_rows_impl(const uint16_t *x, Py_ssize_t sx, uint16_t *y, Py_ssize_t sy,
+                                 Py_ssize_t rows, Py_ssize_t n, int num_threads,
+                                 bint take_log, bint bfloat16) noexcept nogil:
+    cdef Py_ssize_t i
+    cdef int nthreads = threads_for(rows * n, num_threads)
+    for i in prange(rows, schedule="static", num_threads=nthreads):
+        if bfloat16:
+            half_softmax_row[BFloat16](<const uint16_t *>(<const char *>x + i * sx),
+                                       <uint16_t *>(<char *>y + i * sy), n, take_log)
+        else:
+            half_softmax_row[Float16](<const uint16_t *>(<const char *>x + i * sx),
+                                      <uint16_t *>(<char *>y + i * sy), n, take_log)
+
+
+def half_softmax_rows(const uint16_t[:, :] x, uint16_t[:, :] out, int num_threads,
+                      bint take_log, bint bfloat16):
+    """softmax_rows for float16 (bfloat16 if `bfloat16`) rows, given as
+    their uint16 bits (out may be x)."""
+    require_shape("out", out.shape, x.shape, 2)
+    require_contiguous_rows(x.shape[1], x.strides[1], sizeof(uint16_t), "x")
+    require_contiguous_rows(out.shape[1], out.strides[1], sizeof(uint16_t), "out")
+    if x.shape[0] == 0 or x.shape[1] == 0:
+        return
+    with nogil:
+        half_softmax_rows_impl(&x[0, 0], x.strides[0], &out[0, 0], out.strides[0], x.shape[0],
+                               x.shape[1], num_threads, take_log, bfloat16)
+
+
+def half_convert(const uint16_t[::1] half, float[::1] values, bint to_half, bint bfloat16):
+    """values = the float16 (bfloat16) numbers of `half`, or, if to_half,
+    half = `values` rounded to float16 (bfloat16): the kernels' own
+    conversions, for the tests."""
+    require_shape("values", values.shape, half.shape, 1)
+    cdef Py_ssize_t n = half.shape[0]
+    if n == 0:
+        return
+    if to_half and bfloat16:
+        store_half[BFloat16](&values[0], <uint16_t *>&half[0], n)
+    elif to_half:
+        store_half[Float16](&values[0], <uint16_t *>&half[0], n)
+    elif bfloat16:
+        load_half[BFloat16](&half[0], &values[0], n)
+    else:
+        load_half[Float16](&half[0], &values[0], n)
+
+
+def half_logsumexp_rows(const uint16_t[:, :] x, float[::1] out, int num_threads,
+                        bint bfloat16):
+    """out[i] = logsumexp of the float16 (bfloat16) row x[i], in float."""
+    cdef Py_ssize_t rows = x.shape[0], n = x.shape[1], i
+    require_contiguous_rows(n, x.strides[1], sizeof(uint16_t), "x")
+    require_shape("out", out.shape, x.shape, 1)
+    if rows == 0:
+        return
+    cdef const uint16_t *xp = &x[0, 0] if n else NULL
+    cdef Py_ssize_t sx = x.strides[0]
+    cdef int nthreads = threads_for(rows * n, num_threads)
+    with nogil:
+        for i in prange(rows, schedule="static", num_threads=nthreads):
+            if bfloat16:
+                out[i] = half_logsumexp_row[BFloat16](
+                    <const uint16_t *>(<const char *>xp + i * sx), n)
+            else:
+                out[i] = half_logsumexp_row[Float16](
+                    <const uint16_t *>(<const char *>xp + i * sx), n)
 
 
 def softmax_cols(const floating[:, :, ::1] x, floating[:, :, ::1] out, int num_threads,

@@ -1068,6 +1068,156 @@ inline void softmax_short_rows(const T *x, ptrdiff_t sx, T *y, ptrdiff_t sy, ptr
 }
 
 }  // namespace
+// ------------------------------------------------------------------
+// Half precision: float16 and bfloat16 rows, read and written here
+// ------------------------------------------------------------------
+// The kernels compute in float: a row is loaded into a float buffer on the
+// stack (a chunk of it at a time for a long row), computed as a float row
+// is, and stored back rounded to nearest even, as NumPy's casts round.  No
+// float copy of an input or of a result is ever made.  The conversions are
+// integer and float arithmetic that every instruction set vectorises (no
+// F16C, no _Float16: the baseline and MSVC builds have neither).
+
+struct Float16 {
+    static float load(std::uint16_t h)
+    {
+        std::uint32_t sign = (std::uint32_t)(h & 0x8000u) << 16, em = h & 0x7fffu;
+        // em << 13 read as a float is the value times 2^-112 (the exponent
+        // biases differ by 127 - 15): exact for normal and subnormal halves
+        std::uint32_t bits = bits_of(from_bits<float>(em << 13) * 0x1p112f);
+        bits = em >= 0x7c00u ? (em << 13) | 0x7f800000u : bits;  // inf, NaN
+        return from_bits<float>(bits | sign);
+    }
+    static std::uint16_t store(float f)
+    {
+        std::uint32_t x = bits_of(f), sign = (x >> 16) & 0x8000u;
+        x &= 0x7fffffffu;
+        std::uint32_t inf_nan = x > 0x7f800000u ? 0x7e00u : 0x7c00u;
+        // below 2^-14 (a subnormal half): adding 0.5 rounds to the half's
+        // last bit, 2^-24, to nearest even; its low bits are the half's
+        const float magic = 0.5f;
+        std::uint32_t subnormal = bits_of(from_bits<float>(x) + magic) - bits_of(magic);
+        // normal: rebias the exponent, round the 13 dropped bits to nearest
+        // even (a carry may reach the exponent: 65520 and up round to inf)
+        std::uint32_t normal = (x + 0xc8000fffu + ((x >> 13) & 1u)) >> 13;
+        std::uint32_t h = x >= 0x47800000u ? inf_nan : x < 0x38800000u ? subnormal : normal;
+        return (std::uint16_t)(h | sign);
+    }
+};
+
+struct BFloat16 {
+    static float load(std::uint16_t h) { return from_bits<float>((std::uint32_t)h << 16); }
+    static std::uint16_t store(float f)
+    {
+        std::uint32_t x = bits_of(f);
+        std::uint32_t rounded = (x + 0x7fffu + ((x >> 16) & 1u)) >> 16;  // to nearest even
+        std::uint32_t quiet_nan = (x >> 16) | 0x40u;
+        return (std::uint16_t)((x & 0x7fffffffu) > 0x7f800000u ? quiet_nan : rounded);
+    }
+};
+
+// Rows up to this long are loaded whole; longer ones a chunk at a time.
+constexpr ptrdiff_t half_chunk = 2048;
+
+template <class H> inline void load_half(const std::uint16_t *x, float *buf, ptrdiff_t n)
+{
+    FS_OMP_SIMD
+    for (ptrdiff_t j = 0; j < n; j++) buf[j] = H::load(x[j]);
+}
+
+template <class H> inline void store_half(const float *buf, std::uint16_t *y, ptrdiff_t n)
+{
+    FS_OMP_SIMD
+    for (ptrdiff_t j = 0; j < n; j++) y[j] = H::store(buf[j]);
+}
+
+// The max m, S = sum of exp(x - shift) (shift: m, or 0 for a logsumexp row
+// of only -inf) and whether there is a NaN, of a long row, chunk by chunk;
+// S compensated across the chunks as sum_of_parts adds them.
+template <class H> inline float half_row_max(const std::uint16_t *x, ptrdiff_t n, bool *has_nan)
+{
+    float buf[half_chunk];
+    float m = -std::numeric_limits<float>::infinity();
+    ptrdiff_t nans = 0;
+    for (ptrdiff_t start = 0; start < n; start += half_chunk) {
+        ptrdiff_t length = std::min(half_chunk, n - start);
+        load_half<H>(x + start, buf, length);
+        float chunk_max = row_max(buf, length);
+        m = chunk_max > m ? chunk_max : m;
+        if (has_nan)
+            for (ptrdiff_t j = 0; j < length; j++) nans += buf[j] != buf[j];
+    }
+    if (has_nan) *has_nan = nans != 0;
+    return m;
+}
+
+template <class H> inline double half_row_exp_sum(const std::uint16_t *x, float shift, ptrdiff_t n)
+{
+    float buf[half_chunk];
+    double total = 0.0, err = 0.0;
+    for (ptrdiff_t start = 0; start < n; start += half_chunk) {
+        ptrdiff_t length = std::min(half_chunk, n - start);
+        load_half<H>(x + start, buf, length);
+        double part_lo = 0.0;
+        double part = row_exp_sum(buf, shift, (float *)nullptr, (float *)nullptr, length, &part_lo);
+        total = two_sum(total, part, &err);
+        err += part_lo;
+    }
+    return total + err;
+}
+
+// softmax (log_softmax if take_log) of a float16 / bfloat16 row into y (y
+// may be x): the passes of a float row, on the float values.
+template <class H>
+inline void half_softmax_row(const std::uint16_t *x, std::uint16_t *y, ptrdiff_t n,
+                             bool take_log)
+{
+    float buf[half_chunk];
+    if (n <= half_chunk) {
+        load_half<H>(x, buf, n);
+        float m = row_max(buf, n);
+        double S = row_exp_sum(buf, m, take_log ? (float *)nullptr : buf, (float *)nullptr, n);
+        if (take_log)
+            row_shift(buf, m, row_log_sum(buf, m, (const float *)nullptr, S, n), buf, n);
+        else
+            row_scale_div(buf, 1.0, S, buf, n);
+        store_half<H>(buf, y, n);
+        return;
+    }
+    // a long row: its max, its sum, then each chunk again (its terms
+    // recomputed: the same values as in the sum)
+    float m = half_row_max<H>(x, n, nullptr);
+    double S = half_row_exp_sum<H>(x, m, n);
+    double log_S = take_log ? log_sum_of<float>([&](ptrdiff_t j) { return H::load(x[j]); }, m,
+                                                (const float *)nullptr, S, n)
+                            : 0.0;
+    for (ptrdiff_t start = 0; start < n; start += half_chunk) {
+        ptrdiff_t length = std::min(half_chunk, n - start);
+        load_half<H>(x + start, buf, length);
+        if (take_log) {
+            row_shift(buf, m, log_S, buf, length);
+        } else {
+            row_exp_sum(buf, m, buf, (float *)nullptr, length);
+            row_scale_div(buf, 1.0, S, buf, length);
+        }
+        store_half<H>(buf, y + start, length);
+    }
+}
+
+// logsumexp of a float16 / bfloat16 row, in float (rounded by the caller)
+template <class H> inline float half_logsumexp_row(const std::uint16_t *x, ptrdiff_t n)
+{
+    bool has_nan = false;
+    float m = half_row_max<H>(x, n, &has_nan);
+    if (m == std::numeric_limits<float>::infinity())  // (+inf, or NaN beside it)
+        return has_nan ? std::numeric_limits<float>::quiet_NaN() : m;
+    float shift = m == -std::numeric_limits<float>::infinity() ? 0.0f : m;
+    double S = half_row_exp_sum<H>(x, shift, n);
+    double log_S = log_sum_of<float>([&](ptrdiff_t j) { return H::load(x[j]); }, shift,
+                                     (const float *)nullptr, S, n);
+    return (float)((double)shift + log_S);
+}
+
 }  // namespace fastsoftmax
 
 #endif  // FASTSOFTMAX_VMATH_HPP

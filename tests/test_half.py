@@ -1,0 +1,161 @@
+"""Half precision: float16 and ml_dtypes.bfloat16 read and written by the
+kernels themselves (docs/api.rst, section Half precision).
+
+The contract: computed in float32, returned in the input's dtype, and no
+float32 copy of the input or of the result.  So the results must be those
+of the converting way (cast to float32, compute, round back to nearest
+even), bit for bit, and a call's peak memory that of its result.
+"""
+
+import numpy as np
+import pytest
+
+import fastsoftmax as fs
+from fastsoftmax import _backend
+
+from _helpers import laid_out, peak_allocation
+
+try:
+    import ml_dtypes
+except ImportError:  # an optional dependency: its cases are left out
+    ml_dtypes = None
+
+HALF_DTYPES = [pytest.param(np.dtype(np.float16), id="float16"),
+               pytest.param(np.dtype(ml_dtypes.bfloat16) if ml_dtypes else None, id="bfloat16",
+                            marks=pytest.mark.skipif(ml_dtypes is None,
+                                                     reason="ml_dtypes is not installed"))]
+NAMES = ["softmax", "log_softmax", "logsumexp"]
+
+
+def converting(name, x, dtype, **kwargs):
+    """The result of the converting way: float32 in, the dtype out."""
+    result = getattr(fs, name)(np.asarray(x).astype(np.float32), **kwargs)
+    with np.errstate(over="ignore"):
+        return np.asarray(result).astype(dtype)
+
+
+def same_bits(a, b):
+    """Equal bit for bit, any NaN matching any NaN."""
+    a, b = np.asarray(a), np.asarray(b)
+    assert a.dtype == b.dtype and a.shape == b.shape
+    nan_a, nan_b = np.isnan(a.astype(np.float32)), np.isnan(b.astype(np.float32))
+    np.testing.assert_array_equal(nan_a, nan_b)
+    np.testing.assert_array_equal(a.view(np.uint16)[~nan_a], b.view(np.uint16)[~nan_b])
+
+
+# --------------------------------------------------------------------------
+# The conversions
+# --------------------------------------------------------------------------
+
+@pytest.mark.parametrize("dtype", HALF_DTYPES)
+def test_every_half_converts_to_its_float_exactly(dtype, simd_path):
+    bits = np.arange(1 << 16, dtype=np.uint16)
+    values = np.empty(bits.size, np.float32)
+    _backend.kernels.half_convert(bits, values, False, dtype.name == "bfloat16")
+    expected = bits.view(dtype).astype(np.float32)
+    nan = np.isnan(expected)
+    assert np.isnan(values[nan]).all()
+    np.testing.assert_array_equal(values.view(np.uint32)[~nan],
+                                  expected.view(np.uint32)[~nan])
+
+
+@pytest.mark.parametrize("dtype", HALF_DTYPES)
+def test_floats_round_to_the_nearest_half_ties_to_even(dtype, simd_path, rng):
+    # random float32 bit patterns (every exponent), every half, the
+    # midpoints between neighbouring halves (the ties), and the edges of
+    # the range (float16: 65504 is the largest, 65520 rounds to inf;
+    # 2**-24 the smallest subnormal, 2**-25 rounds to 0 (even))
+    with np.errstate(invalid="ignore"):  # (the NaN patterns)
+        halves = np.arange(1 << 16, dtype=np.uint16).view(dtype).astype(np.float64)
+    finite = np.sort(halves[np.isfinite(halves)])
+    ties = ((finite[:-1] + finite[1:]) / 2).astype(np.float32)
+    edges = np.array([65504, 65519.996, 65520, 65536, 2.0 ** -24, 2.0 ** -25, 3 * 2.0 ** -26,
+                      -0.0, np.inf, -np.inf, np.nan, 3.4e38], np.float32)
+    values = np.concatenate([rng.integers(0, 1 << 32, 500_000, dtype=np.uint64)
+                             .astype(np.uint32).view(np.float32), finite.astype(np.float32),
+                             ties, edges])
+    bits = np.empty(values.size, np.uint16)
+    _backend.kernels.half_convert(bits, values, True, dtype.name == "bfloat16")
+    with np.errstate(invalid="ignore", over="ignore"):
+        expected = values.astype(dtype)
+    same_bits(bits.view(dtype), expected)
+
+
+# --------------------------------------------------------------------------
+# The results: those of the converting way, bit for bit
+# --------------------------------------------------------------------------
+
+# rows up to 2048 elements are computed whole; longer ones a chunk at a time
+SHAPE_AXES = [((), -1), ((7,), -1), ((5, 10), -1), ((300, 37), -1), ((4, 6, 33), 1),
+              ((3, 4, 5), (0, 2)), ((2, 3), None), ((3, 2048), -1), ((3, 2049), -1),
+              ((2, 5000), -1), ((0, 5), -1), ((4, 0), -1)]
+
+
+@pytest.mark.parametrize("layout", ["C", "F", "rows-reversed", "byteswapped", "readonly"])
+@pytest.mark.parametrize("shape, axis", SHAPE_AXES, ids=str)
+@pytest.mark.parametrize("name", NAMES)
+@pytest.mark.parametrize("dtype", HALF_DTYPES)
+def test_results_are_those_of_the_converting_way(dtype, name, shape, axis, layout, threads,
+                                                 rng):
+    x = laid_out((rng.standard_normal(shape) * 4).astype(dtype), layout)
+    result = getattr(fs, name)(x, axis=axis)
+    assert np.asarray(result).dtype == dtype
+    same_bits(result, converting(name, x, dtype, axis=axis))
+
+
+@pytest.mark.parametrize("name", NAMES)
+@pytest.mark.parametrize("dtype", HALF_DTYPES)
+def test_special_values(dtype, name):
+    big = float(np.finfo(np.float16).max) if dtype == np.float16 else 3e38
+    x = np.array([[1.0, np.nan, 0.0], [-np.inf, -np.inf, -np.inf], [np.inf, 1.0, 0.0],
+                  [0.0, -np.inf, 1.0], [big, -big, 0.0], [6e-8, -6e-8, 0.0]]).astype(dtype)
+    same_bits(getattr(fs, name)(x), converting(name, x, dtype))
+    # a long row too (the chunked passes)
+    long_rows = np.repeat(x, 1000, axis=1)
+    same_bits(getattr(fs, name)(long_rows), converting(name, long_rows, dtype))
+
+
+@pytest.mark.parametrize("name", ["softmax", "log_softmax"])
+@pytest.mark.parametrize("dtype", HALF_DTYPES)
+def test_out_and_in_place(dtype, name, rng):
+    x = (rng.standard_normal((6, 40)) * 3).astype(dtype)
+    expected = converting(name, x, dtype)
+    out = np.empty_like(x)
+    assert getattr(fs, name)(x, out=out) is out
+    same_bits(out, expected)
+    assert getattr(fs, name)(x, out=x) is x
+    same_bits(x, expected)
+
+
+def test_logsumexp_sign_without_b():
+    x = np.array([[0.0, 1.0], [-np.inf, -np.inf], [np.nan, 0.0]], np.float16)
+    value, sign = fs.logsumexp(x, return_sign=True)
+    same_bits(value, converting("logsumexp", x, np.float16))
+    np.testing.assert_array_equal(sign, np.array([1, 0, np.nan], np.float16))
+    assert sign.dtype == np.float16
+
+
+# --------------------------------------------------------------------------
+# No float32 copies
+# --------------------------------------------------------------------------
+
+# docs/api.rst, section Half precision: "a call allocates nothing the size
+# of its input besides its float16 result"
+@pytest.mark.parametrize("name", NAMES)
+@pytest.mark.parametrize("dtype", HALF_DTYPES)
+@pytest.mark.parametrize("shape", [(1024, 1024), (1, 1 << 20)], ids=["rows", "one-row"])
+def test_no_float32_copy(dtype, name, shape, rng):
+    x = rng.standard_normal(shape).astype(dtype)  # 2 MiB
+    getattr(fs, name)(x)  # (warm up)
+    peak = peak_allocation(lambda: getattr(fs, name)(x))
+    result_bytes = x.nbytes if name != "logsumexp" else x.nbytes // shape[-1]
+    # a float32 copy of x would be 4 MiB
+    assert peak < result_bytes + 256 * 1024, f"{peak} bytes for a {x.nbytes}-byte input"
+
+
+def test_other_ml_dtypes_types_are_refused():
+    ml = pytest.importorskip("ml_dtypes")
+    x = np.zeros(3, ml.float8_e4m3fn)
+    with pytest.raises(TypeError, match=r"^x has dtype float8_e4m3fn, which fastsoftmax does "
+                                        r"not support: of ml_dtypes' types only bfloat16"):
+        fs.softmax(x)
