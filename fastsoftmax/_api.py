@@ -518,15 +518,21 @@ def _forward(x: ArrayLike, axis: _Axis, where: ArrayLike | None, out: NDArray[An
     call = _prepare(_as_array, func, "forward", (x,), ("x",), axis, out, where=where)
     axes = call.axes
     bfloat16 = _half_format(call.result_dtype)
-    if bfloat16 is not None and call.mask is None:
+    if bfloat16 is not None:
         # float16 / bfloat16 rows read and written by the kernels: no
         # float32 copies (a byte-swapped input is made native first)
         arr = call.arrays[0].astype(call.result_dtype, copy=False)
         x_rows = _input_rows(arr, axes)
         output = _Output(call, arr.shape, dtype=call.result_dtype)
-        _backend.kernels.half_softmax_rows(x_rows.view(np.uint16),
-                                           output.target(x_rows).view(np.uint16),
-                                           _backend.get_num_threads(), take_log, bfloat16)
+        x_bits, y_bits = x_rows.view(np.uint16), output.target(x_rows).view(np.uint16)
+        if call.mask is None:
+            _backend.kernels.half_softmax_rows(x_bits, y_bits, _backend.get_num_threads(),
+                                               take_log, bfloat16)
+        else:
+            mask, mask_rows, mask_stride = _mask_rows(call.mask, arr.shape, axes, False)
+            _backend.kernels.softmax_masked_rows(x_bits, mask, mask_rows, mask_stride, y_bits,
+                                                 _backend.get_num_threads(), take_log,
+                                                 bfloat16)
         return output.finish()
     arr = call.arrays[0].astype(call.compute_dtype, copy=False)
     if call.mask is not None:
@@ -765,12 +771,15 @@ def logsumexp(x: ArrayLike, axis: _Axis = -1, *, b: ArrayLike | None = None,
                     keepdims=bool(keepdims), where=where)
     x_arr = call.arrays[0]
     bfloat16 = _half_format(call.result_dtype)
-    if bfloat16 is not None and b is None and call.mask is None:
+    if bfloat16 is not None and b is None:
         # float16 / bfloat16 rows read by the kernel itself
-        half_rows = _input_rows(x_arr.astype(call.result_dtype, copy=False), call.axes)
+        half_arr = x_arr.astype(call.result_dtype, copy=False)
+        half_rows = _input_rows(half_arr, call.axes)
         half_result = np.empty(half_rows.shape[0], _F32)
+        half_mask = (None, None, 1) if call.mask is None else \
+            _mask_rows(call.mask, half_arr.shape, call.axes, True)
         _backend.kernels.half_logsumexp_rows(half_rows.view(np.uint16), half_result,
-                                             _backend.get_num_threads(), bfloat16)
+                                             _backend.get_num_threads(), bfloat16, *half_mask)
         value = _reduced_result(call, half_result, call.out)
         if not return_sign:
             return value
@@ -820,6 +829,16 @@ def _product(log_vjp: bool, func: str, a: ArrayLike, b: ArrayLike, axis: _Axis,
     if y is not None:
         return y
     call = _prepare(_as_array, func, "product", (a, b), names, axis, out)
+    bfloat16 = _half_format(call.result_dtype)
+    if bfloat16 is not None:  # float16 / bfloat16 read and written by the kernel
+        a_rows, b_rows = (_input_rows(arr.astype(call.result_dtype, copy=False), call.axes)
+                          for arr in call.arrays)
+        output = _Output(call, call.arrays[0].shape, dtype=call.result_dtype)
+        _backend.kernels.half_product_rows(
+            a_rows.view(np.uint16), b_rows.view(np.uint16),
+            output.target(a_rows, b_rows).view(np.uint16), _backend.get_num_threads(),
+            log_vjp, bfloat16)
+        return output.finish()
     a_rows, b_rows = call.rows(call.arrays[0]), call.rows(call.arrays[1])
     output = _Output(call, call.arrays[0].shape)
     _backend.kernels.product_rows(a_rows, b_rows, output.target(a_rows, b_rows),

@@ -74,16 +74,27 @@ class KernelModule(Protocol):
     # softmax_rows over the entries where a bool mask is True (0, or -inf
     # if take_log, elsewhere and in rows with none): row i's flags are
     # mask_rows[i] bytes from mask's data, mask_stride bytes apart
-    def softmax_masked_rows(self, x: _Rows, mask: NDArray[np.bool_],
-                            mask_rows: NDArray[np.int64], mask_stride: int, out: _Rows,
-                            num_threads: int, take_log: bool) -> None: ...
+    # (rows of uint16: float16 numbers' bits, or bfloat16's if bfloat16)
+    def softmax_masked_rows(self, x: _Rows | NDArray[np.uint16], mask: NDArray[np.bool_],
+                            mask_rows: NDArray[np.int64], mask_stride: int,
+                            out: _Rows | NDArray[np.uint16],
+                            num_threads: int, take_log: bool,
+                            bfloat16: bool = False) -> None: ...
     # softmax_rows for float16 (bfloat16 if bfloat16) rows given as their
     # uint16 bits, computed in float; out may be x
     def half_softmax_rows(self, x: NDArray[np.uint16], out: NDArray[np.uint16],
                           num_threads: int, take_log: bool, bfloat16: bool) -> None: ...
-    # out[i] = logsumexp of the float16 (bfloat16) row x[i], in float32
+    # product_rows for float16 (bfloat16) rows (their uint16 bits); out may be a or b
+    def half_product_rows(self, a: NDArray[np.uint16], b: NDArray[np.uint16],
+                          out: NDArray[np.uint16], num_threads: int, log_vjp: bool,
+                          bfloat16: bool) -> None: ...
+    # out[i] = logsumexp of the float16 (bfloat16) row x[i], in float32;
+    # with a mask, over its True entries (rows as for logsumexp_rows)
     def half_logsumexp_rows(self, x: NDArray[np.uint16], out: NDArray[np.float32],
-                            num_threads: int, bfloat16: bool) -> None: ...
+                            num_threads: int, bfloat16: bool,
+                            mask: NDArray[np.bool_] | None = None,
+                            mask_rows: NDArray[np.int64] | None = None,
+                            mask_stride: int = 1) -> None: ...
     # the kernels' float16 (bfloat16) conversions: values = half, or, if
     # to_half, half = values rounded to nearest even (for the tests)
     def half_convert(self, half: NDArray[np.uint16], values: NDArray[np.float32],

@@ -28,6 +28,13 @@ ctypedef fused floating:
     float
     double
 
+# what the masked forward kernel reads and writes: float, double, or the
+# bits of float16 / bfloat16 numbers
+ctypedef fused stored:
+    float
+    double
+    uint16_t
+
 # logsumexp's weights: its b (in the compute dtype) or a mask's bytes
 ctypedef fused weight:
     float
@@ -99,7 +106,9 @@ cdef extern from "_vmath.hpp" namespace "fastsoftmax" nogil:
     void load_half[H](const uint16_t *x, float *buf, Py_ssize_t n)
     void store_half[H](const float *buf, uint16_t *y, Py_ssize_t n)
     void half_softmax_row[H](const uint16_t *x, uint16_t *y, Py_ssize_t n, bint take_log)
-    float half_logsumexp_row[H](const uint16_t *x, Py_ssize_t n)
+    void half_product_row[H](const uint16_t *a, const uint16_t *b, uint16_t *y, Py_ssize_t n,
+                             bint log_vjp)
+    float half_logsumexp_row[H](const uint16_t *x, Py_ssize_t n, const unsigned char *mask)
 
 
 # Below this many elements a call stays on the calling thread: waking the
@@ -552,18 +561,20 @@ def softmax_plain(x, axis, out, bint take_log, int num_threads):
     return y
 
 
-def softmax_masked_rows(const floating[:, :] x, cnp.ndarray mask,
+def softmax_masked_rows(const stored[:, :] x, cnp.ndarray mask,
                         const int64_t[::1] mask_rows, Py_ssize_t mask_stride,
-                        floating[:, :] out, int num_threads, bint take_log):
+                        stored[:, :] out, int num_threads, bint take_log,
+                        bint bfloat16=False):
     """softmax_rows over the entries of each row where `mask` (a bool
     array) is True: row i's flags lie mask_rows[i] bytes from mask's data
     pointer, mask_stride bytes apart.  The kept entries are copied into
     out's row with -inf at the others, which then go through the plain
     kernels in place: 0 (log: -inf) there, and the same result as for the
-    kept entries alone.  A row with nothing kept is 0 (log: -inf)."""
+    kept entries alone.  A row with nothing kept is 0 (log: -inf).  Rows
+    of uint16 are float16 (bfloat16 if `bfloat16`) numbers' bits."""
     require_shape("out", out.shape, x.shape, 2)
-    require_contiguous_rows(x.shape[1], x.strides[1], sizeof(floating), "x")
-    require_contiguous_rows(out.shape[1], out.strides[1], sizeof(floating), "out")
+    require_contiguous_rows(x.shape[1], x.strides[1], sizeof(stored), "x")
+    require_contiguous_rows(out.shape[1], out.strides[1], sizeof(stored), "out")
     if cnp.PyArray_TYPE(mask) != cnp.NPY_BOOL:
         raise TypeError("mask must be a bool array")
     cdef Py_ssize_t rows = x.shape[0], n = x.shape[1]
@@ -571,25 +582,35 @@ def softmax_masked_rows(const floating[:, :] x, cnp.ndarray mask,
         raise ValueError("mask_rows must hold one offset per row")
     if rows == 0 or n == 0:
         return
-    cdef const floating *xp = &x[0, 0]
-    cdef floating *yp = &out[0, 0]
+    cdef const char *xp = <const char *>&x[0, 0]
+    cdef char *yp = <char *>&out[0, 0]
     cdef Py_ssize_t sx = x.strides[0], sy = out.strides[0], i, j
     cdef const unsigned char *mp = <const unsigned char *>cnp.PyArray_BYTES(mask)
     cdef unsigned char *empty = <unsigned char *>PyMem_RawMalloc(rows)
     if empty == NULL:
         raise MemoryError()
     cdef int nthreads = threads_for(rows * n, num_threads)
-    cdef floating empty_value = -INFINITY if take_log else 0
+    cdef stored minus_inf, empty_value
+    if stored is uint16_t:  # the bits of -inf and of 0
+        minus_inf = 0xff80 if bfloat16 else 0xfc00
+        empty_value = minus_inf if take_log else 0
+    else:
+        minus_inf = -INFINITY
+        empty_value = -INFINITY if take_log else 0
     with nogil:
         for i in prange(rows, schedule="static", num_threads=nthreads):
-            empty[i] = row_masked_copy(row_at(xp, sx, i), mp + mask_rows[i], mask_stride,
-                                       <floating>-INFINITY, <floating *>row_at(yp, sy, i),
-                                       n) == 0
-        softmax_rows_impl(yp, sy, yp, sy, rows, n, num_threads, take_log)
+            empty[i] = row_masked_copy(<const stored *>(xp + i * sx), mp + mask_rows[i],
+                                       mask_stride, minus_inf, <stored *>(yp + i * sy), n) == 0
+        if stored is uint16_t:
+            half_softmax_rows_impl(<uint16_t *>yp, sy, <uint16_t *>yp, sy, rows, n,
+                                   num_threads, take_log, bfloat16)
+        else:
+            softmax_rows_impl(<stored *>yp, sy, <stored *>yp, sy, rows, n, num_threads,
+                              take_log)
         for i in range(rows):
             if empty[i]:
                 for j in range(n):
-                    (<floating *>row_at(yp, sy, i))[j] = empty_value
+                    (<stored *>(yp + i * sy))[j] = empty_value
     PyMem_RawFree(empty)
 
 
@@ -627,6 +648,35 @@ def half_softmax_rows(const uint16_t[:, :] x, uint16_t[:, :] out, int num_thread
                                x.shape[1], num_threads, take_log, bfloat16)
 
 
+def half_product_rows(const uint16_t[:, :] a, const uint16_t[:, :] b, uint16_t[:, :] out,
+                      int num_threads, bint log_vjp, bint bfloat16):
+    """product_rows for float16 (bfloat16) rows given as their uint16 bits,
+    computed in float (out may be a or b)."""
+    require_shape("b", b.shape, a.shape, 2)
+    require_shape("out", out.shape, a.shape, 2)
+    cdef Py_ssize_t rows = a.shape[0], n = a.shape[1], i
+    require_contiguous_rows(n, a.strides[1], sizeof(uint16_t), "a")
+    require_contiguous_rows(n, b.strides[1], sizeof(uint16_t), "b")
+    require_contiguous_rows(n, out.strides[1], sizeof(uint16_t), "out")
+    if rows == 0 or n == 0:
+        return
+    cdef const char *ap = <const char *>&a[0, 0]
+    cdef const char *bp = <const char *>&b[0, 0]
+    cdef char *yp = <char *>&out[0, 0]
+    cdef Py_ssize_t sa = a.strides[0], sb = b.strides[0], sy = out.strides[0]
+    cdef int nthreads = threads_for(rows * n, num_threads)
+    with nogil:
+        for i in prange(rows, schedule="static", num_threads=nthreads):
+            if bfloat16:
+                half_product_row[BFloat16](<const uint16_t *>(ap + i * sa),
+                                           <const uint16_t *>(bp + i * sb),
+                                           <uint16_t *>(yp + i * sy), n, log_vjp)
+            else:
+                half_product_row[Float16](<const uint16_t *>(ap + i * sa),
+                                          <const uint16_t *>(bp + i * sb),
+                                          <uint16_t *>(yp + i * sy), n, log_vjp)
+
+
 def half_convert(const uint16_t[::1] half, float[::1] values, bint to_half, bint bfloat16):
     """values = the float16 (bfloat16) numbers of `half`, or, if to_half,
     half = `values` rounded to float16 (bfloat16): the kernels' own
@@ -646,24 +696,41 @@ def half_convert(const uint16_t[::1] half, float[::1] values, bint to_half, bint
 
 
 def half_logsumexp_rows(const uint16_t[:, :] x, float[::1] out, int num_threads,
-                        bint bfloat16):
-    """out[i] = logsumexp of the float16 (bfloat16) row x[i], in float."""
+                        bint bfloat16, cnp.ndarray mask=None,
+                        const int64_t[::1] mask_rows=None, Py_ssize_t mask_stride=1):
+    """out[i] = logsumexp of the float16 (bfloat16) row x[i], in float; with
+    `mask`, over the entries where it is True (rows as for logsumexp_rows:
+    a mask_stride of 1, or 0 for one flag per row)."""
     cdef Py_ssize_t rows = x.shape[0], n = x.shape[1], i
     require_contiguous_rows(n, x.strides[1], sizeof(uint16_t), "x")
     require_shape("out", out.shape, x.shape, 1)
+    if mask is not None and (cnp.PyArray_TYPE(mask) != cnp.NPY_BOOL or mask_rows is None
+                             or mask_rows.shape[0] != rows or mask_stride not in (0, 1)):
+        raise ValueError("mask must be a bool array with one offset per row in mask_rows "
+                         "and a mask_stride of 0 or 1")
     if rows == 0:
         return
     cdef const uint16_t *xp = &x[0, 0] if n else NULL
     cdef Py_ssize_t sx = x.strides[0]
+    cdef const unsigned char *mp = (<const unsigned char *>cnp.PyArray_BYTES(mask)
+                                    if mask is not None and n else NULL)
+    cdef const int64_t *offsets = &mask_rows[0] if mp != NULL else NULL
+    cdef const unsigned char *mi
     cdef int nthreads = threads_for(rows * n, num_threads)
     with nogil:
         for i in prange(rows, schedule="static", num_threads=nthreads):
+            mi = mp + offsets[i] if mp != NULL else NULL
+            if mi != NULL and mask_stride == 0:  # a row switch
+                if mi[0] == 0:
+                    out[i] = -INFINITY
+                    continue
+                mi = NULL
             if bfloat16:
                 out[i] = half_logsumexp_row[BFloat16](
-                    <const uint16_t *>(<const char *>xp + i * sx), n)
+                    <const uint16_t *>(<const char *>xp + i * sx), n, mi)
             else:
                 out[i] = half_logsumexp_row[Float16](
-                    <const uint16_t *>(<const char *>xp + i * sx), n)
+                    <const uint16_t *>(<const char *>xp + i * sx), n, mi)
 
 
 def softmax_cols(const floating[:, :, ::1] x, floating[:, :, ::1] out, int num_threads,

@@ -789,9 +789,11 @@ template <class T> inline double row_sum(const T *x, ptrdiff_t n, double *lo = n
     return lane_sum<T>(n, [&](ptrdiff_t j) { return (double)x[j]; }, NoHook(), lo);
 }
 
-template <class T> inline double row_dot(const T *a, const T *b, ptrdiff_t n)
+template <class T> inline double row_dot(const T *a, const T *b, ptrdiff_t n,
+                                         double *lo = nullptr)
 {
-    return lane_sum<T>(n, [&](ptrdiff_t j) { return (double)a[j] * (double)b[j]; });
+    return lane_sum<T>(n, [&](ptrdiff_t j) { return (double)a[j] * (double)b[j]; }, NoHook(),
+                       lo);
 }
 
 // row_dot(a, b, n), or row_sum(b, n) if `sum_only`, also copying a into c:
@@ -1131,17 +1133,30 @@ template <class H> inline void store_half(const float *buf, std::uint16_t *y, pt
     for (ptrdiff_t j = 0; j < n; j++) y[j] = H::store(buf[j]);
 }
 
+// A chunk of a row loaded into buf: -inf where the mask (where=, one byte
+// per entry; null: none) leaves an entry out.
+template <class H>
+inline void load_half_kept(const std::uint16_t *x, const unsigned char *mask, float *buf,
+                           ptrdiff_t n)
+{
+    load_half<H>(x, buf, n);
+    if (mask) row_masked_copy(buf, mask, 1, -std::numeric_limits<float>::infinity(), buf, n);
+}
+
 // The max m, S = sum of exp(x - shift) (shift: m, or 0 for a logsumexp row
-// of only -inf) and whether there is a NaN, of a long row, chunk by chunk;
-// S compensated across the chunks as sum_of_parts adds them.
-template <class H> inline float half_row_max(const std::uint16_t *x, ptrdiff_t n, bool *has_nan)
+// of only -inf) and whether there is a NaN, of a long row, chunk by chunk
+// (over the entries a mask keeps, unless it is null); S compensated across
+// the chunks as sum_of_parts adds them.
+template <class H>
+inline float half_row_max(const std::uint16_t *x, ptrdiff_t n, bool *has_nan,
+                          const unsigned char *mask = nullptr)
 {
     float buf[half_chunk];
     float m = -std::numeric_limits<float>::infinity();
     ptrdiff_t nans = 0;
     for (ptrdiff_t start = 0; start < n; start += half_chunk) {
         ptrdiff_t length = std::min(half_chunk, n - start);
-        load_half<H>(x + start, buf, length);
+        load_half_kept<H>(x + start, mask ? mask + start : mask, buf, length);
         float chunk_max = row_max(buf, length);
         m = chunk_max > m ? chunk_max : m;
         if (has_nan)
@@ -1151,13 +1166,15 @@ template <class H> inline float half_row_max(const std::uint16_t *x, ptrdiff_t n
     return m;
 }
 
-template <class H> inline double half_row_exp_sum(const std::uint16_t *x, float shift, ptrdiff_t n)
+template <class H>
+inline double half_row_exp_sum(const std::uint16_t *x, float shift, ptrdiff_t n,
+                               const unsigned char *mask = nullptr)
 {
     float buf[half_chunk];
     double total = 0.0, err = 0.0;
     for (ptrdiff_t start = 0; start < n; start += half_chunk) {
         ptrdiff_t length = std::min(half_chunk, n - start);
-        load_half<H>(x + start, buf, length);
+        load_half_kept<H>(x + start, mask ? mask + start : mask, buf, length);
         double part_lo = 0.0;
         double part = row_exp_sum(buf, shift, (float *)nullptr, (float *)nullptr, length, &part_lo);
         total = two_sum(total, part, &err);
@@ -1204,17 +1221,60 @@ inline void half_softmax_row(const std::uint16_t *x, std::uint16_t *y, ptrdiff_t
     }
 }
 
-// logsumexp of a float16 / bfloat16 row, in float (rounded by the caller)
-template <class H> inline float half_logsumexp_row(const std::uint16_t *x, ptrdiff_t n)
+// softmax_jvp's product s * (v - <s, v>) (a = s, b = v), or if log_vjp
+// log_softmax_vjp's g - exp(logp) * sum(g) (a = logp, b = g), of float16 /
+// bfloat16 rows into y (y may be a or b); a long row's reduction chunk by
+// chunk, compensated, then its update chunk by chunk.
+template <class H>
+inline void half_product_row(const std::uint16_t *a, const std::uint16_t *b, std::uint16_t *y,
+                             ptrdiff_t n, bool log_vjp)
+{
+    float abuf[half_chunk], bbuf[half_chunk];
+    double total = 0.0, err = 0.0;
+    if (n > half_chunk) {
+        for (ptrdiff_t start = 0; start < n; start += half_chunk) {
+            ptrdiff_t length = std::min(half_chunk, n - start);
+            load_half<H>(b + start, bbuf, length);
+            double part_lo = 0.0, part;
+            if (log_vjp) {
+                part = row_sum(bbuf, length, &part_lo);
+            } else {
+                load_half<H>(a + start, abuf, length);
+                part = row_dot(abuf, bbuf, length, &part_lo);
+            }
+            total = two_sum(total, part, &err);
+            err += part_lo;
+        }
+        total += err;
+    }
+    for (ptrdiff_t start = 0; start < n; start += half_chunk) {
+        ptrdiff_t length = std::min(half_chunk, n - start);
+        load_half<H>(a + start, abuf, length);
+        load_half<H>(b + start, bbuf, length);
+        if (n <= half_chunk)  // (one chunk: the row's reduction here)
+            total = log_vjp ? row_sum(bbuf, length) : row_dot(abuf, bbuf, length);
+        if (log_vjp)
+            row_log_vjp(abuf, bbuf, total, abuf, length);
+        else
+            row_jvp(abuf, bbuf, total, abuf, length);
+        store_half<H>(abuf, y + start, length);
+    }
+}
+
+// logsumexp of a float16 / bfloat16 row, in float (rounded by the
+// caller), over the entries a mask keeps (null: all)
+template <class H>
+inline float half_logsumexp_row(const std::uint16_t *x, ptrdiff_t n, const unsigned char *mask)
 {
     bool has_nan = false;
-    float m = half_row_max<H>(x, n, &has_nan);
+    float m = half_row_max<H>(x, n, &has_nan, mask);
     if (m == std::numeric_limits<float>::infinity())  // (+inf, or NaN beside it)
         return has_nan ? std::numeric_limits<float>::quiet_NaN() : m;
     float shift = m == -std::numeric_limits<float>::infinity() ? 0.0f : m;
-    double S = half_row_exp_sum<H>(x, shift, n);
-    double log_S = log_sum_of<float>([&](ptrdiff_t j) { return H::load(x[j]); }, shift,
-                                     (const float *)nullptr, S, n);
+    double S = half_row_exp_sum<H>(x, shift, n, mask);
+    double log_S = log_sum_of<float>([&](ptrdiff_t j) {
+        return mask && !mask[j] ? -std::numeric_limits<float>::infinity() : H::load(x[j]);
+    }, shift, (const float *)nullptr, S, n);
     return (float)((double)shift + log_S);
 }
 

@@ -25,11 +25,13 @@ HALF_DTYPES = [pytest.param(np.dtype(np.float16), id="float16"),
                             marks=pytest.mark.skipif(ml_dtypes is None,
                                                      reason="ml_dtypes is not installed"))]
 NAMES = ["softmax", "log_softmax", "logsumexp"]
+PRODUCTS = ["softmax_jvp", "softmax_vjp", "log_softmax_vjp"]
 
 
-def converting(name, x, dtype, **kwargs):
+def converting(name, x, dtype, *more, **kwargs):
     """The result of the converting way: float32 in, the dtype out."""
-    result = getattr(fs, name)(np.asarray(x).astype(np.float32), **kwargs)
+    result = getattr(fs, name)(np.asarray(x).astype(np.float32),
+                               *(np.asarray(a).astype(np.float32) for a in more), **kwargs)
     with np.errstate(over="ignore"):
         return np.asarray(result).astype(dtype)
 
@@ -103,6 +105,50 @@ def test_results_are_those_of_the_converting_way(dtype, name, shape, axis, layou
     same_bits(result, converting(name, x, dtype, axis=axis))
 
 
+@pytest.mark.parametrize("layout", ["C", "F", "rows-reversed", "byteswapped"])
+@pytest.mark.parametrize("shape, axis", SHAPE_AXES, ids=str)
+@pytest.mark.parametrize("name", PRODUCTS)
+@pytest.mark.parametrize("dtype", HALF_DTYPES)
+def test_products_are_those_of_the_converting_way(dtype, name, shape, axis, layout, threads,
+                                                  rng):
+    logits = rng.standard_normal(shape) * 3
+    forward = fs.log_softmax if name == "log_softmax_vjp" else fs.softmax
+    a = laid_out(forward(logits, axis=axis).astype(dtype), layout)
+    g = laid_out(rng.standard_normal(shape).astype(dtype), layout)
+    result = getattr(fs, name)(a, g, axis=axis)
+    assert result.dtype == dtype
+    same_bits(result, converting(name, a, dtype, g, axis=axis))
+
+
+# where= (docs/api.rst, section Masks) on half-precision rows: the masked
+# copy and the in-place kernel in half precision, logsumexp's mask read as
+# for float32 rows
+MASK_SHAPES = [((6, 9), (9,)), ((6, 9), (6, 1)), ((2, 3, 4, 3000), (2, 1, 1, 3000)),
+               ((5, 40), (5, 40)), ((4, 7), (4, 7))]
+
+
+@pytest.mark.parametrize("x_shape, mask_shape", MASK_SHAPES, ids=str)
+@pytest.mark.parametrize("name", NAMES)
+@pytest.mark.parametrize("dtype", HALF_DTYPES)
+def test_masks_are_those_of_the_converting_way(dtype, name, x_shape, mask_shape, threads, rng):
+    mask = rng.random(mask_shape) < 0.7
+    mask.reshape(-1)[:2] = False  # (with (6, 1): empty rows)
+    x = (rng.standard_normal(x_shape) * 3).astype(dtype)
+    x[~np.broadcast_to(mask, x_shape)] = np.nan  # never used
+    result = getattr(fs, name)(x, where=mask)
+    same_bits(result, converting(name, x, dtype, where=mask))
+
+
+@pytest.mark.parametrize("name", PRODUCTS)
+@pytest.mark.parametrize("dtype", HALF_DTYPES)
+def test_products_in_place(dtype, name, rng):
+    a = fs.softmax(rng.standard_normal((5, 3000))).astype(dtype)
+    g = rng.standard_normal((5, 3000)).astype(dtype)
+    expected = converting(name, a, dtype, g)
+    assert getattr(fs, name)(a, g, out=g) is g
+    same_bits(g, expected)
+
+
 @pytest.mark.parametrize("name", NAMES)
 @pytest.mark.parametrize("dtype", HALF_DTYPES)
 def test_special_values(dtype, name):
@@ -150,6 +196,27 @@ def test_no_float32_copy(dtype, name, shape, rng):
     peak = peak_allocation(lambda: getattr(fs, name)(x))
     result_bytes = x.nbytes if name != "logsumexp" else x.nbytes // shape[-1]
     # a float32 copy of x would be 4 MiB
+    assert peak < result_bytes + 256 * 1024, f"{peak} bytes for a {x.nbytes}-byte input"
+
+
+@pytest.mark.parametrize("name", PRODUCTS)
+@pytest.mark.parametrize("dtype", HALF_DTYPES)
+@pytest.mark.parametrize("shape", [(1024, 1024), (1, 1 << 20)], ids=["rows", "one-row"])
+def test_products_make_no_float32_copy(dtype, name, shape, rng):
+    a = fs.softmax(rng.standard_normal(shape, np.float32)).astype(dtype)
+    g = rng.standard_normal(shape).astype(dtype)
+    getattr(fs, name)(a, g)
+    peak = peak_allocation(lambda: getattr(fs, name)(a, g))
+    assert peak < a.nbytes + 256 * 1024, f"{peak} bytes for {a.nbytes}-byte inputs"
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_masked_half_makes_no_float32_copy(name, rng):
+    x = rng.standard_normal((64, 128, 128)).astype(np.float16)  # 2 MiB
+    mask = rng.random((64, 1, 128)) < 0.5
+    getattr(fs, name)(x, where=mask)
+    peak = peak_allocation(lambda: getattr(fs, name)(x, where=mask))
+    result_bytes = x.nbytes if name != "logsumexp" else x.nbytes // x.shape[-1]
     assert peak < result_bytes + 256 * 1024, f"{peak} bytes for a {x.nbytes}-byte input"
 
 
