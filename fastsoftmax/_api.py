@@ -1033,9 +1033,19 @@ def softmax_jacobian(s: ArrayLike, axis: _Axis = -1, *,
                                                _backend.get_num_threads())
         return jac
     call = _prepare(_as_array, "softmax_jacobian", "jacobian", (s,), ("s",), axis, out)
+    bfloat16 = _half_format(call.result_dtype)
     if out is None:
-        _check_jacobian_size(call.result_shape, call.compute_dtype)
+        _check_jacobian_size(call.result_shape,
+                             call.compute_dtype if bfloat16 is None else call.result_dtype)
     n = call.result_shape[-1]
+    if bfloat16 is not None:  # float16 / bfloat16 read and written by the kernel
+        output = _Output(call, call.result_shape, (prod(call.batch_shape), n, n),
+                         dtype=call.result_dtype)
+        s_rows = _input_rows(call.arrays[0].astype(call.result_dtype, copy=False), call.axes)
+        _backend.kernels.half_jacobian_rows(s_rows.view(np.uint16),
+                                            output.target(s_rows).view(np.uint16),
+                                            _backend.get_num_threads(), bfloat16)
+        return output.finish()
     # (made before the input's copy, if it needs one: see _Output)
     output = _Output(call, call.result_shape, (prod(call.batch_shape), n, n))
     s_rows = call.rows(call.arrays[0])
@@ -1068,7 +1078,7 @@ def _target_kind(target: Any, logits_shape: tuple[int, ...], batch_shape: tuple[
                 f"{axis}: logits.shape={logits_shape}, so target.shape should be "
                 f"{batch_shape}, got {target.shape}")
         return True, logits_result
-    if target.dtype.kind == "f":
+    if target.dtype.kind == "f" or _is_bfloat16(target.dtype):
         if target.shape != logits_shape:
             hint = (" (for class indices use an integer dtype)"
                     if target.shape == batch_shape else "")
@@ -1194,12 +1204,14 @@ def _cross_entropy_rows(x_rows: NDArray[Any], probs: NDArray[Any] | None,
                         target: NDArray[Any] | None, batch_shape: tuple[int, ...],
                         reduction: str, grad: NDArray[Any] | None,
                         compute_dtype: np.dtype[Any], options: _LossOptions | None = None,
-                        ) -> np.floating[Any] | _FloatArray:
+                        bfloat16: bool | None = None) -> np.floating[Any] | _FloatArray:
     """Run the loss kernel on (rows, n) logits, with probabilities `probs`
     or class indices `target` (and the options, if any); the loss reduced,
     with the gradient written into the (rows, n) array `grad` if one is
     given.  IndexError for a class index out of range, raised before
-    anything is computed (the kernel checks first, or here with options)."""
+    anything is computed (the kernel checks first, or here with options).
+    For float16 (bfloat16 if `bfloat16`) logits, x_rows, grad and a
+    probability target are in that format, read by the half kernel."""
     rows, n = x_rows.shape
     index = None if target is None else _class_indices(target, n)
     index_weight, ignore, denominator = None, None, float(rows)
@@ -1219,9 +1231,16 @@ def _cross_entropy_rows(x_rows: NDArray[Any], probs: NDArray[Any] | None,
     scale = 1.0
     if reduction == "mean":
         scale = 1.0 / denominator if denominator else math.nan
-    total, bad_row = _backend.kernels.cross_entropy_rows(
-        x_rows, probs, index, losses, grad, scale, _backend.get_num_threads(), index_weight,
-        ignore)
+    if bfloat16 is None:
+        total, bad_row = _backend.kernels.cross_entropy_rows(
+            x_rows, probs, index, losses, grad, scale, _backend.get_num_threads(),
+            index_weight, ignore)
+    else:
+        total, bad_row = _backend.kernels.half_cross_entropy_rows(
+            x_rows.view(np.uint16),
+            probs.view(np.uint16) if probs is not None and probs.itemsize == 2 else probs,
+            index, losses, None if grad is None else grad.view(np.uint16), scale,
+            _backend.get_num_threads(), index_weight, ignore, bfloat16)
     if bad_row >= 0:
         _raise_index_error(target, bad_row, n, batch_shape)
     # A float32 loss beyond the range is inf, as the kernels' own results
@@ -1373,10 +1392,23 @@ def softmax_cross_entropy(logits: ArrayLike, target: ArrayLike, axis: SupportsIn
     x, t = call.arrays
     options = _loss_options(weight, ignore_index, label_smoothing, x.shape[call.axes[0]],
                             call.is_index)
-    x_rows = call.rows(x)
-    probs = None if call.is_index else call.rows(t.reshape(x.shape))
-    output = _Output(call, x.shape) if return_grad else None
+    # float16 / bfloat16 logits (and probabilities) read, and the gradient
+    # written, by the half kernel; a probability target with options is
+    # combined with them in the computation dtype first, so not there
+    bfloat16 = _half_format(call.result_dtype)
+    if bfloat16 is not None and not (options is not None and not call.is_index):
+        half = call.result_dtype
+        x_rows = _input_rows(x.astype(half, copy=False), call.axes)
+        probs = None if call.is_index else _input_rows(t.reshape(x.shape).astype(half,
+                                                                                copy=False),
+                                                       call.axes)
+        output = _Output(call, x.shape, dtype=half) if return_grad else None
+    else:
+        bfloat16 = None
+        x_rows = call.rows(x)
+        probs = None if call.is_index else call.rows(t.reshape(x.shape))
+        output = _Output(call, x.shape) if return_grad else None
     loss = _cross_entropy_rows(x_rows, probs, t if call.is_index else None, call.batch_shape,
                                reduction, None if output is None else output.target(),
-                               call.compute_dtype, options)
+                               call.compute_dtype, options, bfloat16)
     return loss if output is None else (loss, output.finish())

@@ -88,6 +88,20 @@ class KernelModule(Protocol):
     def half_product_rows(self, a: NDArray[np.uint16], b: NDArray[np.uint16],
                           out: NDArray[np.uint16], num_threads: int, log_vjp: bool,
                           bfloat16: bool) -> None: ...
+    # cross_entropy_rows for float16 (bfloat16) logits and gradient (their
+    # uint16 bits); target None, rows of that format, or float32 rows
+    def half_cross_entropy_rows(self, logits: NDArray[np.uint16],
+                                target: NDArray[np.uint16] | _Rows | None,
+                                index: NDArray[np.int64] | None,
+                                loss: NDArray[np.float64] | None,
+                                grad: NDArray[np.uint16] | None, grad_scale: float,
+                                num_threads: int,
+                                index_weight: NDArray[np.float64] | None = None,
+                                ignore_index: int | None = None,
+                                bfloat16: bool = False) -> tuple[float, int]: ...
+    # softmax_jacobian_rows for float16 (bfloat16) rows (their uint16 bits)
+    def half_jacobian_rows(self, s: NDArray[np.uint16], out: NDArray[np.uint16],
+                           num_threads: int, bfloat16: bool) -> None: ...
     # out[i] = logsumexp of the float16 (bfloat16) row x[i], in float32;
     # with a mask, over its True entries (rows as for logsumexp_rows)
     def half_logsumexp_rows(self, x: NDArray[np.uint16], out: NDArray[np.float32],

@@ -109,6 +109,7 @@ cdef extern from "_vmath.hpp" namespace "fastsoftmax" nogil:
     void half_product_row[H](const uint16_t *a, const uint16_t *b, uint16_t *y, Py_ssize_t n,
                              bint log_vjp)
     float half_logsumexp_row[H](const uint16_t *x, Py_ssize_t n, const unsigned char *mask)
+    void half_jacobian_row[H](const uint16_t *s, Py_ssize_t i, uint16_t *y, Py_ssize_t n)
 
 
 # Below this many elements a call stays on the calling thread: waking the
@@ -675,6 +676,26 @@ def half_product_rows(const uint16_t[:, :] a, const uint16_t[:, :] b, uint16_t[:
                 half_product_row[Float16](<const uint16_t *>(ap + i * sa),
                                           <const uint16_t *>(bp + i * sb),
                                           <uint16_t *>(yp + i * sy), n, log_vjp)
+
+
+def half_jacobian_rows(const uint16_t[:, :] s, uint16_t[:, :, ::1] out, int num_threads,
+                       bint bfloat16):
+    """softmax_jacobian_rows for float16 (bfloat16) rows given as their
+    uint16 bits."""
+    cdef Py_ssize_t rows = s.shape[0], n = s.shape[1], k
+    cdef Py_ssize_t expected[3]
+    expected[:] = [rows, n, n]
+    require_shape("out", out.shape, expected, 3)
+    require_contiguous_rows(n, s.strides[1], sizeof(uint16_t), "s")
+    if rows == 0 or n == 0:
+        return
+    cdef int nthreads = threads_for(rows * n * n, num_threads)
+    with nogil:
+        for k in prange(rows * n, schedule="static", num_threads=nthreads):
+            if bfloat16:
+                half_jacobian_row[BFloat16](&s[k // n, 0], k % n, &out[k // n, k % n, 0], n)
+            else:
+                half_jacobian_row[Float16](&s[k // n, 0], k % n, &out[k // n, k % n, 0], n)
 
 
 def half_convert(const uint16_t[::1] half, float[::1] values, bint to_half, bint bfloat16):
@@ -1320,6 +1341,48 @@ cdef void xent_rows_impl(const floating[:, :] x, const XentTarget *target, doubl
         PyMem_RawFree(stage)
 
 
+cdef double half_xent_row_i(const uint16_t *x, const XentTarget *target, bint t_half,
+                            uint16_t *grad, double scale, Py_ssize_t n, Py_ssize_t i,
+                            float *work, bint bfloat16) noexcept nogil:
+    """xent_row_i for a float16 (bfloat16) row i of logits (and of a
+    probability target if t_half; otherwise target.t is float rows) and of
+    grad (rows of n, unless NULL), staged in `work`, 3n floats: the logits,
+    the target row, the gradient."""
+    cdef Py_ssize_t j, c = -1
+    cdef double coef = 1.0, loss
+    cdef const float *t_row = NULL
+    if grad != NULL:
+        grad = grad + i * n
+    if xent_ignored(target, i):
+        if grad != NULL:
+            for j in range(n):
+                grad[j] = 0  # (the bits of +0)
+        return 0.0
+    if bfloat16:
+        load_half[BFloat16](x, work, n)
+    else:
+        load_half[Float16](x, work, n)
+    if target.t != NULL and t_half:
+        if bfloat16:
+            load_half[BFloat16](<const uint16_t *>target.t + i * target.t_stride, work + n, n)
+        else:
+            load_half[Float16](<const uint16_t *>target.t + i * target.t_stride, work + n, n)
+        t_row = work + n
+    elif target.t != NULL:
+        t_row = <const float *>target.t + i * target.t_stride
+    if target.index != NULL:
+        c = target.index[i]
+        if target.coef != NULL:
+            coef = target.coef[i]
+    loss = xent_row(<const float *>work, t_row, c, coef,
+                    work + 2 * n if grad != NULL else <float *>NULL, scale, n, False, NULL)
+    if grad != NULL and bfloat16:
+        store_half[BFloat16](work + 2 * n, grad, n)
+    elif grad != NULL:
+        store_half[Float16](work + 2 * n, grad, n)
+    return loss
+
+
 cdef Py_ssize_t first_out_of_range(const XentTarget *target, Py_ssize_t rows,
                                    Py_ssize_t n) noexcept nogil:
     """Position of the first index outside [0, n) that is not ignored, or
@@ -1330,6 +1393,86 @@ cdef Py_ssize_t first_out_of_range(const XentTarget *target, Py_ssize_t rows,
                 and not xent_ignored(target, i)):
             return i
     return -1
+
+
+def half_cross_entropy_rows(const uint16_t[:, :] logits, target, const int64_t[::1] index,
+                            double[::1] loss, uint16_t[:, ::1] grad, double grad_scale,
+                            int num_threads, const double[::1] index_weight=None,
+                            ignore_index=None, bint bfloat16=False):
+    """cross_entropy_rows for float16 (bfloat16) logits given as their
+    uint16 bits, and the gradient written so; `target` is None, rows of
+    the same half format (uint16 bits), or float32 rows (a shared smoothing
+    row, of row stride 0).  Each row is staged in float on its thread
+    (3n floats).  Returns (sum of the losses, -1), or (nan, i) as
+    cross_entropy_rows."""
+    cdef Py_ssize_t rows = logits.shape[0], n = logits.shape[1], i
+    require_contiguous_rows(n, logits.strides[1], sizeof(uint16_t), "logits")
+    cdef const uint16_t[:, :] t_half
+    cdef const float[:, :] t_float
+    cdef bint is_half = False
+    cdef XentTarget spec
+    spec.t, spec.t_stride = NULL, 0
+    spec.index, spec.coef = <const int64_t *>NULL, <const double *>NULL
+    spec.has_ignore, spec.ignore_index = ignore_index is not None, 0
+    if ignore_index is not None:
+        spec.ignore_index = ignore_index
+    if target is not None and cnp.PyArray_TYPE(<cnp.ndarray>target) == cnp.NPY_USHORT:
+        t_half, is_half = target, True
+        require_shape("target", t_half.shape, logits.shape, 2)
+        require_contiguous_rows(n, t_half.strides[1], sizeof(uint16_t), "target")
+        if rows and n:
+            spec.t, spec.t_stride = &t_half[0, 0], t_half.strides[0] // sizeof(uint16_t)
+    elif target is not None:
+        t_float = target
+        require_shape("target", t_float.shape, logits.shape, 2)
+        require_contiguous_rows(n, t_float.strides[1], sizeof(float), "target")
+        if rows and n:
+            spec.t, spec.t_stride = &t_float[0, 0], t_float.strides[0] // sizeof(float)
+    if index is not None:
+        require_shape("index", index.shape, logits.shape, 1)
+    if index_weight is not None:
+        require_shape("index_weight", index_weight.shape, logits.shape, 1)
+    if loss is not None:
+        require_shape("loss", loss.shape, logits.shape, 1)
+    if grad is not None:
+        require_shape("grad", grad.shape, logits.shape, 2)
+    cdef Py_ssize_t bad_row
+    if index is not None and rows:
+        spec.index = &index[0]
+        spec.coef = &index_weight[0] if index_weight is not None else NULL
+        bad_row = first_out_of_range(&spec, rows, n)
+        if bad_row >= 0:
+            return float("nan"), bad_row
+    if rows == 0 or n == 0:
+        return 0.0, -1
+    cdef double *row_loss = (&loss[0] if loss is not None
+                             else <double *>PyMem_RawMalloc(rows * sizeof(double)))
+    if row_loss == NULL:
+        raise MemoryError(f"cross-entropy: cannot allocate {rows * sizeof(double)} bytes "
+                          f"for {rows} row losses")
+    cdef const uint16_t *xp = &logits[0, 0]
+    cdef Py_ssize_t sx = logits.strides[0] // sizeof(uint16_t)
+    cdef uint16_t *g = &grad[0, 0] if grad is not None else NULL
+    cdef int nthreads = threads_for(rows * n, num_threads)
+    cdef float *work
+    cdef int failed = 0
+    cdef double total
+    with nogil:
+        with parallel(num_threads=nthreads):
+            work = <float *>PyMem_RawMalloc(3 * n * sizeof(float))
+            for i in prange(rows, schedule="static"):
+                if work == NULL:
+                    failed += 1
+                else:
+                    row_loss[i] = half_xent_row_i(xp + i * sx, &spec, is_half, g, grad_scale,
+                                                  n, i, work, bfloat16)
+            PyMem_RawFree(work)
+        total = row_sum(row_loss, rows)
+    if loss is None:
+        PyMem_RawFree(row_loss)
+    if failed:
+        raise MemoryError(f"cross-entropy: cannot allocate {3 * n * 4} bytes of row stage")
+    return total, -1
 
 
 def cross_entropy_rows(const floating[:, :] logits, const floating[:, :] target,

@@ -1261,6 +1261,17 @@ inline void half_product_row(const std::uint16_t *a, const std::uint16_t *b, std
     }
 }
 
+// Row i of the Jacobian of a float16 / bfloat16 row s (jacobian_row's
+// float products, exact for halves, rounded once)
+template <class H>
+inline void half_jacobian_row(const std::uint16_t *s, ptrdiff_t i, std::uint16_t *y, ptrdiff_t n)
+{
+    const float si = H::load(s[i]);
+    FS_OMP_SIMD
+    for (ptrdiff_t j = 0; j < n; j++) y[j] = H::store(-si * H::load(s[j]));
+    y[i] = H::store(si * (1.0f - si));
+}
+
 // logsumexp of a float16 / bfloat16 row, in float (rounded by the
 // caller), over the entries a mask keeps (null: all)
 template <class H>

@@ -139,6 +139,52 @@ def test_masks_are_those_of_the_converting_way(dtype, name, x_shape, mask_shape,
     same_bits(result, converting(name, x, dtype, where=mask))
 
 
+@pytest.mark.parametrize("shape, axis", [((7,), -1), ((3, 9), -1), ((2, 3, 4), (1, 2)),
+                                         ((4, 300), 0)], ids=str)
+@pytest.mark.parametrize("dtype", HALF_DTYPES)
+def test_jacobian_is_that_of_the_converting_way(dtype, shape, axis, threads, rng):
+    s = fs.softmax(rng.standard_normal(shape), axis=axis).astype(dtype)
+    result = fs.softmax_jacobian(s, axis=axis)
+    assert result.dtype == dtype
+    same_bits(result, converting("softmax_jacobian", s, dtype, axis=axis))
+
+
+LOSS_OPTIONS = {"plain": {}, "options": {"weight": True, "label_smoothing": 0.1,
+                                         "ignore_index": -100}}
+
+
+@pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
+@pytest.mark.parametrize("options", LOSS_OPTIONS)
+@pytest.mark.parametrize("kind", ["index", "prob"])
+@pytest.mark.parametrize("shape, axis", [((7, 30), -1), ((4, 5, 3), 1), ((2, 5000), -1)],
+                         ids=str)
+@pytest.mark.parametrize("dtype", HALF_DTYPES)
+def test_loss_is_that_of_the_converting_way(dtype, shape, axis, kind, options, reduction,
+                                            threads, rng):
+    x = (rng.standard_normal(shape) * 3).astype(dtype)
+    n = shape[axis]
+    kwargs = dict(LOSS_OPTIONS[options])
+    if "weight" in kwargs:
+        kwargs["weight"] = rng.random(n) + 0.5
+    if kind == "index":
+        target = rng.integers(0, n, np.delete(shape, axis % len(shape)))
+        if "ignore_index" in kwargs:
+            target.reshape(-1)[::3] = -100
+        float_target = target
+    else:
+        kwargs.pop("ignore_index", None)
+        target = rng.random(shape).astype(dtype)
+        float_target = target.astype(np.float32)
+    loss, grad = fs.softmax_cross_entropy(x, target, axis, reduction=reduction,
+                                          return_grad=True, **kwargs)
+    expected_loss, expected_grad = fs.softmax_cross_entropy(
+        x.astype(np.float32), float_target, axis, reduction=reduction, return_grad=True,
+        **kwargs)
+    np.testing.assert_array_equal(loss, expected_loss)
+    assert grad.dtype == dtype
+    same_bits(grad, expected_grad.astype(dtype))
+
+
 @pytest.mark.parametrize("name", PRODUCTS)
 @pytest.mark.parametrize("dtype", HALF_DTYPES)
 def test_products_in_place(dtype, name, rng):
@@ -218,6 +264,23 @@ def test_masked_half_makes_no_float32_copy(name, rng):
     peak = peak_allocation(lambda: getattr(fs, name)(x, where=mask))
     result_bytes = x.nbytes if name != "logsumexp" else x.nbytes // x.shape[-1]
     assert peak < result_bytes + 256 * 1024, f"{peak} bytes for a {x.nbytes}-byte input"
+
+
+@pytest.mark.parametrize("kind", ["index", "prob"])
+@pytest.mark.parametrize("dtype", HALF_DTYPES)
+def test_loss_makes_no_float32_copy(dtype, kind, rng):
+    x = rng.standard_normal((1024, 1024)).astype(dtype)
+    target = (rng.integers(0, 1024, 1024) if kind == "index"
+              else rng.random(x.shape).astype(dtype))
+    fs.softmax_cross_entropy(x, target, return_grad=True)
+    peak = peak_allocation(lambda: fs.softmax_cross_entropy(x, target, return_grad=True))
+    assert peak < x.nbytes + 256 * 1024, f"{peak} bytes for a {x.nbytes}-byte input"
+
+
+def test_jacobian_makes_no_float32_copy(rng):
+    s = fs.softmax(rng.standard_normal((4, 512))).astype(np.float16)
+    peak = peak_allocation(lambda: fs.softmax_jacobian(s))
+    assert peak < s.nbytes * 512 + 64 * 1024  # its float16 result, 2 MiB
 
 
 def test_other_ml_dtypes_types_are_refused():
