@@ -1157,6 +1157,8 @@ def _loss_options(weight: ArrayLike | None, ignore_index: object, label_smoothin
             index = operator.index(ignore_index)  # type: ignore[arg-type]
         except TypeError:
             raise TypeError(f"ignore_index must be an int, got {ignore_index!r}") from None
+        if not -2 ** 63 <= index < 2 ** 63:
+            raise ValueError(f"ignore_index must lie in the int64 range, got {index}")
         if not is_index:
             raise ValueError("ignore_index applies to class-index targets only; this target "
                              "holds probabilities (give excluded rows a target of zeros)")
@@ -1192,7 +1194,8 @@ def _loss_target(options: _LossOptions, probs: NDArray[Any] | None,
         return np.asarray(target, compute_dtype), None, float(rows)
     kept = (np.ones(rows, bool) if options.ignore_index is None
             else index != options.ignore_index)
-    class_weight = np.where(kept, 1.0 if w is None else w[np.where(kept, index, 0)], 0.0)
+    class_weight = (np.zeros(rows) if n == 0 else  # (rows of no classes: nothing counted)
+                    np.where(kept, 1.0 if w is None else w[np.where(kept, index, 0)], 0.0))
     smoothing_row = None
     if e > 0:  # the same row for every row: a stride of 0
         row = np.full(n, uniform) if w is None else uniform * w
@@ -1375,7 +1378,8 @@ def softmax_cross_entropy(logits: ArrayLike, target: ArrayLike, axis: SupportsIn
     0.451462
     """
     _check_reduction(reduction)
-    plain_options = weight is None and ignore_index is None and label_smoothing == 0.0
+    plain_options = (weight is None and ignore_index is None
+                     and type(label_smoothing) in (int, float) and label_smoothing == 0)
     if (plain_options and _backend.kernels.is_plain(logits, axis)
             and type(target) is np.ndarray
             and target.dtype.kind in "iu" and target.shape == logits.shape[:-1]):

@@ -792,10 +792,14 @@ def softmax_cross_entropy(logits: _Input, target: _Input, axis: SupportsIndex = 
         loss = cast(Array, (total * scale).astype(compute_dtype))
     if not return_grad:
         return loss
+    # (with a weighted mean, the blocks' gradients stay in the computation
+    # dtype until scaled: rounded once, as at the top level)
+    block_dtype = compute_dtype if weighted_mean else grad_dtype
     dlogits = _map_blocks(_pick_grad, per_block, scale=1.0 if weighted_mean else scale,
-                          grad_dtype=grad_dtype, new_axis=axis_, chunks=x_d.chunks,
-                          dtype=grad_dtype, meta=_meta(x_d.ndim, grad_dtype))
+                          grad_dtype=block_dtype, new_axis=axis_, chunks=x_d.chunks,
+                          dtype=block_dtype, meta=_meta(x_d.ndim, block_dtype))
     if weighted_mean:  # (the ignored rows keep their gradient of 0, as at the top level)
         ignored = t_d == options["ignore_index"]
-        dlogits = cast(Array, _da.where(ignored, 0, dlogits * scale).astype(grad_dtype))
+        scaled = (dlogits * scale).astype(compute_dtype)
+        dlogits = cast(Array, _da.where(ignored, 0, scaled).astype(grad_dtype))
     return loss, _reshape(dlogits, logits_shape)

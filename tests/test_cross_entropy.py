@@ -543,6 +543,13 @@ def test_every_row_ignored(reduction):
     assert (grad == 0).all()
 
 
+def test_options_on_rows_of_no_classes():
+    # n = 0: no class to weigh (a weight of shape (0,)), every row ignored
+    loss = fs.softmax_cross_entropy(np.zeros((3, 0)), np.full(3, -100), weight=np.zeros(0),
+                                    ignore_index=-100)
+    assert np.isnan(loss)
+
+
 def test_ignored_rows_add_nothing_and_get_no_gradient(rng):
     x = rng.standard_normal((6, 4))
     t = np.array([0, -100, 3, -100, 1, 2])
@@ -610,6 +617,10 @@ BAD_OPTIONS = [
     ({"label_smoothing": np.nan}, "index", ValueError, r"^label_smoothing must lie in"),
     ({"label_smoothing": "0.1"}, "index", TypeError,
      r"^label_smoothing must be a float in \[0, 1\], got '0.1'$"),
+    ({"label_smoothing": np.array([0.1, 0.2])}, "index", TypeError,
+     r"^label_smoothing must be a float in \[0, 1\]"),
+    ({"ignore_index": 2 ** 70}, "index", ValueError,
+     r"^ignore_index must lie in the int64 range"),
 ]
 
 

@@ -369,6 +369,25 @@ def test_cross_entropy_options(axis, kind, reduction, rng):
     np.testing.assert_allclose(compute(grad), expected_grad, rtol=1e-14, atol=1e-17)
 
 
+@pytest.mark.parametrize("dtype", [np.float16, np.float32])
+def test_cross_entropy_weighted_mean_gradient_scales_before_rounding(dtype, rng):
+    # the blocks' gradients are scaled before they are rounded to the
+    # result dtype: large weights do not overflow float16 on the way
+    xn = rng.standard_normal((6, 3)).astype(dtype)
+    tn = np.array([0, 1, 2, 0, -1, 1])
+    options = {"weight": np.full(3, 1e5), "ignore_index": -1, "label_smoothing": 0.1}
+    _, expected = fs.softmax_cross_entropy(xn, tn, return_grad=True, **options)
+    _, grad = fsd.softmax_cross_entropy(da.from_array(xn, chunks=(2, 3)),
+                                        da.from_array(tn, chunks=2), return_grad=True,
+                                        **options)
+    result = compute(grad)
+    assert result.dtype == dtype and np.isfinite(result).all()
+    # (one rounding more than at the top level, where the kernel scales:
+    # within an ulp of the result dtype)
+    np.testing.assert_allclose(result.astype(np.float64), expected.astype(np.float64),
+                               rtol=np.finfo(dtype).eps, atol=0)
+
+
 def test_cross_entropy_reduction_spans_all_blocks(rng):
     """The mean is over all rows, not a mean of block means (the blocks are
     of unequal size, so the two differ)."""
