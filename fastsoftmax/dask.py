@@ -617,18 +617,6 @@ def _cross_entropy_block(logits: NDArray[Any], target: NDArray[Any], *, axis: in
                                       return_grad=return_grad, **options)
 
 
-def _class_weight(index: NDArray[Any], *, weight: NDArray[np.float64] | None,
-                  ignore_index: int | None) -> NDArray[np.float64]:
-    """What each index target's row counts for in "mean": its class's
-    weight (1 without weights), 0 if ignored (indices out of range too:
-    those raise in the loss's blocks)."""
-    kept = (index != ignore_index) & (index >= 0) & (index < (
-        len(weight) if weight is not None else np.iinfo(np.int64).max))
-    counts: NDArray[np.float64] = (kept.astype(np.float64) if weight is None
-                                   else np.where(kept, weight[np.where(kept, index, 0)], 0.0))
-    return counts
-
-
 def _reciprocal(total: NDArray[Any]) -> NDArray[np.float64]:
     """1 / total, NaN for a total of 0 (the mean of nothing)."""
     with np.errstate(divide="ignore"):
@@ -778,9 +766,9 @@ def softmax_cross_entropy(logits: _Input, target: _Input, axis: SupportsIndex = 
     scale: Any = 1.0 if reduction != "mean" else (1.0 / rows if rows else math.nan)
     weighted_mean = reduction == "mean" and is_index and checked is not None
     if weighted_mean:
-        counts = _map_blocks(_class_weight, _to_dask(t, (axis_,)), weight=options["weight"],
-                             ignore_index=options["ignore_index"], dtype=np.float64,
-                             meta=_meta(t.ndim, np.dtype(np.float64)))
+        counts = _map_blocks(_api._class_weights, _to_dask(t, (axis_,)), n=x.shape[axis_],
+                             weight=options["weight"], ignore_index=options["ignore_index"],
+                             dtype=np.float64, meta=_meta(t.ndim, np.dtype(np.float64)))
         scale = _map_blocks(_reciprocal, _da.sum(counts, dtype=np.float64),
                             dtype=np.float64, meta=_meta(0, np.dtype(np.float64)))
     if reduction == "none":
