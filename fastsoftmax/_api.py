@@ -508,6 +508,26 @@ def _takes_cols(arr: NDArray[Any], axes: tuple[int, ...]) -> bool:
 # Forward
 # --------------------------------------------------------------------------
 
+def _forward_cols(call: _Call[NDArray[Any]], arr: NDArray[Any], take_log: bool,
+                  bfloat16: bool | None = None) -> NDArray[Any]:
+    """The column kernel on a C-contiguous `arr` reduced along one middle
+    axis (_takes_cols), seen as (outer, n, inner); float16 / bfloat16 (as
+    `bfloat16` says) as their bits."""
+    axis = call.axes[0]
+    cols = (prod(arr.shape[:axis]), arr.shape[axis], prod(arr.shape[axis + 1:]))
+    x_cols = arr.reshape(cols)
+    if bfloat16 is None:
+        output = _Output(call, arr.shape, cols)
+        _backend.kernels.softmax_cols(x_cols, output.target(x_cols),
+                                      _backend.get_num_threads(), take_log)
+    else:
+        output = _Output(call, arr.shape, cols, dtype=call.result_dtype)
+        _backend.kernels.softmax_cols(x_cols.view(np.uint16),
+                                      output.target(x_cols).view(np.uint16),
+                                      _backend.get_num_threads(), take_log, bfloat16)
+    return output.finish()
+
+
 def _forward(x: ArrayLike, axis: _Axis, where: ArrayLike | None, out: NDArray[Any] | None,
              take_log: bool) -> NDArray[Any]:
     if where is None:
@@ -520,9 +540,12 @@ def _forward(x: ArrayLike, axis: _Axis, where: ArrayLike | None, out: NDArray[An
     axes = call.axes
     bfloat16 = _half_format(call.result_dtype)
     if bfloat16 is not None:
-        # float16 / bfloat16 rows read and written by the kernels: no
-        # float32 copies (a byte-swapped input is made native first)
+        # float16 / bfloat16 rows (or columns) read and written by the
+        # kernels: no float32 copies (a byte-swapped input is made native
+        # first)
         arr = call.arrays[0].astype(call.result_dtype, copy=False)
+        if call.mask is None and _takes_cols(arr, axes):
+            return _forward_cols(call, arr, take_log, bfloat16)
         x_rows = _input_rows(arr, axes)
         output = _Output(call, arr.shape, dtype=call.result_dtype)
         x_bits, y_bits = x_rows.view(np.uint16), output.target(x_rows).view(np.uint16)
@@ -547,14 +570,7 @@ def _forward(x: ArrayLike, axis: _Axis, where: ArrayLike | None, out: NDArray[An
                                              take_log)
         return output.finish()
     if _takes_cols(arr, axes):
-        # (outer, n, inner): reduced along axis 1, the inner axis contiguous
-        axis_ = axes[0]
-        cols = (prod(arr.shape[:axis_]), arr.shape[axis_], prod(arr.shape[axis_ + 1:]))
-        output = _Output(call, arr.shape, cols)
-        x_cols = arr.reshape(cols)
-        _backend.kernels.softmax_cols(x_cols, output.target(x_cols),
-                                      _backend.get_num_threads(), take_log)
-        return output.finish()
+        return _forward_cols(call, arr, take_log)
     x_rows = _input_rows(arr, axes)
     output = _Output(call, arr.shape)
     _backend.kernels.softmax_rows(x_rows, output.target(x_rows), _backend.get_num_threads(),
@@ -772,22 +788,23 @@ def logsumexp(x: ArrayLike, axis: _Axis = -1, *, b: ArrayLike | None = None,
                     keepdims=bool(keepdims), where=where)
     x_arr = call.arrays[0]
     bfloat16 = _half_format(call.result_dtype)
-    if bfloat16 is not None and b is None:
-        # float16 / bfloat16 rows read by the kernel itself
+    if bfloat16 is not None:
+        # float16 / bfloat16 rows (and factors b) read by the kernel itself
         half_arr = x_arr.astype(call.result_dtype, copy=False)
         half_rows = _input_rows(half_arr, call.axes)
+        half_b = None if b is None else _input_rows(np.broadcast_to(
+            call.arrays[1].astype(call.result_dtype, copy=False), x_arr.shape), call.axes)
         half_result = np.empty(half_rows.shape[0], _F32)
+        half_sign = np.empty_like(half_result) if return_sign else None
         half_mask = (None, None, 1) if call.mask is None else \
             _mask_rows(call.mask, half_arr.shape, call.axes, True)
-        _backend.kernels.half_logsumexp_rows(half_rows.view(np.uint16), half_result,
-                                             _backend.get_num_threads(), bfloat16, *half_mask)
+        _backend.kernels.half_logsumexp_rows(
+            half_rows.view(np.uint16), None if half_b is None else half_b.view(np.uint16),
+            half_result, half_sign, _backend.get_num_threads(), bfloat16, *half_mask)
         value = _reduced_result(call, half_result, call.out)
-        if not return_sign:
+        if half_sign is None:
             return value
-        # (without b the sum is positive: 1; 0 for a result of -inf, NaN for NaN)
-        half_sign = np.where(half_result == -np.inf, 0, np.where(np.isnan(half_result),
-                                                                np.nan, 1))
-        return value, _reduced_result(call, half_sign.astype(_F32), None)
+        return value, _reduced_result(call, half_sign, None)
     x_rows = call.rows(x_arr)
     mask, mask_rows, mask_stride = None, None, 1
     b_full = None if b is None else np.broadcast_to(call.arrays[1], x_arr.shape)
@@ -1177,33 +1194,40 @@ def _class_weights(index: NDArray[Any], n: int, weight: NDArray[np.float64] | No
     return counts
 
 
+_TargetOptions = tuple[NDArray[Any], float, float]
+
+
 def _loss_target(options: _LossOptions, probs: NDArray[Any] | None,
                  index: NDArray[np.int64] | None, rows: int, n: int,
-                 compute_dtype: np.dtype[Any]) -> tuple[NDArray[Any] | None,
-                                                        NDArray[np.float64] | None, float]:
+                 compute_dtype: np.dtype[Any]
+                 ) -> tuple[NDArray[Any] | None, NDArray[np.float64] | None, float,
+                            _TargetOptions | None]:
     """What the kernel takes for a target with options: (target rows, the
-    weights of the class indices, the denominator of "mean").
+    weights of the class indices, the denominator of "mean", the options
+    of probability rows).
 
     Row i's target is a = (1 - e) w[c] onehot(c) + (e / n) w for a class
     index c (e the smoothing, w the weights or 1; 0 for an ignored row),
-    or ((1 - e) t + e / n) w for probabilities t.  "mean" divides by the
-    summed weights w[c] of the rows not ignored, or by the row count for
-    probabilities, as torch.nn.functional.cross_entropy does.
+    or ((1 - e) t + e / n) w for probabilities t, which the kernel forms as
+    it reads t: the options (w, 1 - e, e / n), w in the compute dtype.
+    "mean" divides by the summed weights w[c] of the rows not ignored, or
+    by the row count for probabilities, as
+    torch.nn.functional.cross_entropy does.
     """
     e, w = options.smoothing, options.weight
     uniform = e / n if n else 0.0  # (rows of no classes: nothing to smooth)
     if index is None:
         assert probs is not None
-        target = probs if e == 0 else (1 - e) * probs + uniform
-        if w is not None:
-            target = target * w.astype(compute_dtype)
-        return np.asarray(target, compute_dtype), None, float(rows)
+        if e == 0 and w is None:
+            return probs, None, float(rows), None
+        row_weight = np.ones(n, compute_dtype) if w is None else w.astype(compute_dtype)
+        return probs, None, float(rows), (row_weight, 1 - e, uniform)
     class_weight = _class_weights(index, n, w, options.ignore_index)
     smoothing_row = None
     if e > 0:  # the same row for every row: a stride of 0
         row = np.full(n, uniform) if w is None else uniform * w
         smoothing_row = np.broadcast_to(row.astype(compute_dtype), (rows, n))
-    return smoothing_row, (1 - e) * class_weight, float(class_weight.sum())
+    return smoothing_row, (1 - e) * class_weight, float(class_weight.sum()), None
 
 
 def _cross_entropy_rows(x_rows: NDArray[Any], probs: NDArray[Any] | None,
@@ -1220,11 +1244,11 @@ def _cross_entropy_rows(x_rows: NDArray[Any], probs: NDArray[Any] | None,
     probability target are in that format, read by the half kernel."""
     rows, n = x_rows.shape
     index = None if target is None else _class_indices(target, n)
-    index_weight, ignore, denominator = None, None, float(rows)
+    index_weight, ignore, denominator, target_options = None, None, float(rows), None
     if options is not None:
         ignore = options.ignore_index
-        probs, index_weight, denominator = _loss_target(options, probs, index, rows, n,
-                                                        compute_dtype)
+        probs, index_weight, denominator, target_options = _loss_target(
+            options, probs, index, rows, n, compute_dtype)
     # The kernel writes no loss for a row of no classes: it is a sum of
     # nothing, 0.  Row losses are only kept for reduction="none".
     losses = None
@@ -1236,13 +1260,13 @@ def _cross_entropy_rows(x_rows: NDArray[Any], probs: NDArray[Any] | None,
     if bfloat16 is None:
         total, bad_row = _backend.kernels.cross_entropy_rows(
             x_rows, probs, index, losses, grad, scale, _backend.get_num_threads(),
-            index_weight, ignore)
+            index_weight, ignore, target_options)
     else:
         total, bad_row = _backend.kernels.half_cross_entropy_rows(
             x_rows.view(np.uint16),
             probs.view(np.uint16) if probs is not None and probs.itemsize == 2 else probs,
             index, losses, None if grad is None else grad.view(np.uint16), scale,
-            _backend.get_num_threads(), index_weight, ignore, bfloat16)
+            _backend.get_num_threads(), index_weight, ignore, bfloat16, target_options)
     if bad_row >= 0:
         assert target is not None
         where = (tuple(int(i) for i in np.unravel_index(bad_row, batch_shape))
@@ -1399,10 +1423,9 @@ def softmax_cross_entropy(logits: ArrayLike, target: ArrayLike, axis: SupportsIn
     options = _loss_options(weight, ignore_index, label_smoothing, x.shape[call.axes[0]],
                             call.is_index)
     # float16 / bfloat16 logits (and probabilities) read, and the gradient
-    # written, by the half kernel; a probability target with options is
-    # combined with them in the computation dtype first, so not there
+    # written, by the half kernel
     bfloat16 = _half_format(call.result_dtype)
-    if bfloat16 is not None and not (options is not None and not call.is_index):
+    if bfloat16 is not None:
         half = call.result_dtype
         x_rows = _input_rows(x.astype(half, copy=False), call.axes)
         probs = None if call.is_index else _input_rows(t.reshape(x.shape).astype(half,

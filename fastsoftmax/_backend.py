@@ -98,13 +98,16 @@ class KernelModule(Protocol):
                                 num_threads: int,
                                 index_weight: NDArray[np.float64] | None = None,
                                 ignore_index: int | None = None,
-                                bfloat16: bool = False) -> tuple[float, int]: ...
+                                bfloat16: bool = False,
+                                target_options: tuple[NDArray[Any], float, float] | None
+                                = None) -> tuple[float, int]: ...
     # softmax_jacobian_rows for float16 (bfloat16) rows (their uint16 bits)
     def half_jacobian_rows(self, s: NDArray[np.uint16], out: NDArray[np.uint16],
                            num_threads: int, bfloat16: bool) -> None: ...
-    # out[i] = logsumexp of the float16 (bfloat16) row x[i], in float32;
-    # with a mask, over its True entries (rows as for logsumexp_rows)
-    def half_logsumexp_rows(self, x: NDArray[np.uint16], out: NDArray[np.float32],
+    # logsumexp_rows for float16 (bfloat16) rows x and factors b (their
+    # uint16 bits), into float32 out and sign; the mask may come with b
+    def half_logsumexp_rows(self, x: NDArray[np.uint16], b: NDArray[np.uint16] | None,
+                            out: NDArray[np.float32], sign: NDArray[np.float32] | None,
                             num_threads: int, bfloat16: bool,
                             mask: NDArray[np.bool_] | None = None,
                             mask_rows: NDArray[np.int64] | None = None,
@@ -113,8 +116,10 @@ class KernelModule(Protocol):
     # to_half, half = values rounded to nearest even (for the tests)
     def half_convert(self, half: NDArray[np.uint16], values: NDArray[np.float32],
                      to_half: bool, bfloat16: bool) -> None: ...
-    # x, out: (outer, n, inner) arrays with a contiguous inner axis; along axis 1
-    def softmax_cols(self, x: _Rows, out: _Rows, num_threads: int, take_log: bool) -> None: ...
+    # x, out: (outer, n, inner) arrays with a contiguous inner axis; along
+    # axis 1 (uint16: float16 or, if bfloat16, bfloat16 bits)
+    def softmax_cols(self, x: _Rows | NDArray[np.uint16], out: _Rows | NDArray[np.uint16],
+                     num_threads: int, take_log: bool, bfloat16: bool = False) -> None: ...
     # per row: a * (b - <a, b>) (softmax_jvp, a = s), or if log_vjp
     # b - exp(a) * sum(b) (log_softmax_vjp, a = logp)
     def product_rows(self, a: _Rows, b: _Rows, out: _Rows, num_threads: int,
@@ -131,12 +136,16 @@ class KernelModule(Protocol):
     def softmax_jacobian_rows(self, s: _Rows, out: _Rows, num_threads: int) -> None: ...
     # (sum of the losses, -1), or (nan, i) when index[i] is the first out of
     # range; row i's target is target[i] + index_weight[i] * onehot(index[i])
-    # (either may be None), none for an index equal to ignore_index
+    # (either may be None), none for an index equal to ignore_index; with
+    # target_options (w, keep, uniform), target[i] is read as
+    # (target[i] keep + uniform) w
     def cross_entropy_rows(self, logits: _Rows, target: _Rows | None,
                            index: NDArray[np.int64] | None, loss: NDArray[np.float64] | None,
                            grad: _Rows | None, grad_scale: float, num_threads: int,
                            index_weight: NDArray[np.float64] | None = None,
-                           ignore_index: int | None = None) -> tuple[float, int]: ...
+                           ignore_index: int | None = None,
+                           target_options: tuple[NDArray[Any], float, float] | None = None,
+                           ) -> tuple[float, int]: ...
 
 
 _baseline = cast(KernelModule, import_module("fastsoftmax._kernels_baseline"))

@@ -82,20 +82,36 @@ cdef extern from "_vmath.hpp" namespace "fastsoftmax" nogil:
                                       double *lo)
     double row_log_weighted_sum[T, W](const T *x, const W *w, T m, double S, Py_ssize_t n)
     double row_sum_at_inf[T, W](const T *x, const W *w, Py_ssize_t n)
+    T lse_finish[T](double log_abs, T shift, double total, T *sign)
     Py_ssize_t row_masked_copy[T](const T *x, const unsigned char *mask, Py_ssize_t ms, T fill,
                                   T *y, Py_ssize_t n)
     double row_dot[T](const T *a, const T *b, Py_ssize_t n)
     double row_dot_copying[T](const T *a, const T *b, T *c, Py_ssize_t n, bint sum_only)
-    double row_weighted_shifted_sum[T](const T *w, const T *x, T shift, Py_ssize_t n)
-    double row_weighted_shifted_sum[T](const T *w, const T *x, T shift, Py_ssize_t n,
-                                       double *lo)
+    # a cross-entropy target row: t as it is (w NULL), or with the loss
+    # options applied as it is read: (t keep + uniform) w
+    cppclass TargetRow[T]:
+        const T *t
+        const T *w
+        T keep
+        T uniform
+        TargetRow[T] at(Py_ssize_t start) const
+    double target_sum[T](const TargetRow[T] &row, Py_ssize_t n)
+    double target_sum[T](const TargetRow[T] &row, Py_ssize_t n, double *lo)
+    double row_weighted_shifted_sum[T](const TargetRow[T] &row, const T *x, T shift,
+                                       Py_ssize_t n)
+    double row_weighted_shifted_sum[T](const TargetRow[T] &row, const T *x, T shift,
+                                       Py_ssize_t n, double *lo)
     void row_jvp[T](const T *s, const T *v, double dot, T *y, Py_ssize_t n)
     void row_log_vjp[T](const T *logp, const T *g, double gsum, T *y, Py_ssize_t n)
-    void row_xent_grad[T](const T *e, const T *t, double factor, double tscale, T *g,
-                          Py_ssize_t n)
+    void row_xent_grad[T](const T *e, const TargetRow[T] &row, double factor, double tscale,
+                          T *g, Py_ssize_t n)
     void jacobian_row[T](const T *s, Py_ssize_t i, T *y, Py_ssize_t n)
     void softmax_cols_tile[T](const T *x, Py_ssize_t sx, T *y, Py_ssize_t sy,
                               Py_ssize_t n, Py_ssize_t w, int take_log)
+    # (the same for float16 / bfloat16 bits: E uint16_t, S Float16 or BFloat16)
+    void half_cols_tile "fastsoftmax::softmax_cols_tile"[E, S](
+        const E *x, Py_ssize_t sx, E *y, Py_ssize_t sy, Py_ssize_t n, Py_ssize_t w,
+        int take_log)
     void softmax_short_rows[T](const T *x, Py_ssize_t sx, T *y, Py_ssize_t sy,
                                Py_ssize_t rows, Py_ssize_t n, int take_log)
     # half precision: H is Float16 or BFloat16 (how a uint16_t is a number)
@@ -108,8 +124,37 @@ cdef extern from "_vmath.hpp" namespace "fastsoftmax" nogil:
     void half_softmax_row[H](const uint16_t *x, uint16_t *y, Py_ssize_t n, bint take_log)
     void half_product_row[H](const uint16_t *a, const uint16_t *b, uint16_t *y, Py_ssize_t n,
                              bint log_vjp)
-    float half_logsumexp_row[H](const uint16_t *x, Py_ssize_t n, const unsigned char *mask)
+    # (a long row's passes, for any range of it: a split row's chunks)
+    void half_softmax_last_pass[H](const uint16_t *x, uint16_t *y, Py_ssize_t n, float m,
+                                   double S, double log_S, bint take_log)
+    double half_product_reduce[H](const uint16_t *a, const uint16_t *b, Py_ssize_t n,
+                                  bint log_vjp, double *lo)
+    void half_product_update[H](const uint16_t *a, const uint16_t *b, uint16_t *y, Py_ssize_t n,
+                                double total, bint log_vjp)
+    # (logsumexp: b a row of factors or NULL, mask a row of where= or NULL)
+    float half_row_max[H](const uint16_t *x, const uint16_t *b, const unsigned char *mask,
+                          Py_ssize_t n)
+    double half_row_exp_sum[H](const uint16_t *x, const uint16_t *b, const unsigned char *mask,
+                               float shift, Py_ssize_t n, double *lo)
+    double half_row_sum_at_inf[H](const uint16_t *x, const uint16_t *b,
+                                  const unsigned char *mask, Py_ssize_t n)
+    double half_row_log_sum[H](const uint16_t *x, const uint16_t *b, const unsigned char *mask,
+                               float shift, double S, Py_ssize_t n)
+    float half_logsumexp_row[H](const uint16_t *x, const uint16_t *b, const unsigned char *mask,
+                                Py_ssize_t n, float *sign)
     void half_jacobian_row[H](const uint16_t *s, Py_ssize_t i, uint16_t *y, Py_ssize_t n)
+    # a half loss's target row: half bits or float values (at most one), and options
+    cppclass HalfTarget:
+        const uint16_t *half
+        const float *values
+        TargetRow[float] options
+        bint given() const
+        HalfTarget at(Py_ssize_t start) const
+    double half_target_sum[H](const HalfTarget &target, Py_ssize_t n, double *lo)
+    double half_xent_last_pass[H](const uint16_t *x, const HalfTarget &target, float m,
+                                  double num, double den, double tscale, Py_ssize_t c,
+                                  double c_scale, uint16_t *g, Py_ssize_t n, double *lo)
+    const Py_ssize_t HALF_CHUNK "fastsoftmax::half_chunk"
 
 
 # Below this many elements a call stays on the calling thread: waking the
@@ -621,11 +666,59 @@ def softmax_masked_rows(const stored[:, :] x, cnp.ndarray mask,
 # The rows are uint16_t here; `bfloat16` says which of the two formats they
 # hold.  Each row is computed in float on the stack (see _vmath.hpp).
 
+cdef void half_softmax_row_split(const uint16_t *x, uint16_t *y, Py_ssize_t n,
+                                 int num_threads, bint take_log, bint bfloat16) noexcept nogil:
+    """half_softmax_row for one long row shared by the threads: its chunks'
+    maxes, their sums of exp(x - max) (the row's max), added in chunk
+    order, compensated, then each chunk's last pass."""
+    cdef float chunk_max[MAX_CHUNKS]
+    cdef double chunk_sum[MAX_CHUNKS]
+    cdef double chunk_lo[MAX_CHUNKS]
+    cdef Py_ssize_t nchunks = min(<Py_ssize_t>num_threads, <Py_ssize_t>MAX_CHUNKS)
+    cdef Py_ssize_t chunk = chunk_length(n, nchunks)
+    cdef Py_ssize_t k, start, stop
+    cdef float m = -INFINITY
+    for k in prange(nchunks, schedule="static", num_threads=num_threads):
+        start = min(k * chunk, n)
+        stop = min(start + chunk, n)
+        chunk_max[k] = (half_row_max[BFloat16](x + start, NULL, NULL, stop - start) if bfloat16
+                        else half_row_max[Float16](x + start, NULL, NULL, stop - start))
+    for k in range(nchunks):
+        if chunk_max[k] > m:
+            m = chunk_max[k]
+    for k in prange(nchunks, schedule="static", num_threads=num_threads):
+        start = min(k * chunk, n)
+        stop = min(start + chunk, n)
+        chunk_sum[k] = (
+            half_row_exp_sum[BFloat16](x + start, NULL, NULL, m, stop - start, &chunk_lo[k])
+            if bfloat16 else
+            half_row_exp_sum[Float16](x + start, NULL, NULL, m, stop - start, &chunk_lo[k]))
+    cdef double total = sum_of_parts(chunk_sum, chunk_lo, nchunks), log_total = 0.0
+    if take_log:
+        log_total = (half_row_log_sum[BFloat16](x, NULL, NULL, m, total, n) if bfloat16
+                     else half_row_log_sum[Float16](x, NULL, NULL, m, total, n))
+    for k in prange(nchunks, schedule="static", num_threads=num_threads):
+        start = min(k * chunk, n)
+        stop = min(start + chunk, n)
+        if bfloat16:
+            half_softmax_last_pass[BFloat16](x + start, y + start, stop - start, m, total,
+                                             log_total, take_log)
+        else:
+            half_softmax_last_pass[Float16](x + start, y + start, stop - start, m, total,
+                                            log_total, take_log)
+
+
 cdef void half_softmax_rows_impl(const uint16_t *x, Py_ssize_t sx, uint16_t *y, Py_ssize_t sy,
                                  Py_ssize_t rows, Py_ssize_t n, int num_threads,
                                  bint take_log, bint bfloat16) noexcept nogil:
     cdef Py_ssize_t i
     cdef int nthreads = threads_for(rows * n, num_threads)
+    if nthreads > 1 and rows < nthreads and n >= split_row_min:
+        for i in range(rows):
+            half_softmax_row_split(<const uint16_t *>(<const char *>x + i * sx),
+                                   <uint16_t *>(<char *>y + i * sy), n, nthreads, take_log,
+                                   bfloat16)
+        return
     for i in prange(rows, schedule="static", num_threads=nthreads):
         if bfloat16:
             half_softmax_row[BFloat16](<const uint16_t *>(<const char *>x + i * sx),
@@ -649,6 +742,37 @@ def half_softmax_rows(const uint16_t[:, :] x, uint16_t[:, :] out, int num_thread
                                x.shape[1], num_threads, take_log, bfloat16)
 
 
+cdef void half_product_row_split(const uint16_t *a, const uint16_t *b, uint16_t *y,
+                                 Py_ssize_t n, int num_threads, bint log_vjp,
+                                 bint bfloat16) noexcept nogil:
+    """half_product_row for one long row shared by the threads: the
+    chunks' reductions added in chunk order, compensated, then each
+    chunk's update."""
+    cdef double chunk_part[MAX_CHUNKS]
+    cdef double chunk_lo[MAX_CHUNKS]
+    cdef Py_ssize_t nchunks = min(<Py_ssize_t>num_threads, <Py_ssize_t>MAX_CHUNKS)
+    cdef Py_ssize_t chunk = chunk_length(n, nchunks)
+    cdef Py_ssize_t k, start, stop
+    for k in prange(nchunks, schedule="static", num_threads=num_threads):
+        start = min(k * chunk, n)
+        stop = min(start + chunk, n)
+        chunk_part[k] = (
+            half_product_reduce[BFloat16](a + start, b + start, stop - start, log_vjp,
+                                          &chunk_lo[k]) if bfloat16 else
+            half_product_reduce[Float16](a + start, b + start, stop - start, log_vjp,
+                                         &chunk_lo[k]))
+    cdef double total = sum_of_parts(chunk_part, chunk_lo, nchunks)
+    for k in prange(nchunks, schedule="static", num_threads=num_threads):
+        start = min(k * chunk, n)
+        stop = min(start + chunk, n)
+        if bfloat16:
+            half_product_update[BFloat16](a + start, b + start, y + start, stop - start, total,
+                                          log_vjp)
+        else:
+            half_product_update[Float16](a + start, b + start, y + start, stop - start, total,
+                                         log_vjp)
+
+
 def half_product_rows(const uint16_t[:, :] a, const uint16_t[:, :] b, uint16_t[:, :] out,
                       int num_threads, bint log_vjp, bint bfloat16):
     """product_rows for float16 (bfloat16) rows given as their uint16 bits,
@@ -667,15 +791,22 @@ def half_product_rows(const uint16_t[:, :] a, const uint16_t[:, :] b, uint16_t[:
     cdef Py_ssize_t sa = a.strides[0], sb = b.strides[0], sy = out.strides[0]
     cdef int nthreads = threads_for(rows * n, num_threads)
     with nogil:
-        for i in prange(rows, schedule="static", num_threads=nthreads):
-            if bfloat16:
-                half_product_row[BFloat16](<const uint16_t *>(ap + i * sa),
-                                           <const uint16_t *>(bp + i * sb),
-                                           <uint16_t *>(yp + i * sy), n, log_vjp)
-            else:
-                half_product_row[Float16](<const uint16_t *>(ap + i * sa),
-                                          <const uint16_t *>(bp + i * sb),
-                                          <uint16_t *>(yp + i * sy), n, log_vjp)
+        if nthreads > 1 and rows < nthreads and n >= split_row_min:
+            for i in range(rows):
+                half_product_row_split(<const uint16_t *>(ap + i * sa),
+                                       <const uint16_t *>(bp + i * sb),
+                                       <uint16_t *>(yp + i * sy), n, nthreads, log_vjp,
+                                       bfloat16)
+        else:
+            for i in prange(rows, schedule="static", num_threads=nthreads):
+                if bfloat16:
+                    half_product_row[BFloat16](<const uint16_t *>(ap + i * sa),
+                                               <const uint16_t *>(bp + i * sb),
+                                               <uint16_t *>(yp + i * sy), n, log_vjp)
+                else:
+                    half_product_row[Float16](<const uint16_t *>(ap + i * sa),
+                                              <const uint16_t *>(bp + i * sb),
+                                              <uint16_t *>(yp + i * sy), n, log_vjp)
 
 
 def half_jacobian_rows(const uint16_t[:, :] s, uint16_t[:, :, ::1] out, int num_threads,
@@ -716,65 +847,164 @@ def half_convert(const uint16_t[::1] half, float[::1] values, bint to_half, bint
         load_half[Float16](&half[0], &values[0], n)
 
 
-def half_logsumexp_rows(const uint16_t[:, :] x, float[::1] out, int num_threads,
-                        bint bfloat16, cnp.ndarray mask=None,
+cdef inline double half_lse_part(const uint16_t *x, const uint16_t *b, const unsigned char *mask,
+                                 Py_ssize_t n, float shift, double *lo, bint at_inf,
+                                 bint bfloat16) noexcept nogil:
+    """A chunk's part of a split row's S: half_row_exp_sum, or at a max of
+    +inf half_row_sum_at_inf."""
+    if at_inf:
+        lo[0] = 0.0
+        if bfloat16:
+            return half_row_sum_at_inf[BFloat16](x, b, mask, n)
+        return half_row_sum_at_inf[Float16](x, b, mask, n)
+    if bfloat16:
+        return half_row_exp_sum[BFloat16](x, b, mask, shift, n, lo)
+    return half_row_exp_sum[Float16](x, b, mask, shift, n, lo)
+
+
+cdef float half_logsumexp_row_split(const uint16_t *x, const uint16_t *b,
+                                    const unsigned char *mask, Py_ssize_t n, float *sign,
+                                    int num_threads, bint bfloat16) noexcept nogil:
+    """half_logsumexp_row for one long row shared by the threads, as
+    logsumexp_row_split shares a float row."""
+    cdef float chunk_max[MAX_CHUNKS]
+    cdef double chunk_sum[MAX_CHUNKS]
+    cdef double chunk_lo[MAX_CHUNKS]
+    cdef Py_ssize_t nchunks = min(<Py_ssize_t>num_threads, <Py_ssize_t>MAX_CHUNKS)
+    cdef Py_ssize_t chunk = chunk_length(n, nchunks)
+    cdef Py_ssize_t k, start, stop
+    cdef float m = -INFINITY
+    for k in prange(nchunks, schedule="static", num_threads=num_threads):
+        start = min(k * chunk, n)
+        stop = min(start + chunk, n)
+        if bfloat16:
+            chunk_max[k] = half_row_max[BFloat16](x + start, b + start if b != NULL else b,
+                                                  mask + start if mask != NULL else mask,
+                                                  stop - start)
+        else:
+            chunk_max[k] = half_row_max[Float16](x + start, b + start if b != NULL else b,
+                                                 mask + start if mask != NULL else mask,
+                                                 stop - start)
+    for k in range(nchunks):
+        if chunk_max[k] > m:
+            m = chunk_max[k]
+    cdef bint at_inf = m == INFINITY
+    cdef float shift = 0 if m == -INFINITY else m
+    for k in prange(nchunks, schedule="static", num_threads=num_threads):
+        start = min(k * chunk, n)
+        stop = min(start + chunk, n)
+        chunk_sum[k] = half_lse_part(x + start, b + start if b != NULL else b,
+                                     mask + start if mask != NULL else mask, stop - start,
+                                     shift, &chunk_lo[k], at_inf, bfloat16)
+    cdef double total = sum_of_parts(chunk_sum, chunk_lo, nchunks)
+    if at_inf:
+        return lse_finish(total if total > 0 else -total, <float>0, total, sign)
+    if bfloat16:
+        return lse_finish(half_row_log_sum[BFloat16](x, b, mask, shift, total, n), shift,
+                          total, sign)
+    return lse_finish(half_row_log_sum[Float16](x, b, mask, shift, total, n), shift, total,
+                      sign)
+
+
+cdef inline float half_logsumexp_row_at(const char *x, Py_ssize_t sx, const char *b,
+                                        Py_ssize_t sb, const unsigned char *mask,
+                                        const int64_t *mask_rows, bint switches,
+                                        float *sign, Py_ssize_t i, Py_ssize_t n,
+                                        int split_threads, bint bfloat16) noexcept nogil:
+    """logsumexp of row i (half_logsumexp_rows), split across split_threads
+    if more than 1."""
+    cdef const unsigned char *mi = mask + mask_rows[i] if mask != NULL else NULL
+    cdef const uint16_t *xi = <const uint16_t *>(x + i * sx)
+    cdef const uint16_t *bi = <const uint16_t *>(b + i * sb) if b != NULL else NULL
+    if sign != NULL:
+        sign = sign + i
+    if mi != NULL and switches:  # one flag for the whole row
+        if mi[0] == 0:
+            if sign != NULL:
+                sign[0] = 0
+            return -INFINITY
+        mi = NULL
+    if split_threads > 1:
+        return half_logsumexp_row_split(xi, bi, mi, n, sign, split_threads, bfloat16)
+    if bfloat16:
+        return half_logsumexp_row[BFloat16](xi, bi, mi, n, sign)
+    return half_logsumexp_row[Float16](xi, bi, mi, n, sign)
+
+
+def half_logsumexp_rows(const uint16_t[:, :] x, const uint16_t[:, :] b, float[::1] out,
+                        float[::1] sign, int num_threads, bint bfloat16, cnp.ndarray mask=None,
                         const int64_t[::1] mask_rows=None, Py_ssize_t mask_stride=1):
-    """out[i] = logsumexp of the float16 (bfloat16) row x[i], in float; with
-    `mask`, over the entries where it is True (rows as for logsumexp_rows:
-    a mask_stride of 1, or 0 for one flag per row)."""
+    """logsumexp_rows for float16 (bfloat16) rows x and factors b (None:
+    1), both given as their uint16 bits, into float out and sign (None: a
+    negative sum gives NaN); the mask as for logsumexp_rows (a stride of 1,
+    or 0 for one flag per row), here together with b if both are given."""
     cdef Py_ssize_t rows = x.shape[0], n = x.shape[1], i
     require_contiguous_rows(n, x.strides[1], sizeof(uint16_t), "x")
+    if b is not None:
+        require_shape("b", b.shape, x.shape, 2)
+        require_contiguous_rows(n, b.strides[1], sizeof(uint16_t), "b")
     require_shape("out", out.shape, x.shape, 1)
+    if sign is not None:
+        require_shape("sign", sign.shape, x.shape, 1)
     if mask is not None and (cnp.PyArray_TYPE(mask) != cnp.NPY_BOOL or mask_rows is None
                              or mask_rows.shape[0] != rows or mask_stride not in (0, 1)):
         raise ValueError("mask must be a bool array with one offset per row in mask_rows "
                          "and a mask_stride of 0 or 1")
     if rows == 0:
         return
-    cdef const uint16_t *xp = &x[0, 0] if n else NULL
-    cdef Py_ssize_t sx = x.strides[0]
+    if n == 0:  # (sums of nothing)
+        out[:] = -INFINITY
+        if sign is not None:
+            sign[:] = 0
+        return
+    cdef const char *xp = <const char *>&x[0, 0]
+    cdef const char *bp = <const char *>&b[0, 0] if b is not None else NULL
+    cdef Py_ssize_t sx = x.strides[0], sb = b.strides[0] if bp != NULL else 0
     cdef const unsigned char *mp = (<const unsigned char *>cnp.PyArray_BYTES(mask)
-                                    if mask is not None and n else NULL)
+                                    if mask is not None else NULL)
     cdef const int64_t *offsets = &mask_rows[0] if mp != NULL else NULL
-    cdef const unsigned char *mi
+    cdef float *sp = &sign[0] if sign is not None else NULL
     cdef int nthreads = threads_for(rows * n, num_threads)
     with nogil:
-        for i in prange(rows, schedule="static", num_threads=nthreads):
-            mi = mp + offsets[i] if mp != NULL else NULL
-            if mi != NULL and mask_stride == 0:  # a row switch
-                if mi[0] == 0:
-                    out[i] = -INFINITY
-                    continue
-                mi = NULL
-            if bfloat16:
-                out[i] = half_logsumexp_row[BFloat16](
-                    <const uint16_t *>(<const char *>xp + i * sx), n, mi)
-            else:
-                out[i] = half_logsumexp_row[Float16](
-                    <const uint16_t *>(<const char *>xp + i * sx), n, mi)
+        if nthreads > 1 and rows < nthreads and n >= split_row_min:
+            for i in range(rows):
+                out[i] = half_logsumexp_row_at(xp, sx, bp, sb, mp, offsets, mask_stride == 0,
+                                               sp, i, n, nthreads, bfloat16)
+        else:
+            for i in prange(rows, schedule="static", num_threads=nthreads):
+                out[i] = half_logsumexp_row_at(xp, sx, bp, sb, mp, offsets, mask_stride == 0,
+                                               sp, i, n, 1, bfloat16)
 
 
-def softmax_cols(const floating[:, :, ::1] x, floating[:, :, ::1] out, int num_threads,
-                 bint take_log):
+def softmax_cols(const stored[:, :, ::1] x, stored[:, :, ::1] out, int num_threads,
+                 bint take_log, bint bfloat16=False):
     """Softmax (or log_softmax) along axis 1 of an (outer, n, inner) array
     whose inner axis is contiguous: the non-last-axis case without a
     transposed copy.  Each work item is COLS columns of one outer block,
-    vectorised across the columns; out may be x."""
+    vectorised across the columns; out may be x.  uint16 elements are
+    float16 (bfloat16 if `bfloat16`) numbers' bits, computed in float."""
     require_shape("out", out.shape, x.shape, 3)
     cdef Py_ssize_t outer = x.shape[0], n = x.shape[1], inner = x.shape[2]
     cdef Py_ssize_t tiles = (inner + COLS - 1) // COLS
     cdef Py_ssize_t item, o, c0
     if outer == 0 or n == 0 or inner == 0:
         return
-    cdef Py_ssize_t sx = x.strides[1] // <Py_ssize_t>sizeof(floating)
-    cdef Py_ssize_t sy = out.strides[1] // <Py_ssize_t>sizeof(floating)
+    cdef Py_ssize_t sx = x.strides[1] // <Py_ssize_t>sizeof(stored)
+    cdef Py_ssize_t sy = out.strides[1] // <Py_ssize_t>sizeof(stored)
     cdef int nthreads = threads_for(outer * n * inner, num_threads)
     with nogil:
         for item in prange(outer * tiles, schedule="static", num_threads=nthreads):
             o = item // tiles
             c0 = (item % tiles) * COLS
-            softmax_cols_tile(&x[o, 0, c0], sx, &out[o, 0, c0], sy, n,
-                              min(COLS, inner - c0), take_log)
+            if stored is not uint16_t:
+                softmax_cols_tile(&x[o, 0, c0], sx, &out[o, 0, c0], sy, n,
+                                  min(COLS, inner - c0), take_log)
+            elif bfloat16:
+                half_cols_tile[uint16_t, BFloat16](&x[o, 0, c0], sx, &out[o, 0, c0], sy, n,
+                                                   min(COLS, inner - c0), take_log)
+            else:
+                half_cols_tile[uint16_t, Float16](&x[o, 0, c0], sx, &out[o, 0, c0], sy, n,
+                                                  min(COLS, inner - c0), take_log)
 
 
 def set_thresholds(Py_ssize_t parallel_min=PARALLEL_MIN_ELEMENTS,
@@ -798,22 +1028,11 @@ cdef inline floating lse_shift(floating m) noexcept nogil:
     return 0 if m == -INFINITY else m
 
 
-cdef inline floating lse_finish(double log_abs, floating shift, double total,
-                                floating *sign) noexcept nogil:
-    """shift + log|S|, with S's sign into *sign (NULL: a negative S is NaN)."""
-    cdef double sgn = 1.0 if total > 0 else -1.0 if total < 0 else 0.0 if total == 0 else total
-    if sign != NULL:
-        sign[0] = <floating>sgn
-    elif total < 0:
-        return <floating>NAN
-    return <floating>(<double>shift + log_abs)
-
-
 cdef floating lse_infinite(const floating *x, const weight *w, Py_ssize_t n,
                            floating *sign) noexcept nogil:
     """logsumexp_row of a row whose max is +inf: +inf, or NaN."""
     cdef double total = row_sum_at_inf(x, w, n)
-    return lse_finish(total if total > 0 else -total, 0, total, sign)
+    return lse_finish(total if total > 0 else -total, <floating>0, total, sign)
 
 
 cdef inline floating logsumexp_row(const floating *x, const weight *w, Py_ssize_t n,
@@ -1163,13 +1382,14 @@ def softmax_jacobian_rows(const floating[:, :] s, floating[:, :, ::1] out,
 # the gradient softmax * T - t reuses the exp(x - m) stored in `grad`, and so
 # does log S.
 
-cdef inline double xent_row(const floating *x, const floating *t, Py_ssize_t c, double coef,
-                            floating *grad, double scale, Py_ssize_t n,
+cdef inline double xent_row(const floating *x, const TargetRow[floating] &t, Py_ssize_t c,
+                            double coef, floating *grad, double scale, Py_ssize_t n,
                             bint stalls, void *stage_area) noexcept nogil:
     """Loss of one row, -sum(a * log_softmax(x)), and its gradient
     (softmax(x) * sum(a) - a) * scale into grad unless it is NULL, for the
-    target a = t + coef * e_c: t a row of target weights (probabilities;
-    NULL: none) and c a class index (-1: none) of weight coef.  The terms
+    target a = t + coef * e_c: t a row of target weights (probabilities,
+    with the loss options if any; t.t NULL: none) and c a class index
+    (-1: none) of weight coef.  The terms
     exp(x - max) go into grad, or, in a call that may stall (call_stalls)
     and a row that does, into the stage (see softmax_block)."""
     cdef floating m = row_max(x, n)
@@ -1183,8 +1403,8 @@ cdef inline double xent_row(const floating *x, const floating *t, Py_ssize_t c, 
     cdef double tsum = 0.0, weighted, loss = 0.0
     if c < 0:
         coef = 0.0
-    if t != NULL:
-        tsum = row_sum(t, n)
+    if t.t != NULL:
+        tsum = target_sum(t, n)
         # (the sum first: the product and the subtraction then sit together,
         # and builds with FMA fuse them into one rounding)
         weighted = row_weighted_shifted_sum(t, x, m, n)
@@ -1192,7 +1412,7 @@ cdef inline double xent_row(const floating *x, const floating *t, Py_ssize_t c, 
     if c >= 0 and coef != 0:  # (a weight of 0 on a -inf logit adds 0, not NaN)
         loss += coef * (log_total - (<double>x[c] - <double>m))
     if grad != NULL:
-        if t == NULL:
+        if t.t == NULL:
             row_scale_div(terms, coef * scale, total, grad, n)
         else:
             row_xent_grad(terms, t, (tsum + coef) * scale / total, scale, grad, n)
@@ -1201,7 +1421,8 @@ cdef inline double xent_row(const floating *x, const floating *t, Py_ssize_t c, 
     return loss
 
 
-cdef double xent_row_split(const floating *x, const floating *t, Py_ssize_t c, double coef,
+cdef double xent_row_split(const floating *x, const TargetRow[floating] &t, Py_ssize_t c,
+                           double coef,
                            floating *grad, double scale, Py_ssize_t n,
                            int num_threads) noexcept nogil:
     """xent_row for one long row shared by the threads: the same passes,
@@ -1228,12 +1449,12 @@ cdef double xent_row_split(const floating *x, const floating *t, Py_ssize_t c, d
         stop = min(start + chunk, n)
         chunk_max[k] = row_max(x + start, stop - start)
         chunk_tsum[k] = chunk_tsum_lo[k] = 0.0
-        if t != NULL:
-            chunk_tsum[k] = row_sum(t + start, stop - start, &chunk_tsum_lo[k])
+        if t.t != NULL:
+            chunk_tsum[k] = target_sum(t.at(start), stop - start, &chunk_tsum_lo[k])
     for k in range(nchunks):
         if chunk_max[k] > m:
             m = chunk_max[k]
-    tsum = sum_of_parts(chunk_tsum, chunk_tsum_lo, nchunks) if t != NULL else 0.0
+    tsum = sum_of_parts(chunk_tsum, chunk_tsum_lo, nchunks) if t.t != NULL else 0.0
     if c < 0:
         coef = 0.0
 
@@ -1246,20 +1467,21 @@ cdef double xent_row_split(const floating *x, const floating *t, Py_ssize_t c, d
     total = sum_of_parts(chunk_part, chunk_lo, nchunks)
     cdef double log_total = row_log_sum(x, m, grad, total, n)
 
-    if t != NULL or grad != NULL:
+    if t.t != NULL or grad != NULL:
         for k in prange(nchunks, schedule="static", num_threads=num_threads):
             start = min(k * chunk, n)
             stop = min(start + chunk, n)
-            if t != NULL:
-                chunk_part[k] = row_weighted_shifted_sum(t + start, x + start, m, stop - start,
-                                                         &chunk_lo[k])
-            if grad != NULL and t == NULL:
+            if t.t != NULL:
+                chunk_part[k] = row_weighted_shifted_sum(
+                    t.at(start), x + start, m, stop - start, &chunk_lo[k])
+            if grad != NULL and t.t == NULL:
                 row_scale_div(grad + start, coef * scale, total, grad + start, stop - start)
             elif grad != NULL:
-                row_xent_grad(grad + start, t + start, (tsum + coef) * scale / total, scale,
-                              grad + start, stop - start)
+                row_xent_grad(grad + start, t.at(start),
+                                        (tsum + coef) * scale / total, scale, grad + start,
+                                        stop - start)
     cdef double loss = 0.0
-    if t != NULL:
+    if t.t != NULL:
         loss = tsum * log_total - sum_of_parts(chunk_part, chunk_lo, nchunks)
     if c >= 0:
         if grad != NULL:
@@ -1273,6 +1495,9 @@ cdef struct XentTarget:
     # What a row's target is (xent_row's a = t + coef * e_c), for row i:
     const void *t            # rows of target weights, t_stride elements apart, or NULL
     Py_ssize_t t_stride      # (0: one row for all, e.g. label smoothing's)
+    const void *t_weight     # NULL, or the options of those rows (TargetRow's w,
+    double t_keep            #   in the compute type, keep and uniform)
+    double t_uniform
     const int64_t *index     # class indices, or NULL
     const double *coef       # the weight of each row's class index (NULL: 1)
     bint has_ignore          # rows whose index is ignore_index have loss 0, gradient 0
@@ -1284,6 +1509,21 @@ cdef inline bint xent_ignored(const XentTarget *target, Py_ssize_t i) noexcept n
             and target.index[i] == target.ignore_index)
 
 
+cdef inline TargetRow[floating] target_row(const XentTarget *target, const floating *values,
+                                           Py_ssize_t i) noexcept nogil:
+    """Row i of the target's rows (none if target.t is NULL), with its
+    options; `values` instead of the row itself if not NULL (the row
+    staged in float)."""
+    cdef TargetRow[floating] row
+    row.t = values
+    if values == NULL and target.t != NULL:
+        row.t = <const floating *>target.t + i * target.t_stride
+    row.w = <const floating *>target.t_weight
+    row.keep = <floating>target.t_keep
+    row.uniform = <floating>target.t_uniform
+    return row
+
+
 cdef inline double xent_row_i(const floating *x, const XentTarget *target, floating *grad,
                               double scale, Py_ssize_t n, Py_ssize_t i, bint stalls,
                               void *stage_area, int split_threads) noexcept nogil:
@@ -1292,7 +1532,7 @@ cdef inline double xent_row_i(const floating *x, const XentTarget *target, float
     (rows of n, unless NULL); an ignored row gets loss 0 and gradient 0."""
     cdef Py_ssize_t j, c = -1
     cdef double coef = 1.0
-    cdef const floating *t_row = NULL
+    cdef TargetRow[floating] t_row = target_row(target, <const floating *>NULL, i)
     if grad != NULL:
         grad = grad + i * n
     if xent_ignored(target, i):
@@ -1300,8 +1540,6 @@ cdef inline double xent_row_i(const floating *x, const XentTarget *target, float
             for j in range(n):
                 grad[j] = 0
         return 0.0
-    if target.t != NULL:
-        t_row = <const floating *>target.t + i * target.t_stride
     if target.index != NULL:
         c = target.index[i]
         if target.coef != NULL:
@@ -1341,16 +1579,108 @@ cdef void xent_rows_impl(const floating[:, :] x, const XentTarget *target, doubl
         PyMem_RawFree(stage)
 
 
+cdef inline float half_value(uint16_t h, bint bfloat16) noexcept nogil:
+    cdef float value
+    if bfloat16:
+        load_half[BFloat16](&h, &value, 1)
+    else:
+        load_half[Float16](&h, &value, 1)
+    return value
+
+
+cdef inline void half_xent_pass(int which, const uint16_t *x, const HalfTarget &target,
+                                float *m, double *part, double *lo, double *tsum,
+                                double *tsum_lo, double num, double den, double scale,
+                                Py_ssize_t c, double c_scale, uint16_t *grad, Py_ssize_t n,
+                                bint bfloat16) noexcept nogil:
+    """Pass `which` of half_xent_row_chunked over one range of the row (x,
+    target, grad and c from the range's start): 0 the max (into m) and the
+    target's sum (tsum, tsum_lo), 1 the sum of exp(x - m), 2 the last pass
+    (half_xent_last_pass); the sums into part and lo."""
+    if which == 0:
+        m[0] = (half_row_max[BFloat16](x, NULL, NULL, n) if bfloat16
+                else half_row_max[Float16](x, NULL, NULL, n))
+        tsum[0] = tsum_lo[0] = 0.0
+        if target.given():
+            tsum[0] = (half_target_sum[BFloat16](target, n, tsum_lo) if bfloat16
+                       else half_target_sum[Float16](target, n, tsum_lo))
+    elif which == 1:
+        part[0] = (half_row_exp_sum[BFloat16](x, NULL, NULL, m[0], n, lo) if bfloat16
+                   else half_row_exp_sum[Float16](x, NULL, NULL, m[0], n, lo))
+    elif bfloat16:
+        part[0] = half_xent_last_pass[BFloat16](x, target, m[0], num, den, scale, c, c_scale,
+                                                grad, n, lo)
+    else:
+        part[0] = half_xent_last_pass[Float16](x, target, m[0], num, den, scale, c, c_scale,
+                                               grad, n, lo)
+
+
+cdef double half_xent_row_chunked(const uint16_t *x, const HalfTarget &target, Py_ssize_t c,
+                                  double coef, uint16_t *grad, double scale, Py_ssize_t n,
+                                  int split_threads, bint bfloat16) noexcept nogil:
+    """xent_row for a long float16 (bfloat16) row, a chunk at a time (its
+    passes those of xent_row_split), shared by split_threads threads if
+    more than 1."""
+    cdef float chunk_max[MAX_CHUNKS]
+    cdef double chunk_part[MAX_CHUNKS]
+    cdef double chunk_lo[MAX_CHUNKS]
+    cdef double chunk_tsum[MAX_CHUNKS]
+    cdef double chunk_tsum_lo[MAX_CHUNKS]
+    cdef Py_ssize_t nchunks = min(<Py_ssize_t>split_threads, <Py_ssize_t>MAX_CHUNKS)
+    cdef Py_ssize_t chunk = chunk_length(n, nchunks)
+    cdef Py_ssize_t k, start, stop
+    cdef float m = -INFINITY
+    cdef double tsum = 0.0, total = 0.0, num = 0.0, log_total, loss = 0.0
+    cdef int which
+    if c < 0:
+        coef = 0.0
+    for which in range(3):
+        if which == 1:
+            for k in range(nchunks):
+                if chunk_max[k] > m:
+                    m = chunk_max[k]
+            for k in range(nchunks):
+                chunk_max[k] = m
+            tsum = sum_of_parts(chunk_tsum, chunk_tsum_lo, nchunks)
+        elif which == 2:
+            total = sum_of_parts(chunk_part, chunk_lo, nchunks)
+            num = ((tsum + coef) if target.given() else coef) * scale
+        if nchunks == 1:
+            half_xent_pass(which, x, target, &chunk_max[0], &chunk_part[0], &chunk_lo[0],
+                           &chunk_tsum[0], &chunk_tsum_lo[0], num, total, scale, c,
+                           coef * scale, grad, n, bfloat16)
+            continue
+        for k in prange(nchunks, schedule="static", num_threads=split_threads):
+            start = min(k * chunk, n)
+            stop = min(start + chunk, n)
+            half_xent_pass(which, x + start, target.at(start), &chunk_max[k], &chunk_part[k],
+                           &chunk_lo[k], &chunk_tsum[k], &chunk_tsum_lo[k], num, total, scale,
+                           c - start, coef * scale, grad + start if grad != NULL else grad,
+                           stop - start, bfloat16)
+    log_total = (half_row_log_sum[BFloat16](x, NULL, NULL, m, total, n) if bfloat16
+                 else half_row_log_sum[Float16](x, NULL, NULL, m, total, n))
+    if target.given():
+        loss = tsum * log_total - sum_of_parts(chunk_part, chunk_lo, nchunks)
+    cdef float x_c
+    if c >= 0 and coef != 0:
+        x_c = half_value(x[c], bfloat16)
+        loss += coef * (log_total - (<double>x_c - <double>m))
+    return loss
+
+
 cdef double half_xent_row_i(const uint16_t *x, const XentTarget *target, bint t_half,
                             uint16_t *grad, double scale, Py_ssize_t n, Py_ssize_t i,
-                            float *work, bint bfloat16) noexcept nogil:
+                            float *work, int split_threads, bint bfloat16) noexcept nogil:
     """xent_row_i for a float16 (bfloat16) row i of logits (and of a
     probability target if t_half; otherwise target.t is float rows) and of
-    grad (rows of n, unless NULL), staged in `work`, 3n floats: the logits,
-    the target row, the gradient."""
+    grad (rows of n, unless NULL).  A row of up to HALF_CHUNK is staged
+    whole in `work`, 3n floats (the logits, the target row, the gradient)
+    and goes through xent_row; a longer one, or one split across
+    split_threads (if more than 1), through half_xent_row_chunked."""
     cdef Py_ssize_t j, c = -1
     cdef double coef = 1.0, loss
-    cdef const float *t_row = NULL
+    cdef TargetRow[float] t_row
+    cdef HalfTarget half_target
     if grad != NULL:
         grad = grad + i * n
     if xent_ignored(target, i):
@@ -1358,22 +1688,29 @@ cdef double half_xent_row_i(const uint16_t *x, const XentTarget *target, bint t_
             for j in range(n):
                 grad[j] = 0  # (the bits of +0)
         return 0.0
+    if target.index != NULL:
+        c = target.index[i]
+        if target.coef != NULL:
+            coef = target.coef[i]
+    if n > HALF_CHUNK or split_threads > 1:
+        half_target.half = <const uint16_t *>target.t + i * target.t_stride if t_half else NULL
+        half_target.values = NULL
+        if target.t != NULL and not t_half:
+            half_target.values = <const float *>target.t + i * target.t_stride
+        half_target.options = target_row(target, <const float *>NULL, i)
+        return half_xent_row_chunked(x, half_target, c, coef, grad, scale, n, split_threads,
+                                     bfloat16)
     if bfloat16:
         load_half[BFloat16](x, work, n)
     else:
         load_half[Float16](x, work, n)
+    t_row = target_row(target, <const float *>NULL, i)
     if target.t != NULL and t_half:
         if bfloat16:
             load_half[BFloat16](<const uint16_t *>target.t + i * target.t_stride, work + n, n)
         else:
             load_half[Float16](<const uint16_t *>target.t + i * target.t_stride, work + n, n)
-        t_row = work + n
-    elif target.t != NULL:
-        t_row = <const float *>target.t + i * target.t_stride
-    if target.index != NULL:
-        c = target.index[i]
-        if target.coef != NULL:
-            coef = target.coef[i]
+        t_row.t = work + n
     loss = xent_row(<const float *>work, t_row, c, coef,
                     work + 2 * n if grad != NULL else <float *>NULL, scale, n, False, NULL)
     if grad != NULL and bfloat16:
@@ -1395,16 +1732,38 @@ cdef Py_ssize_t first_out_of_range(const XentTarget *target, Py_ssize_t rows,
     return -1
 
 
+cdef int set_target_options(XentTarget *spec, object options, object target, Py_ssize_t n,
+                            size_t itemsize) except -1:
+    """The loss options of a probability target into spec: `options` is
+    None or (w, keep, uniform), w a contiguous array of n values of the
+    compute type (TargetRow's)."""
+    spec.t_weight, spec.t_keep, spec.t_uniform = NULL, 1.0, 0.0
+    if options is None:
+        return 0
+    if target is None:
+        raise ValueError("target_options needs a target")
+    cdef cnp.ndarray w = options[0]
+    if (cnp.PyArray_NDIM(w) != 1 or cnp.PyArray_DIMS(w)[0] != n
+            or cnp.PyArray_ITEMSIZE(w) != itemsize or not cnp.PyArray_IS_C_CONTIGUOUS(w)):
+        raise ValueError(f"target_options' weights must be {n} contiguous values of "
+                         f"{itemsize} bytes")
+    spec.t_keep, spec.t_uniform = options[1], options[2]
+    if n:
+        spec.t_weight = cnp.PyArray_DATA(w)
+    return 0
+
+
 def half_cross_entropy_rows(const uint16_t[:, :] logits, target, const int64_t[::1] index,
                             double[::1] loss, uint16_t[:, ::1] grad, double grad_scale,
                             int num_threads, const double[::1] index_weight=None,
-                            ignore_index=None, bint bfloat16=False):
+                            ignore_index=None, bint bfloat16=False, target_options=None):
     """cross_entropy_rows for float16 (bfloat16) logits given as their
     uint16 bits, and the gradient written so; `target` is None, rows of
     the same half format (uint16 bits), or float32 rows (a shared smoothing
-    row, of row stride 0).  Each row is staged in float on its thread
-    (3n floats).  Returns (sum of the losses, -1), or (nan, i) as
-    cross_entropy_rows."""
+    row, of row stride 0); target_options' weights are float32.  A row of
+    up to HALF_CHUNK is staged in float on its thread (3n floats), a longer
+    one read a chunk at a time.  Returns (sum of the losses, -1), or
+    (nan, i) as cross_entropy_rows."""
     cdef Py_ssize_t rows = logits.shape[0], n = logits.shape[1], i
     require_contiguous_rows(n, logits.strides[1], sizeof(uint16_t), "logits")
     cdef const uint16_t[:, :] t_half
@@ -1416,6 +1775,7 @@ def half_cross_entropy_rows(const uint16_t[:, :] logits, target, const int64_t[:
     spec.has_ignore, spec.ignore_index = ignore_index is not None, 0
     if ignore_index is not None:
         spec.ignore_index = ignore_index
+    set_target_options(&spec, target_options, target, n, sizeof(float))
     if target is not None and cnp.PyArray_TYPE(<cnp.ndarray>target) == cnp.NPY_USHORT:
         t_half, is_half = target, True
         require_shape("target", t_half.shape, logits.shape, 2)
@@ -1454,31 +1814,38 @@ def half_cross_entropy_rows(const uint16_t[:, :] logits, target, const int64_t[:
     cdef Py_ssize_t sx = logits.strides[0] // sizeof(uint16_t)
     cdef uint16_t *g = &grad[0, 0] if grad is not None else NULL
     cdef int nthreads = threads_for(rows * n, num_threads)
+    cdef size_t work_size = 3 * n * sizeof(float) if n <= HALF_CHUNK else 0
     cdef float *work
     cdef int failed = 0
     cdef double total
     with nogil:
-        with parallel(num_threads=nthreads):
-            work = <float *>PyMem_RawMalloc(3 * n * sizeof(float))
-            for i in prange(rows, schedule="static"):
-                if work == NULL:
-                    failed += 1
-                else:
-                    row_loss[i] = half_xent_row_i(xp + i * sx, &spec, is_half, g, grad_scale,
-                                                  n, i, work, bfloat16)
-            PyMem_RawFree(work)
+        if nthreads > 1 and rows < nthreads and n >= split_row_min:
+            for i in range(rows):
+                row_loss[i] = half_xent_row_i(xp + i * sx, &spec, is_half, g, grad_scale, n, i,
+                                              NULL, nthreads, bfloat16)
+        else:
+            with parallel(num_threads=nthreads):
+                work = <float *>PyMem_RawMalloc(work_size)
+                for i in prange(rows, schedule="static"):
+                    if work == NULL and work_size:
+                        failed += 1
+                    else:
+                        row_loss[i] = half_xent_row_i(xp + i * sx, &spec, is_half, g,
+                                                      grad_scale, n, i, work, 1, bfloat16)
+                PyMem_RawFree(work)
         total = row_sum(row_loss, rows)
     if loss is None:
         PyMem_RawFree(row_loss)
     if failed:
-        raise MemoryError(f"cross-entropy: cannot allocate {3 * n * 4} bytes of row stage")
+        raise MemoryError(f"cross-entropy: cannot allocate {work_size} bytes of row stage")
     return total, -1
 
 
 def cross_entropy_rows(const floating[:, :] logits, const floating[:, :] target,
                        const int64_t[::1] index, double[::1] loss,
                        floating[:, ::1] grad, double grad_scale, int num_threads,
-                       const double[::1] index_weight=None, ignore_index=None):
+                       const double[::1] index_weight=None, ignore_index=None,
+                       target_options=None):
     """loss[i] = -sum(a[i] * log_softmax(logits[i])) for every row i.
 
     The target is a[i] = target[i] + index_weight[i] * onehot(index[i]):
@@ -1486,7 +1853,10 @@ def cross_entropy_rows(const floating[:, :] logits, const floating[:, :] target,
     row stride of 0 gives every row the same) and `index` (class indices,
     each of weight index_weight[i], or 1 if that is None) is given.  Rows
     whose index is `ignore_index` (an int, or None) have loss 0 and
-    gradient 0.  `loss` receives the rows' losses, or is None when only
+    gradient 0.  `target_options`, None or (w, keep, uniform) with w n
+    values of the logits' type, applies the loss options to the target
+    rows as they are read: (target keep + uniform) w (TargetRow).
+    `loss` receives the rows' losses, or is None when only
     their sum is wanted.  `grad` (a C-contiguous rows x n array, or None)
     receives (softmax * sum(a) - a) * grad_scale.
 
@@ -1516,6 +1886,7 @@ def cross_entropy_rows(const floating[:, :] logits, const floating[:, :] target,
     spec.has_ignore, spec.ignore_index = ignore_index is not None, 0
     if ignore_index is not None:
         spec.ignore_index = ignore_index
+    set_target_options(&spec, target_options, target, n, sizeof(floating))
     cdef Py_ssize_t bad_row
     if index is not None and rows:
         spec.index = &index[0]

@@ -554,21 +554,16 @@ template <class T> inline T exp_diff_scaled(T a, T b)
     return expneg2w_scaled(hi, lo);
 }
 
-// The sum of exp(x[j] - m) over x[j] != m, x[j] stepping by stride, from
-// scaled exps that do not round to the subnormal grid: for tail sums small
-// enough (below n * tail_recompute) for that rounding to show.
-// (value(j): the row's entry j)
+// The sum of exp(x[j] - m) over x[j] != m from scaled exps that do not
+// round to the subnormal grid: for tail sums small enough (below
+// n * tail_recompute) for that rounding to show.  (value(j): the row's
+// entry j)
 template <class T, class Value> inline double tail_scaled(Value value, T m, ptrdiff_t n)
 {
     double tail = lane_sum<T>(n, [&](ptrdiff_t j) {
         return value(j) == m ? 0.0 : (double)exp_diff_scaled(value(j), m);
     });
     return std::ldexp(tail, -FloatTraits<T>::tail_scale);
-}
-
-template <class T> inline double row_tail_scaled(const T *x, T m, ptrdiff_t stride, ptrdiff_t n)
-{
-    return tail_scaled<T>([&](ptrdiff_t j) { return x[j * stride]; }, m, n);
 }
 
 // max of x[0:n] (-inf for n == 0).  It may or may not see a NaN: callers
@@ -766,6 +761,33 @@ template <class T, class W> inline double row_sum_at_inf(const T *x, const W *w,
 // for weights of 1 (where S >= 1).  Further from 1, log S itself is
 // accurate, and log1p would not be: 1 + (S - 1) rounds S to a multiple of
 // eps.  S = 0 gives -inf, a NaN S NaN.
+// (value(j), factor(j): the row's entry j and its weight as a double.)
+// S - 1's parts, added to *tail and *at_max: the terms away from the max,
+// and the weights at the max
+template <class T, class Value, class Factor>
+inline void weighted_log_parts(Value value, Factor factor, T m, ptrdiff_t n, double *tail,
+                               double *at_max)
+{
+    *tail += lane_sum<T>(n, [&](ptrdiff_t j) {
+        double w = factor(j);
+        T v = value(j);
+        return w == 0.0 || v == m ? 0.0 : w * (double)exp_diff(v, m);
+    });
+    *at_max += lane_sum<T>(n, [&](ptrdiff_t j) {
+        double w = factor(j);
+        return w != 0.0 && value(j) == m ? w : 0.0;
+    });
+}
+
+template <class T, class Value, class Factor>
+inline double log_weighted_sum_of(Value value, Factor factor, T m, double S, ptrdiff_t n)
+{
+    if (!(S > 0.5 && S < 2.0)) return std::log(std::fabs(S));
+    double tail = 0.0, at_max = 0.0;
+    weighted_log_parts<T>(value, factor, m, n, &tail, &at_max);
+    return std::log1p(tail + (at_max - 1.0));
+}
+
 template <class T, class W>
 inline double row_log_weighted_sum(const T *x, const W *w, T m, double S, ptrdiff_t n)
 {
@@ -773,14 +795,18 @@ inline double row_log_weighted_sum(const T *x, const W *w, T m, double S, ptrdif
     if constexpr (is_mask<W>)  // (S >= 1, or 0 with nothing kept)
         return log_sum_of<T>([&](ptrdiff_t j) { return kept_or_minus_inf(x, w, j); },
                              m, (const T *)nullptr, S, n);
-    if (!(S > 0.5 && S < 2.0)) return std::log(std::fabs(S));
-    double tail = lane_sum<T>(n, [&](ptrdiff_t j) {
-        return w[j] == W(0) || x[j] == m ? 0.0 : weight_value(w[j]) * (double)exp_diff(x[j], m);
-    });
-    double at_max = lane_sum<T>(n, [&](ptrdiff_t j) {
-        return w[j] != W(0) && x[j] == m ? weight_value(w[j]) : 0.0;
-    });
-    return std::log1p(tail + (at_max - 1.0));
+    return log_weighted_sum_of<T>([&](ptrdiff_t j) { return x[j]; },
+                                  [&](ptrdiff_t j) { return weight_value(w[j]); }, m, S, n);
+}
+
+// logsumexp's result, shift + log|S| given log|S|, and S's sign into *sign
+// (null: a negative S gives NaN)
+template <class T> inline T lse_finish(double log_abs, T shift, double total, T *sign)
+{
+    double sgn = total > 0 ? 1.0 : total < 0 ? -1.0 : total == 0 ? 0.0 : total;
+    if (sign) *sign = (T)sgn;
+    else if (total < 0) return std::numeric_limits<T>::quiet_NaN();
+    return (T)((double)shift + log_abs);
 }
 
 // (lo, here and below, as for row_exp_sum)
@@ -808,15 +834,48 @@ inline double row_dot_copying(const T *a, const T *b, T *c, ptrdiff_t n, bool su
     return lane_sum<T>(n, [&](ptrdiff_t j) { c[j] = a[j]; return (double)a[j] * (double)b[j]; });
 }
 
-// sum of w[j] * (x[j] - shift) over the nonzero weights: a zero weight on
-// a -inf entry contributes 0 (the limit of 0 log 0), not 0 * -inf = NaN
-template <class T>
-inline double row_weighted_shifted_sum(const T *w, const T *x, T shift, ptrdiff_t n,
-                                       double *lo = nullptr)
+// A cross-entropy target row: target weights t (probabilities) as they
+// are (w null), or with the loss options applied as the row is read,
+// a[j] = (t[j] keep + uniform) w[j]: keep = 1 - e and uniform = e / n for a
+// label smoothing e, w the class weights (ones without).  No row of a is
+// ever stored.
+template <class T> struct TargetRow {
+    const T *t;
+    const T *w;
+    T keep, uniform;
+    TargetRow at(ptrdiff_t start) const { return {t + start, w ? w + start : w, keep, uniform}; }
+};
+
+// f(a), a(j) the target row's entry j: one loop for plain rows, one for
+// rows with options
+template <class T, class F> inline auto with_target(const TargetRow<T> &row, F f)
 {
-    return lane_sum<T>(n, [&](ptrdiff_t j) {
-        return w[j] != 0 ? (double)w[j] * ((double)x[j] - (double)shift) : 0.0;
-    }, NoHook(), lo);
+    if (row.w) return f([&](ptrdiff_t j) { return (row.t[j] * row.keep + row.uniform) * row.w[j]; });
+    return f([&](ptrdiff_t j) { return row.t[j]; });
+}
+
+// sum of the target row (lo as for row_exp_sum)
+template <class T> inline double target_sum(const TargetRow<T> &row, ptrdiff_t n,
+                                            double *lo = nullptr)
+{
+    return with_target(row, [&](auto a) {
+        return lane_sum<T>(n, [&](ptrdiff_t j) { return (double)a(j); }, NoHook(), lo);
+    });
+}
+
+// sum of a[j] * (x[j] - shift) over the nonzero target weights: a zero
+// weight on a -inf entry contributes 0 (the limit of 0 log 0), not
+// 0 * -inf = NaN
+template <class T>
+inline double row_weighted_shifted_sum(const TargetRow<T> &row, const T *x, T shift,
+                                       ptrdiff_t n, double *lo = nullptr)
+{
+    return with_target(row, [&](auto a) {
+        return lane_sum<T>(n, [&](ptrdiff_t j) {
+            T w = a(j);
+            return w != 0 ? (double)w * ((double)x[j] - (double)shift) : 0.0;
+        }, NoHook(), lo);
+    });
 }
 
 // y[j] = (x[j] - shift) - offset: log_softmax with offset = log(sum)
@@ -840,14 +899,16 @@ template <class T> inline void row_log_vjp(const T *logp, const T *g, double gsu
         y[j] = (T)((double)g[j] - (double)exp2w(logp[j], T(0)) * gsum);
 }
 
-// Cross-entropy gradient: g[j] = e[j] * factor - t[j] * tscale, where e
-// holds exp(x - max) (e may be g)
+// Cross-entropy gradient: g[j] = e[j] * factor - a[j] * tscale, where e
+// holds exp(x - max) (e may be g) and a is the target row
 template <class T>
-inline void row_xent_grad(const T *e, const T *t, double factor, double tscale, T *g,
-                          ptrdiff_t n)
+inline void row_xent_grad(const T *e, const TargetRow<T> &row, double factor, double tscale,
+                          T *g, ptrdiff_t n)
 {
-    for (ptrdiff_t j = 0; j < n; j++)
-        g[j] = (T)((double)e[j] * factor - (double)t[j] * tscale);
+    with_target(row, [&](auto a) {
+        for (ptrdiff_t j = 0; j < n; j++)
+            g[j] = (T)((double)e[j] * factor - (double)a(j) * tscale);
+    });
 }
 
 // Row i of the Jacobian diag(s) - s s^T: y[j] = s[i] (delta_ij - s[j]),
@@ -931,14 +992,26 @@ inline void row_scale_div<double>(const double *e, double num, double den, doubl
 // x and y step by sx and sy elements from one row to the next; y may be x.
 // The sums: plain double for float data, compensated per column for double
 // data (the lane sums' policies).
+//
+// The elements E are computed in their own type T (Elem = Own<E>), or are
+// float16 / bfloat16 bits (Elem = Float16 or BFloat16) computed in float, each
+// rounded once when stored: softmax then takes its terms again in the last
+// pass instead of storing them in y.
 
 constexpr ptrdiff_t cols = 128;
 
-template <class T>
-inline void softmax_cols_tile(const T *x, ptrdiff_t sx, T *y, ptrdiff_t sy, ptrdiff_t n,
+template <class E> struct Own {
+    static E load(E v) { return v; }
+    static E store(E v) { return v; }
+};
+
+template <class E, class Elem = Own<E>>
+inline void softmax_cols_tile(const E *x, ptrdiff_t sx, E *y, ptrdiff_t sy, ptrdiff_t n,
                               ptrdiff_t w, int take_log)
 {
+    using T = decltype(Elem::load(E()));
     using Sum = typename FloatTraits<T>::ColumnSum;
+    constexpr bool own = std::is_same<Elem, Own<E>>::value;
     T m[cols];
     double sum[cols], carry[cols], tail[cols], tcarry[cols];
     double ones[cols];
@@ -947,25 +1020,29 @@ inline void softmax_cols_tile(const T *x, ptrdiff_t sx, T *y, ptrdiff_t sy, ptrd
         sum[c] = carry[c] = tail[c] = tcarry[c] = ones[c] = 0.0;
     }
     for (ptrdiff_t i = 0; i < n; i++) {
-        const T *xi = x + i * sx;
-        FS_OMP_SIMD
-        for (ptrdiff_t c = 0; c < w; c++) m[c] = xi[c] > m[c] ? xi[c] : m[c];
-    }
-    for (ptrdiff_t i = 0; i < n; i++) {
-        const T *xi = x + i * sx;
-        T *yi = y + i * sy;
+        const auto *xi = x + i * sx;
         FS_OMP_SIMD
         for (ptrdiff_t c = 0; c < w; c++) {
-            T e = exp_diff(xi[c], m[c]);
+            T v = Elem::load(xi[c]);
+            m[c] = v > m[c] ? v : m[c];
+        }
+    }
+    for (ptrdiff_t i = 0; i < n; i++) {
+        const auto *xi = x + i * sx;
+        auto *yi = y + i * sy;
+        FS_OMP_SIMD
+        for (ptrdiff_t c = 0; c < w; c++) {
+            T v = Elem::load(xi[c]);
+            T e = exp_diff(v, m[c]);
             if (take_log) {
                 // S = tail + ones: the terms at the max are exactly 1 and
                 // counted (e - 1 is 0 for them, and keeps the NaN of a +inf
                 // max), the others summed, which is also what the log1p
                 // path of row_log_sum needs: one sum per element, not two
-                Sum::add(tail[c], tcarry[c], xi[c] == m[c] ? (double)e - 1.0 : (double)e);
-                ones[c] += xi[c] == m[c] ? 1.0 : 0.0;
+                Sum::add(tail[c], tcarry[c], v == m[c] ? (double)e - 1.0 : (double)e);
+                ones[c] += v == m[c] ? 1.0 : 0.0;
             } else {
-                yi[c] = e;
+                if constexpr (own) yi[c] = e;
                 Sum::add(sum[c], carry[c], (double)e);
             }
         }
@@ -984,23 +1061,29 @@ inline void softmax_cols_tile(const T *x, ptrdiff_t sx, T *y, ptrdiff_t sy, ptrd
         double S = two_sum(ones[c], tail[c], &err) + err;
         if (S < 2.0) {
             if (t < (double)n * FloatTraits<T>::tail_recompute)
-                t = row_tail_scaled(x + c, m[c], sx, n);
+                t = tail_scaled<T>([&](ptrdiff_t i) { return Elem::load(x[c + i * sx]); },
+                                   m[c], n);
             sum[c] = std::log1p(t + (ones[c] - 1.0));
         } else {
             sum[c] = std::log(S);
         }
     }
     for (ptrdiff_t i = 0; i < n; i++) {
-        const T *xi = x + i * sx;
-        T *yi = y + i * sy;
+        const auto *xi = x + i * sx;
+        auto *yi = y + i * sy;
         if (take_log) {
             FS_OMP_SIMD
             for (ptrdiff_t c = 0; c < w; c++)
-                yi[c] = (T)(((double)xi[c] - (double)m[c]) - sum[c]);
-        } else {
+                yi[c] = Elem::store((T)(((double)Elem::load(xi[c]) - (double)m[c]) - sum[c]));
+        } else if constexpr (own) {
             FS_OMP_SIMD
             for (ptrdiff_t c = 0; c < w; c++)
                 yi[c] = (T)scaled((double)yi[c], sum[c], tail[c]);
+        } else {  // (the terms again: the same values as in the sum)
+            FS_OMP_SIMD
+            for (ptrdiff_t c = 0; c < w; c++)
+                yi[c] = Elem::store((T)scaled((double)exp_diff(Elem::load(xi[c]), m[c]), sum[c],
+                                           tail[c]));
         }
     }
 }
@@ -1133,81 +1216,132 @@ template <class H> inline void store_half(const float *buf, std::uint16_t *y, pt
     for (ptrdiff_t j = 0; j < n; j++) y[j] = H::store(buf[j]);
 }
 
-// A chunk of a row loaded into buf: -inf where the mask (where=, one byte
-// per entry; null: none) leaves an entry out.
-template <class H>
-inline void load_half_kept(const std::uint16_t *x, const unsigned char *mask, float *buf,
-                           ptrdiff_t n)
-{
-    load_half<H>(x, buf, n);
-    if (mask) row_masked_copy(buf, mask, 1, -std::numeric_limits<float>::infinity(), buf, n);
-}
+// logsumexp's rows: a chunk of a row (x, its factors b or null, and the
+// mask of where= or null; each from the chunk's start) loaded into xs and
+// ws, as float.  Without b, xs is -inf where the mask leaves an entry out
+// and ws is not used (w() is null); with b, ws holds b's factors, 0 where
+// the mask leaves an entry out.  So the float kernels' weighted primitives
+// (row_max_weighted and the like) read a chunk as they read a float row.
+struct HalfChunk {
+    float xs[half_chunk], ws[half_chunk];
+    const float *w(const std::uint16_t *b) const { return b ? ws : nullptr; }
+    template <class H>
+    void load(const std::uint16_t *x, const std::uint16_t *b, const unsigned char *mask,
+              ptrdiff_t length)
+    {
+        const float minus_inf = -std::numeric_limits<float>::infinity();
+        load_half<H>(x, xs, length);
+        if (b) load_half<H>(b, ws, length);
+        if (mask) row_masked_copy(b ? ws : xs, mask, 1, b ? 0.0f : minus_inf, b ? ws : xs, length);
+    }
+};
 
-// The max m, S = sum of exp(x - shift) (shift: m, or 0 for a logsumexp row
-// of only -inf) and whether there is a NaN, of a long row, chunk by chunk
-// (over the entries a mask keeps, unless it is null); S compensated across
-// the chunks as sum_of_parts adds them.
-template <class H>
-inline float half_row_max(const std::uint16_t *x, ptrdiff_t n, bool *has_nan,
-                          const unsigned char *mask = nullptr)
+// f(chunk, start, length) for each chunk of a row of n, loaded in turn
+template <class H, class F>
+inline void each_half_chunk(const std::uint16_t *x, const std::uint16_t *b,
+                            const unsigned char *mask, ptrdiff_t n, F f)
 {
-    float buf[half_chunk];
-    float m = -std::numeric_limits<float>::infinity();
-    ptrdiff_t nans = 0;
+    HalfChunk chunk;
     for (ptrdiff_t start = 0; start < n; start += half_chunk) {
         ptrdiff_t length = std::min(half_chunk, n - start);
-        load_half_kept<H>(x + start, mask ? mask + start : mask, buf, length);
-        float chunk_max = row_max(buf, length);
-        m = chunk_max > m ? chunk_max : m;
-        if (has_nan)
-            for (ptrdiff_t j = 0; j < length; j++) nans += buf[j] != buf[j];
+        chunk.load<H>(x + start, b ? b + start : b, mask ? mask + start : mask, length);
+        f(chunk, start, length);
     }
-    if (has_nan) *has_nan = nans != 0;
+}
+
+// The max of a long row (over the entries of nonzero factor: all, without
+// b or mask), chunk by chunk.
+template <class H>
+inline float half_row_max(const std::uint16_t *x, const std::uint16_t *b,
+                          const unsigned char *mask, ptrdiff_t n)
+{
+    float m = -std::numeric_limits<float>::infinity();
+    each_half_chunk<H>(x, b, mask, n, [&](const HalfChunk &c, ptrdiff_t, ptrdiff_t length) {
+        float chunk_max = row_max_weighted(c.xs, c.w(b), length);
+        m = chunk_max > m ? chunk_max : m;
+    });
     return m;
 }
 
+// S = sum of b exp(x - shift) (b: 1 if null) over the entries a mask keeps
+// (row_weighted_exp_sum), chunk by chunk, compensated across the chunks as
+// sum_of_parts adds them; lo as for row_exp_sum.
 template <class H>
-inline double half_row_exp_sum(const std::uint16_t *x, float shift, ptrdiff_t n,
-                               const unsigned char *mask = nullptr)
+inline double half_row_exp_sum(const std::uint16_t *x, const std::uint16_t *b,
+                               const unsigned char *mask, float shift, ptrdiff_t n,
+                               double *lo = nullptr)
 {
-    float buf[half_chunk];
     double total = 0.0, err = 0.0;
-    for (ptrdiff_t start = 0; start < n; start += half_chunk) {
-        ptrdiff_t length = std::min(half_chunk, n - start);
-        load_half_kept<H>(x + start, mask ? mask + start : mask, buf, length);
+    each_half_chunk<H>(x, b, mask, n, [&](const HalfChunk &c, ptrdiff_t, ptrdiff_t length) {
         double part_lo = 0.0;
-        double part = row_exp_sum(buf, shift, (float *)nullptr, (float *)nullptr, length, &part_lo);
+        double part = row_weighted_exp_sum(c.xs, c.w(b), shift, length, &part_lo);
         total = two_sum(total, part, &err);
         err += part_lo;
-    }
-    return total + err;
+    });
+    double rounded = total + err;
+    if (lo) *lo = rounded - rounded == 0.0 ? err - (rounded - total) : 0.0;
+    return rounded;
 }
 
-// softmax (log_softmax if take_log) of a float16 / bfloat16 row into y (y
-// may be x): the passes of a float row, on the float values.
+// S of a row whose max is +inf (row_sum_at_inf: its terms are 0, +-inf
+// or NaN, whose sum does not depend on the order)
 template <class H>
-inline void half_softmax_row(const std::uint16_t *x, std::uint16_t *y, ptrdiff_t n,
-                             bool take_log)
+inline double half_row_sum_at_inf(const std::uint16_t *x, const std::uint16_t *b,
+                                  const unsigned char *mask, ptrdiff_t n)
+{
+    double total = 0.0;
+    each_half_chunk<H>(x, b, mask, n, [&](const HalfChunk &c, ptrdiff_t, ptrdiff_t length) {
+        total += row_sum_at_inf(c.xs, c.w(b), length);
+    });
+    return total;
+}
+
+// log |S| of half_row_exp_sum's S, shift the row's (row_log_weighted_sum)
+template <class H>
+inline double half_row_log_sum(const std::uint16_t *x, const std::uint16_t *b,
+                               const unsigned char *mask, float shift, double S, ptrdiff_t n)
+{
+    auto value = [&](ptrdiff_t j) {
+        return !b && mask && !mask[j] ? -std::numeric_limits<float>::infinity() : H::load(x[j]);
+    };
+    if (!b) return log_sum_of<float>(value, shift, (const float *)nullptr, S, n);
+    // (log_weighted_sum_of, its parts a chunk at a time)
+    if (!(S > 0.5 && S < 2.0)) return std::log(std::fabs(S));
+    double tail = 0.0, at_max = 0.0;
+    each_half_chunk<H>(x, b, mask, n, [&](const HalfChunk &c, ptrdiff_t, ptrdiff_t length) {
+        weighted_log_parts<float>([&](ptrdiff_t j) { return c.xs[j]; },
+                                  [&](ptrdiff_t j) { return (double)c.ws[j]; }, shift, length,
+                                  &tail, &at_max);
+    });
+    return std::log1p(tail + (at_max - 1.0));
+}
+
+// logsumexp of a float16 / bfloat16 row with factors b (null: 1) over the
+// entries a mask keeps (null: all), as the float kernel computes a float
+// row (logsumexp_row); in float, rounded by the caller.
+template <class H>
+inline float half_logsumexp_row(const std::uint16_t *x, const std::uint16_t *b,
+                                const unsigned char *mask, ptrdiff_t n, float *sign)
+{
+    float m = half_row_max<H>(x, b, mask, n);
+    if (m == std::numeric_limits<float>::infinity()) {
+        double S = half_row_sum_at_inf<H>(x, b, mask, n);
+        return lse_finish(std::fabs(S), 0.0f, S, sign);
+    }
+    float shift = m == -std::numeric_limits<float>::infinity() ? 0.0f : m;
+    double S = half_row_exp_sum<H>(x, b, mask, shift, n);
+    return lse_finish(half_row_log_sum<H>(x, b, mask, shift, S, n), shift, S, sign);
+}
+
+// The last pass of softmax (log_softmax if take_log) over a long row, or
+// any range of it, given the row's max m, S = sum of exp(x - m) and, for
+// log_softmax, log_S = log S (half_row_log_sum): each chunk's terms again
+// (the same values as in the sum), scaled, rounded to y (y may be x).
+template <class H>
+inline void half_softmax_last_pass(const std::uint16_t *x, std::uint16_t *y, ptrdiff_t n,
+                                   float m, double S, double log_S, bool take_log)
 {
     float buf[half_chunk];
-    if (n <= half_chunk) {
-        load_half<H>(x, buf, n);
-        float m = row_max(buf, n);
-        double S = row_exp_sum(buf, m, take_log ? (float *)nullptr : buf, (float *)nullptr, n);
-        if (take_log)
-            row_shift(buf, m, row_log_sum(buf, m, (const float *)nullptr, S, n), buf, n);
-        else
-            row_scale_div(buf, 1.0, S, buf, n);
-        store_half<H>(buf, y, n);
-        return;
-    }
-    // a long row: its max, its sum, then each chunk again (its terms
-    // recomputed: the same values as in the sum)
-    float m = half_row_max<H>(x, n, nullptr);
-    double S = half_row_exp_sum<H>(x, m, n);
-    double log_S = take_log ? log_sum_of<float>([&](ptrdiff_t j) { return H::load(x[j]); }, m,
-                                                (const float *)nullptr, S, n)
-                            : 0.0;
     for (ptrdiff_t start = 0; start < n; start += half_chunk) {
         ptrdiff_t length = std::min(half_chunk, n - start);
         load_half<H>(x + start, buf, length);
@@ -1221,44 +1355,95 @@ inline void half_softmax_row(const std::uint16_t *x, std::uint16_t *y, ptrdiff_t
     }
 }
 
+// softmax (log_softmax if take_log) of a float16 / bfloat16 row into y (y
+// may be x): the passes of a float row, on the float values; a long row's
+// max, sum and last pass chunk by chunk.
+template <class H>
+inline void half_softmax_row(const std::uint16_t *x, std::uint16_t *y, ptrdiff_t n,
+                             bool take_log)
+{
+    if (n <= half_chunk) {
+        float buf[half_chunk];
+        load_half<H>(x, buf, n);
+        float m = row_max(buf, n);
+        double S = row_exp_sum(buf, m, take_log ? (float *)nullptr : buf, (float *)nullptr, n);
+        if (take_log)
+            row_shift(buf, m, row_log_sum(buf, m, (const float *)nullptr, S, n), buf, n);
+        else
+            row_scale_div(buf, 1.0, S, buf, n);
+        store_half<H>(buf, y, n);
+        return;
+    }
+    float m = half_row_max<H>(x, nullptr, nullptr, n);
+    double S = half_row_exp_sum<H>(x, nullptr, nullptr, m, n);
+    double log_S = take_log ? half_row_log_sum<H>(x, nullptr, nullptr, m, S, n) : 0.0;
+    half_softmax_last_pass<H>(x, y, n, m, S, log_S, take_log);
+}
+
 // softmax_jvp's product s * (v - <s, v>) (a = s, b = v), or if log_vjp
 // log_softmax_vjp's g - exp(logp) * sum(g) (a = logp, b = g), of float16 /
-// bfloat16 rows into y (y may be a or b); a long row's reduction chunk by
-// chunk, compensated, then its update chunk by chunk.
+// bfloat16 rows into y (y may be a or b).  A long row's reduction (<s, v>,
+// or sum(g); lo as for row_exp_sum) chunk by chunk, compensated, then its
+// update chunk by chunk: any range of the row, for a split row's chunks.
 template <class H>
-inline void half_product_row(const std::uint16_t *a, const std::uint16_t *b, std::uint16_t *y,
-                             ptrdiff_t n, bool log_vjp)
+inline double half_product_reduce(const std::uint16_t *a, const std::uint16_t *b, ptrdiff_t n,
+                                  bool log_vjp, double *lo)
 {
     float abuf[half_chunk], bbuf[half_chunk];
     double total = 0.0, err = 0.0;
-    if (n > half_chunk) {
-        for (ptrdiff_t start = 0; start < n; start += half_chunk) {
-            ptrdiff_t length = std::min(half_chunk, n - start);
-            load_half<H>(b + start, bbuf, length);
-            double part_lo = 0.0, part;
-            if (log_vjp) {
-                part = row_sum(bbuf, length, &part_lo);
-            } else {
-                load_half<H>(a + start, abuf, length);
-                part = row_dot(abuf, bbuf, length, &part_lo);
-            }
-            total = two_sum(total, part, &err);
-            err += part_lo;
+    for (ptrdiff_t start = 0; start < n; start += half_chunk) {
+        ptrdiff_t length = std::min(half_chunk, n - start);
+        load_half<H>(b + start, bbuf, length);
+        double part_lo = 0.0, part;
+        if (log_vjp) {
+            part = row_sum(bbuf, length, &part_lo);
+        } else {
+            load_half<H>(a + start, abuf, length);
+            part = row_dot(abuf, bbuf, length, &part_lo);
         }
-        total += err;
+        total = two_sum(total, part, &err);
+        err += part_lo;
     }
+    double rounded = total + err;
+    *lo = rounded - rounded == 0.0 ? err - (rounded - total) : 0.0;
+    return rounded;
+}
+
+template <class H>
+inline void half_product_update(const std::uint16_t *a, const std::uint16_t *b,
+                                std::uint16_t *y, ptrdiff_t n, double total, bool log_vjp)
+{
+    float abuf[half_chunk], bbuf[half_chunk];
     for (ptrdiff_t start = 0; start < n; start += half_chunk) {
         ptrdiff_t length = std::min(half_chunk, n - start);
         load_half<H>(a + start, abuf, length);
         load_half<H>(b + start, bbuf, length);
-        if (n <= half_chunk)  // (one chunk: the row's reduction here)
-            total = log_vjp ? row_sum(bbuf, length) : row_dot(abuf, bbuf, length);
         if (log_vjp)
             row_log_vjp(abuf, bbuf, total, abuf, length);
         else
             row_jvp(abuf, bbuf, total, abuf, length);
         store_half<H>(abuf, y + start, length);
     }
+}
+
+template <class H>
+inline void half_product_row(const std::uint16_t *a, const std::uint16_t *b, std::uint16_t *y,
+                             ptrdiff_t n, bool log_vjp)
+{
+    if (n <= half_chunk) {  // (one chunk: the row's reduction as a float row's)
+        float abuf[half_chunk], bbuf[half_chunk];
+        load_half<H>(a, abuf, n);
+        load_half<H>(b, bbuf, n);
+        double total = log_vjp ? row_sum(bbuf, n) : row_dot(abuf, bbuf, n);
+        if (log_vjp)
+            row_log_vjp(abuf, bbuf, total, abuf, n);
+        else
+            row_jvp(abuf, bbuf, total, abuf, n);
+        store_half<H>(abuf, y, n);
+        return;
+    }
+    double lo;
+    half_product_update<H>(a, b, y, n, half_product_reduce<H>(a, b, n, log_vjp, &lo), log_vjp);
 }
 
 // Row i of the Jacobian of a float16 / bfloat16 row s (jacobian_row's
@@ -1272,21 +1457,85 @@ inline void half_jacobian_row(const std::uint16_t *s, ptrdiff_t i, std::uint16_t
     y[i] = H::store(si * (1.0f - si));
 }
 
-// logsumexp of a float16 / bfloat16 row, in float (rounded by the
-// caller), over the entries a mask keeps (null: all)
+// Cross-entropy on a long float16 / bfloat16 row of logits, a chunk at a
+// time (rows up to half_chunk are staged whole and go through the float
+// kernel).  The target row is in the logits' format (half), or float
+// values (the shared row of label smoothing for class indices), with its
+// options applied as it is read (TargetRow: t is then unused).  Each
+// function takes any range of the row: a split row's chunks.
+struct HalfTarget {
+    const std::uint16_t *half;  // (at most one of half and values)
+    const float *values;
+    TargetRow<float> options;   // (options.t unused)
+    bool given() const { return half || values; }
+    HalfTarget at(ptrdiff_t start) const
+    {
+        return {half ? half + start : half, values ? values + start : values,
+                options.at(start)};
+    }
+    // the target row of the chunk at 0 (this at its start), loaded into buf
+    template <class H> TargetRow<float> load(float *buf, ptrdiff_t length) const
+    {
+        if (half) load_half<H>(half, buf, length);
+        return {half ? buf : values, options.w, options.keep, options.uniform};
+    }
+};
+
+// sum of the target row (lo as for row_exp_sum)
 template <class H>
-inline float half_logsumexp_row(const std::uint16_t *x, ptrdiff_t n, const unsigned char *mask)
+inline double half_target_sum(const HalfTarget &target, ptrdiff_t n, double *lo)
 {
-    bool has_nan = false;
-    float m = half_row_max<H>(x, n, &has_nan, mask);
-    if (m == std::numeric_limits<float>::infinity())  // (+inf, or NaN beside it)
-        return has_nan ? std::numeric_limits<float>::quiet_NaN() : m;
-    float shift = m == -std::numeric_limits<float>::infinity() ? 0.0f : m;
-    double S = half_row_exp_sum<H>(x, shift, n, mask);
-    double log_S = log_sum_of<float>([&](ptrdiff_t j) {
-        return mask && !mask[j] ? -std::numeric_limits<float>::infinity() : H::load(x[j]);
-    }, shift, (const float *)nullptr, S, n);
-    return (float)((double)shift + log_S);
+    float buf[half_chunk];
+    double total = 0.0, err = 0.0;
+    for (ptrdiff_t start = 0; start < n; start += half_chunk) {
+        ptrdiff_t length = std::min(half_chunk, n - start);
+        double part_lo = 0.0;
+        double part = target_sum(target.at(start).load<H>(buf, length), length, &part_lo);
+        total = two_sum(total, part, &err);
+        err += part_lo;
+    }
+    double rounded = total + err;
+    *lo = rounded - rounded == 0.0 ? err - (rounded - total) : 0.0;
+    return rounded;
+}
+
+// The last pass: returns the sum of a (x - m) over the target row a (0
+// without a target; lo as for row_exp_sum), and writes into g, unless it
+// is null, the gradient exp(x - m) num / den - a tscale (with a target;
+// without, exp(x - m) num / den as row_scale_div rounds it), minus c_scale
+// at entry c (c < 0 or >= n: not in this range), each rounded once.
+template <class H>
+inline double half_xent_last_pass(const std::uint16_t *x, const HalfTarget &target, float m,
+                                  double num, double den, double tscale, ptrdiff_t c,
+                                  double c_scale, std::uint16_t *g, ptrdiff_t n, double *lo)
+{
+    float xbuf[half_chunk], tbuf[half_chunk];
+    double total = 0.0, err = 0.0;
+    for (ptrdiff_t start = 0; start < n; start += half_chunk) {
+        ptrdiff_t length = std::min(half_chunk, n - start);
+        load_half<H>(x + start, xbuf, length);
+        TargetRow<float> a{nullptr, nullptr, 0.0f, 0.0f};
+        if (target.given()) {
+            a = target.at(start).load<H>(tbuf, length);
+            double part_lo = 0.0;
+            double part = row_weighted_shifted_sum(a, xbuf, m, length, &part_lo);
+            total = two_sum(total, part, &err);
+            err += part_lo;
+        }
+        if (!g) continue;
+        // the terms exp(x - m) again (the same values as in the sum)
+        row_exp_sum(xbuf, m, xbuf, (float *)nullptr, length);
+        if (target.given())
+            row_xent_grad(xbuf, a, num / den, tscale, xbuf, length);
+        else
+            row_scale_div(xbuf, num, den, xbuf, length);
+        if (c >= start && c < start + length)
+            xbuf[c - start] = (float)((double)xbuf[c - start] - c_scale);
+        store_half<H>(xbuf, g + start, length);
+    }
+    double rounded = total + err;
+    *lo = rounded - rounded == 0.0 ? err - (rounded - total) : 0.0;
+    return rounded;
 }
 
 }  // namespace fastsoftmax

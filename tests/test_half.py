@@ -90,7 +90,8 @@ def test_floats_round_to_the_nearest_half_ties_to_even(dtype, simd_path, rng):
 # rows up to 2048 elements are computed whole; longer ones a chunk at a time
 SHAPE_AXES = [((), -1), ((7,), -1), ((5, 10), -1), ((300, 37), -1), ((4, 6, 33), 1),
               ((3, 4, 5), (0, 2)), ((2, 3), None), ((3, 2048), -1), ((3, 2049), -1),
-              ((2, 5000), -1), ((0, 5), -1), ((4, 0), -1)]
+              ((2, 5000), -1), ((1, 100), -1), ((1, 5000), -1), ((0, 5), -1), ((4, 0), -1),
+              ((300, 20), 0), ((2, 50, 16), 1)]
 
 
 @pytest.mark.parametrize("layout", ["C", "F", "rows-reversed", "byteswapped", "readonly"])
@@ -156,8 +157,8 @@ LOSS_OPTIONS = {"plain": {}, "options": {"weight": True, "label_smoothing": 0.1,
 @pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
 @pytest.mark.parametrize("options", LOSS_OPTIONS)
 @pytest.mark.parametrize("kind", ["index", "prob"])
-@pytest.mark.parametrize("shape, axis", [((7, 30), -1), ((4, 5, 3), 1), ((2, 5000), -1)],
-                         ids=str)
+@pytest.mark.parametrize("shape, axis", [((7, 30), -1), ((4, 5, 3), 1), ((2, 5000), -1),
+                                         ((1, 100), -1), ((1, 5000), -1)], ids=str)
 @pytest.mark.parametrize("dtype", HALF_DTYPES)
 def test_loss_is_that_of_the_converting_way(dtype, shape, axis, kind, options, reduction,
                                             threads, rng):
@@ -183,6 +184,51 @@ def test_loss_is_that_of_the_converting_way(dtype, shape, axis, kind, options, r
     np.testing.assert_array_equal(loss, expected_loss)
     assert grad.dtype == dtype
     same_bits(grad, expected_grad.astype(dtype))
+
+
+# "A single huge row is split across threads" (docs/api.rst, section
+# Threads), in half precision too: the chunks' partial results are added in
+# chunk order, so any number of threads gives the converting way's result
+SPLIT_CALLS = {
+    "softmax": lambda x, p, b, m: fs.softmax(x),
+    "log_softmax": lambda x, p, b, m: fs.log_softmax(x),
+    "logsumexp": lambda x, p, b, m: fs.logsumexp(x),
+    "logsumexp-b-where": lambda x, p, b, m: fs.logsumexp(x, b=b, where=m, return_sign=True),
+    "softmax_vjp": lambda x, p, b, m: fs.softmax_vjp(p, x),
+    "log_softmax_vjp": lambda x, p, b, m: fs.log_softmax_vjp(p, x),
+    "loss-index": lambda x, p, b, m: fs.softmax_cross_entropy(x, np.array([17]),
+                                                              return_grad=True),
+    "loss-prob-options": lambda x, p, b, m: fs.softmax_cross_entropy(
+        x, p, return_grad=True, weight=np.linspace(0.5, 2, x.shape[-1]), label_smoothing=0.2),
+}
+
+
+@pytest.mark.parametrize("name", SPLIT_CALLS)
+@pytest.mark.parametrize("dtype", HALF_DTYPES)
+def test_one_huge_row_split_across_threads(dtype, name, rng):
+    n = 200_003
+    x = (rng.standard_normal((1, n)) * 3).astype(dtype)
+    p = fs.softmax(rng.standard_normal((1, n), np.float32)).astype(dtype)
+    b = rng.standard_normal(n).astype(dtype)
+    mask = rng.random(n) < 0.7
+    call = SPLIT_CALLS[name]
+    expected = call(x.astype(np.float32), p.astype(np.float32), b.astype(np.float32), mask)
+    results = []
+    try:
+        for threads in (1, 2, 3):
+            fs.set_num_threads(threads)
+            results.append(call(x, p, b, mask))
+    finally:
+        fs.set_num_threads(None)
+    for result in results:
+        if name.startswith("loss"):  # (loss, gradient): the loss in float32
+            np.testing.assert_array_equal(result[0], expected[0])
+            same_bits(result[1], expected[1].astype(dtype))
+        elif isinstance(result, tuple):
+            for got, want in zip(result, expected):
+                same_bits(got, np.asarray(want).astype(dtype))
+        else:
+            same_bits(result, expected.astype(dtype))
 
 
 @pytest.mark.parametrize("name", PRODUCTS)
@@ -219,6 +265,50 @@ def test_out_and_in_place(dtype, name, rng):
     same_bits(x, expected)
 
 
+# logsumexp's factors b, read in half precision too (with a mask, and
+# broadcast: a (n,) b is never expanded)
+B_SHAPES = [((7,), (7,)), ((5, 10), (10,)), ((5, 10), (5, 10)), ((4, 6, 33), (6, 1)),
+            ((3, 2049), (3, 2049)), ((2, 5000), (5000,)), ((4, 0), (0,))]
+
+
+@pytest.mark.parametrize("masked", [False, True], ids=["b", "b-and-where"])
+@pytest.mark.parametrize("x_shape, b_shape", B_SHAPES, ids=str)
+@pytest.mark.parametrize("dtype", HALF_DTYPES)
+def test_logsumexp_b_is_that_of_the_converting_way(dtype, x_shape, b_shape, masked, threads,
+                                                   rng):
+    axis = 1 if len(x_shape) == 3 else -1
+    x = (rng.standard_normal(x_shape) * 4).astype(dtype)
+    b = rng.standard_normal(b_shape).astype(dtype)  # (negative sums too)
+    b.reshape(-1)[::5] = 0
+    kwargs = {"axis": axis, "return_sign": True}
+    if masked:
+        kwargs["where"] = rng.random(x_shape[-1:]) < 0.6
+    value, sign = fs.logsumexp(x, b=b, **kwargs)
+    expected_value, expected_sign = fs.logsumexp(x.astype(np.float32), b=b.astype(np.float32),
+                                                 **kwargs)
+    same_bits(value, expected_value.astype(dtype))
+    same_bits(sign, expected_sign.astype(dtype))
+    # without return_sign, a negative sum is NaN
+    same_bits(fs.logsumexp(x, b=b, axis=axis, where=kwargs.get("where")),
+              converting("logsumexp", x, dtype, axis=axis, b=b.astype(np.float32),
+                         where=kwargs.get("where")))
+
+
+@pytest.mark.parametrize("dtype", HALF_DTYPES)
+def test_logsumexp_b_special_values(dtype):
+    x = np.array([[1.0, np.inf, 2.0], [1.0, np.inf, 2.0], [np.nan, 0.0, 1.0],
+                  [np.nan, 0.0, 1.0], [-np.inf, -np.inf, 0.0], [3.0, 3.0, 3.0]]).astype(dtype)
+    b = np.array([[1.0, -1.0, 1.0], [1.0, 0.0, np.inf], [0.0, 1.0, 1.0], [1.0, 1.0, 1.0],
+                  [1.0, 1.0, 0.0], [1.0, -1.0, 0.5]]).astype(dtype)
+    for rows in (x, np.repeat(x, 1000, axis=1)):  # (and the chunked passes)
+        factors = b if rows is x else np.repeat(b, 1000, axis=1)
+        value, sign = fs.logsumexp(rows, b=factors, return_sign=True)
+        expected = fs.logsumexp(rows.astype(np.float32), b=factors.astype(np.float32),
+                                return_sign=True)
+        same_bits(value, expected[0].astype(dtype))
+        same_bits(sign, expected[1].astype(dtype))
+
+
 def test_logsumexp_sign_without_b():
     x = np.array([[0.0, 1.0], [-np.inf, -np.inf], [np.nan, 0.0]], np.float16)
     value, sign = fs.logsumexp(x, return_sign=True)
@@ -245,6 +335,28 @@ def test_no_float32_copy(dtype, name, shape, rng):
     assert peak < result_bytes + 256 * 1024, f"{peak} bytes for a {x.nbytes}-byte input"
 
 
+@pytest.mark.parametrize("b_shape", ["full", "row"])
+@pytest.mark.parametrize("shape", [(1024, 1024), (1, 1 << 20)], ids=["rows", "one-row"])
+def test_logsumexp_b_makes_no_float32_copy(shape, b_shape, rng):
+    x = rng.standard_normal(shape).astype(np.float16)
+    b = rng.random(shape if b_shape == "full" else shape[-1:]).astype(np.float16)
+    fs.logsumexp(x, b=b)
+    peak = peak_allocation(lambda: fs.logsumexp(x, b=b, return_sign=True))
+    assert peak < 256 * 1024, f"{peak} bytes for a {x.nbytes}-byte input"
+
+
+# (a middle axis: the column kernel reads and writes half precision too,
+# where a float32 array takes it: rows of at least 16 after the axis)
+@pytest.mark.parametrize("name", ["softmax", "log_softmax"])
+@pytest.mark.parametrize("dtype", HALF_DTYPES)
+@pytest.mark.parametrize("shape, axis", [((1024, 1024), 0), ((16, 256, 256), 1)], ids=str)
+def test_middle_axis_makes_no_copy(dtype, name, shape, axis, rng):
+    x = rng.standard_normal(shape).astype(dtype)  # 2 MiB
+    getattr(fs, name)(x, axis=axis)
+    peak = peak_allocation(lambda: getattr(fs, name)(x, axis=axis))
+    assert peak < x.nbytes + 64 * 1024, f"{peak} bytes for a {x.nbytes}-byte input"
+
+
 @pytest.mark.parametrize("name", PRODUCTS)
 @pytest.mark.parametrize("dtype", HALF_DTYPES)
 @pytest.mark.parametrize("shape", [(1024, 1024), (1, 1 << 20)], ids=["rows", "one-row"])
@@ -266,15 +378,25 @@ def test_masked_half_makes_no_float32_copy(name, rng):
     assert peak < result_bytes + 256 * 1024, f"{peak} bytes for a {x.nbytes}-byte input"
 
 
+@pytest.mark.parametrize("options", [False, True], ids=["plain", "options"])
 @pytest.mark.parametrize("kind", ["index", "prob"])
 @pytest.mark.parametrize("dtype", HALF_DTYPES)
-def test_loss_makes_no_float32_copy(dtype, kind, rng):
-    x = rng.standard_normal((1024, 1024)).astype(dtype)
-    target = (rng.integers(0, 1024, 1024) if kind == "index"
-              else rng.random(x.shape).astype(dtype))
-    fs.softmax_cross_entropy(x, target, return_grad=True)
-    peak = peak_allocation(lambda: fs.softmax_cross_entropy(x, target, return_grad=True))
-    assert peak < x.nbytes + 256 * 1024, f"{peak} bytes for a {x.nbytes}-byte input"
+@pytest.mark.parametrize("shape", [(1024, 1024), (1, 1 << 20)], ids=["rows", "one-row"])
+def test_loss_makes_no_float32_copy(shape, dtype, kind, options, rng):
+    x = rng.standard_normal(shape).astype(dtype)  # 2 MiB
+    n = shape[-1]
+    target = (rng.integers(0, n, shape[0]) if kind == "index"
+              else rng.random(shape).astype(dtype))
+    kwargs = {"weight": rng.random(n) + 0.5, "label_smoothing": 0.1} if options else {}
+    fs.softmax_cross_entropy(x, target, return_grad=True, **kwargs)
+    peak = peak_allocation(lambda: fs.softmax_cross_entropy(x, target, return_grad=True,
+                                                            **kwargs))
+    # the float16 gradient, and with options the class weights: their
+    # checked float64 copy and one in float32, and for class indices the
+    # float64 smoothing row too (8 + 4, or 8 + 8 + 4 bytes per class)
+    options_bytes = (12 if kind == "prob" else 20) * n if options else 0
+    assert peak < x.nbytes + options_bytes + 256 * 1024, \
+        f"{peak} bytes for a {x.nbytes}-byte input"
 
 
 def test_jacobian_makes_no_float32_copy(rng):
