@@ -83,6 +83,7 @@ cdef extern from "_vmath.hpp" namespace "fastsoftmax" nogil:
     double row_log_weighted_sum[T, W](const T *x, const W *w, T m, double S, Py_ssize_t n)
     double row_sum_at_inf[T, W](const T *x, const W *w, Py_ssize_t n)
     T lse_finish[T](double log_abs, T shift, double total, T *sign)
+    T lse_at_inf[T](double S, T *sign)
     Py_ssize_t row_masked_copy[T](const T *x, const unsigned char *mask, Py_ssize_t ms, T fill,
                                   T *y, Py_ssize_t n)
     double row_dot[T](const T *a, const T *b, Py_ssize_t n)
@@ -898,7 +899,7 @@ cdef float half_logsumexp_row_split(const uint16_t *x, const uint16_t *b,
                                      shift, &chunk_lo[k], at_inf, bfloat16)
     cdef double total = sum_of_parts(chunk_sum, chunk_lo, nchunks)
     if at_inf:
-        return lse_finish(total if total > 0 else -total, <float>0, total, sign)
+        return lse_at_inf(total, sign)
     if bfloat16:
         return lse_finish(half_row_log_sum[BFloat16](x, b, mask, shift, total, n), shift,
                           total, sign)
@@ -1031,8 +1032,7 @@ cdef inline floating lse_shift(floating m) noexcept nogil:
 cdef floating lse_infinite(const floating *x, const weight *w, Py_ssize_t n,
                            floating *sign) noexcept nogil:
     """logsumexp_row of a row whose max is +inf: +inf, or NaN."""
-    cdef double total = row_sum_at_inf(x, w, n)
-    return lse_finish(total if total > 0 else -total, <floating>0, total, sign)
+    return lse_at_inf(row_sum_at_inf(x, w, n), sign)
 
 
 cdef inline floating logsumexp_row(const floating *x, const weight *w, Py_ssize_t n,
@@ -1509,15 +1509,11 @@ cdef inline bint xent_ignored(const XentTarget *target, Py_ssize_t i) noexcept n
             and target.index[i] == target.ignore_index)
 
 
-cdef inline TargetRow[floating] target_row(const XentTarget *target, const floating *values,
-                                           Py_ssize_t i) noexcept nogil:
-    """Row i of the target's rows (none if target.t is NULL), with its
-    options; `values` instead of the row itself if not NULL (the row
-    staged in float)."""
+cdef inline TargetRow[floating] target_row(const XentTarget *target,
+                                           const floating *t) noexcept nogil:
+    """The target row t (NULL: none) with the target's options."""
     cdef TargetRow[floating] row
-    row.t = values
-    if values == NULL and target.t != NULL:
-        row.t = <const floating *>target.t + i * target.t_stride
+    row.t = t
     row.w = <const floating *>target.t_weight
     row.keep = <floating>target.t_keep
     row.uniform = <floating>target.t_uniform
@@ -1532,7 +1528,8 @@ cdef inline double xent_row_i(const floating *x, const XentTarget *target, float
     (rows of n, unless NULL); an ignored row gets loss 0 and gradient 0."""
     cdef Py_ssize_t j, c = -1
     cdef double coef = 1.0
-    cdef TargetRow[floating] t_row = target_row(target, <const floating *>NULL, i)
+    cdef TargetRow[floating] t_row = target_row(
+        target, <const floating *>target.t + i * target.t_stride if target.t != NULL else NULL)
     if grad != NULL:
         grad = grad + i * n
     if xent_ignored(target, i):
@@ -1645,6 +1642,8 @@ cdef double half_xent_row_chunked(const uint16_t *x, const HalfTarget &target, P
         elif which == 2:
             total = sum_of_parts(chunk_part, chunk_lo, nchunks)
             num = ((tsum + coef) if target.given() else coef) * scale
+            if not target.given() and grad == NULL:  # (nothing to sum or write)
+                break
         if nchunks == 1:
             half_xent_pass(which, x, target, &chunk_max[0], &chunk_part[0], &chunk_lo[0],
                            &chunk_tsum[0], &chunk_tsum_lo[0], num, total, scale, c,
@@ -1697,20 +1696,22 @@ cdef double half_xent_row_i(const uint16_t *x, const XentTarget *target, bint t_
         half_target.values = NULL
         if target.t != NULL and not t_half:
             half_target.values = <const float *>target.t + i * target.t_stride
-        half_target.options = target_row(target, <const float *>NULL, i)
+        half_target.options = target_row(target, <const float *>NULL)  # (its t unused)
         return half_xent_row_chunked(x, half_target, c, coef, grad, scale, n, split_threads,
                                      bfloat16)
     if bfloat16:
         load_half[BFloat16](x, work, n)
     else:
         load_half[Float16](x, work, n)
-    t_row = target_row(target, <const float *>NULL, i)
     if target.t != NULL and t_half:
         if bfloat16:
             load_half[BFloat16](<const uint16_t *>target.t + i * target.t_stride, work + n, n)
         else:
             load_half[Float16](<const uint16_t *>target.t + i * target.t_stride, work + n, n)
-        t_row.t = work + n
+        t_row = target_row(target, <const float *>work + n)
+    else:
+        t_row = target_row(
+            target, <const float *>target.t + i * target.t_stride if target.t != NULL else NULL)
     loss = xent_row(<const float *>work, t_row, c, coef,
                     work + 2 * n if grad != NULL else <float *>NULL, scale, n, False, NULL)
     if grad != NULL and bfloat16:

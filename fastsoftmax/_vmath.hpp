@@ -461,14 +461,28 @@ inline double lane_sum(ptrdiff_t n, Term term, Hook before_block = Hook(), doubl
 // The sum of the parts hi[k] + lo[k] (partial sums from lane_sum, in
 // order), compensated: a row split into chunks keeps the accuracy of one
 // lane_sum over the whole row.
+struct PartsSum {
+    double total = 0.0, err = 0.0;
+    void add(double part, double part_lo)
+    {
+        total = two_sum(total, part, &err);
+        err += part_lo;
+    }
+    // the sum, and into lo (unless null) its rounding error, for a caller
+    // that adds such sums in turn
+    double value(double *lo = nullptr) const
+    {
+        double rounded = total + err;
+        if (lo) *lo = rounded - rounded == 0.0 ? err - (rounded - total) : 0.0;
+        return rounded;
+    }
+};
+
 inline double sum_of_parts(const double *hi, const double *lo, ptrdiff_t count)
 {
-    double total = 0.0, err = 0.0;
-    for (ptrdiff_t k = 0; k < count; k++) {
-        total = two_sum(total, hi[k], &err);
-        err += lo[k];
-    }
-    return total + err;
+    PartsSum sum;
+    for (ptrdiff_t k = 0; k < count; k++) sum.add(hi[k], lo[k]);
+    return sum.value();
 }
 
 // ------------------------------------------------------------------
@@ -670,19 +684,16 @@ inline double row_masked_exp_sum(const T *x, const unsigned char *mask, T shift,
 {
     constexpr ptrdiff_t chunk = 1024;
     T kept[chunk];
-    double total = 0.0, err = 0.0;
+    PartsSum sum;
     for (ptrdiff_t start = 0; start < n; start += chunk) {
         ptrdiff_t length = std::min(chunk, n - start);
         row_masked_copy(x + start, mask + start, 1, -std::numeric_limits<T>::infinity(), kept,
                         length);
         double part_lo = 0.0;
         double part = row_exp_sum(kept, shift, (T *)nullptr, (T *)nullptr, length, &part_lo);
-        total = two_sum(total, part, &err);
-        err += part_lo;
+        sum.add(part, part_lo);
     }
-    double rounded = total + err;
-    if (lo) *lo = rounded - rounded == 0.0 ? err - (rounded - total) : 0.0;
-    return rounded;
+    return sum.value(lo);
 }
 
 // logsumexp with scale factors w (scipy.special.logsumexp's b): entries
@@ -767,15 +778,9 @@ template <class T, class W> inline double row_sum_at_inf(const T *x, const W *w,
     });
 }
 
-// log |S| for S = row_weighted_exp_sum(x, w, m, n), m the max: when
-// 1/2 < S < 2, as log1p(S - 1) with S - 1 summed directly (the weights at
-// the max minus 1, exact there, plus the other terms), as row_log_sum does
-// for weights of 1 (where S >= 1).  Further from 1, log S itself is
-// accurate, and log1p would not be: 1 + (S - 1) rounds S to a multiple of
-// eps.  S = 0 gives -inf, a NaN S NaN.
+// S - 1's parts for log_weighted_sum below, added to *tail and *at_max:
+// the terms away from the max m, and the weights at the max.
 // (value(j), factor(j): the row's entry j and its weight as a double.)
-// S - 1's parts, added to *tail and *at_max: the terms away from the max,
-// and the weights at the max
 template <class T, class Value, class Factor>
 inline void weighted_log_parts(Value value, Factor factor, T m, ptrdiff_t n, double *tail,
                                double *at_max)
@@ -791,12 +796,18 @@ inline void weighted_log_parts(Value value, Factor factor, T m, ptrdiff_t n, dou
     });
 }
 
-template <class T, class Value, class Factor>
-inline double log_weighted_sum_of(Value value, Factor factor, T m, double S, ptrdiff_t n)
+// log |S| for S = row_weighted_exp_sum(x, w, m, n), m the max: when
+// 1/2 < S < 2, as log1p(S - 1) with S - 1 summed directly (the weights at
+// the max minus 1, exact there, plus the other terms: parts(&tail,
+// &at_max) adds them, weighted_log_parts over the row or its chunks), as
+// row_log_sum does for weights of 1 (where S >= 1).  Further from 1, log S
+// itself is accurate, and log1p would not be: 1 + (S - 1) rounds S to a
+// multiple of eps.  S = 0 gives -inf, a NaN S NaN.
+template <class Parts> inline double log_weighted_sum(double S, Parts parts)
 {
     if (!(S > 0.5 && S < 2.0)) return std::log(std::fabs(S));
     double tail = 0.0, at_max = 0.0;
-    weighted_log_parts<T>(value, factor, m, n, &tail, &at_max);
+    parts(&tail, &at_max);
     return std::log1p(tail + (at_max - 1.0));
 }
 
@@ -807,8 +818,12 @@ inline double row_log_weighted_sum(const T *x, const W *w, T m, double S, ptrdif
     if constexpr (is_mask<W>)  // (S >= 1, or 0 with nothing kept)
         return log_sum_of<T>([&](ptrdiff_t j) { return kept_or_minus_inf(x, w, j); },
                              m, (const T *)nullptr, S, n);
-    return log_weighted_sum_of<T>([&](ptrdiff_t j) { return x[j]; },
-                                  [&](ptrdiff_t j) { return weight_value(w[j]); }, m, S, n);
+    else
+        return log_weighted_sum(S, [&](double *tail, double *at_max) {
+            weighted_log_parts<T>([&](ptrdiff_t j) { return x[j]; },
+                                  [&](ptrdiff_t j) { return weight_value(w[j]); }, m, n, tail,
+                                  at_max);
+        });
 }
 
 // logsumexp's result, shift + log|S| given log|S|, and S's sign into *sign
@@ -819,6 +834,12 @@ template <class T> inline T lse_finish(double log_abs, T shift, double total, T 
     if (sign) *sign = (T)sgn;
     else if (total < 0) return std::numeric_limits<T>::quiet_NaN();
     return (T)((double)shift + log_abs);
+}
+
+// lse_finish for a row whose max is +inf, S its row_sum_at_inf: +-inf, or NaN
+template <class T> inline T lse_at_inf(double S, T *sign)
+{
+    return lse_finish(S > 0 ? S : -S, T(0), S, sign);
 }
 
 // (lo, here and below, as for row_exp_sum)
@@ -855,7 +876,10 @@ template <class T> struct TargetRow {
     const T *t;
     const T *w;
     T keep, uniform;
-    TargetRow at(ptrdiff_t start) const { return {t + start, w ? w + start : w, keep, uniform}; }
+    TargetRow at(ptrdiff_t start) const
+    {
+        return {t ? t + start : t, w ? w + start : w, keep, uniform};
+    }
 };
 
 // f(a), a(j) the target row's entry j: one loop for plain rows, one for
@@ -1283,16 +1307,13 @@ inline double half_row_exp_sum(const std::uint16_t *x, const std::uint16_t *b,
                                const unsigned char *mask, float shift, ptrdiff_t n,
                                double *lo = nullptr)
 {
-    double total = 0.0, err = 0.0;
+    PartsSum sum;
     each_half_chunk<H>(x, b, mask, n, [&](const HalfChunk &c, ptrdiff_t, ptrdiff_t length) {
         double part_lo = 0.0;
         double part = row_weighted_exp_sum(c.xs, c.w(b), shift, length, &part_lo);
-        total = two_sum(total, part, &err);
-        err += part_lo;
+        sum.add(part, part_lo);
     });
-    double rounded = total + err;
-    if (lo) *lo = rounded - rounded == 0.0 ? err - (rounded - total) : 0.0;
-    return rounded;
+    return sum.value(lo);
 }
 
 // S of a row whose max is +inf (row_sum_at_inf: its terms are 0, +-inf
@@ -1317,15 +1338,13 @@ inline double half_row_log_sum(const std::uint16_t *x, const std::uint16_t *b,
         return !b && mask && !mask[j] ? -std::numeric_limits<float>::infinity() : H::load(x[j]);
     };
     if (!b) return log_sum_of<float>(value, shift, (const float *)nullptr, S, n);
-    // (log_weighted_sum_of, its parts a chunk at a time)
-    if (!(S > 0.5 && S < 2.0)) return std::log(std::fabs(S));
-    double tail = 0.0, at_max = 0.0;
-    each_half_chunk<H>(x, b, mask, n, [&](const HalfChunk &c, ptrdiff_t, ptrdiff_t length) {
-        weighted_log_parts<float>([&](ptrdiff_t j) { return c.xs[j]; },
-                                  [&](ptrdiff_t j) { return (double)c.ws[j]; }, shift, length,
-                                  &tail, &at_max);
+    return log_weighted_sum(S, [&](double *tail, double *at_max) {  // (chunk by chunk)
+        each_half_chunk<H>(x, b, mask, n, [&](const HalfChunk &c, ptrdiff_t, ptrdiff_t length) {
+            weighted_log_parts<float>([&](ptrdiff_t j) { return c.xs[j]; },
+                                      [&](ptrdiff_t j) { return (double)c.ws[j]; }, shift,
+                                      length, tail, at_max);
+        });
     });
-    return std::log1p(tail + (at_max - 1.0));
 }
 
 // logsumexp of a float16 / bfloat16 row with factors b (null: 1) over the
@@ -1336,10 +1355,8 @@ inline float half_logsumexp_row(const std::uint16_t *x, const std::uint16_t *b,
                                 const unsigned char *mask, ptrdiff_t n, float *sign)
 {
     float m = half_row_max<H>(x, b, mask, n);
-    if (m == std::numeric_limits<float>::infinity()) {
-        double S = half_row_sum_at_inf<H>(x, b, mask, n);
-        return lse_finish(std::fabs(S), 0.0f, S, sign);
-    }
+    if (m == std::numeric_limits<float>::infinity())
+        return lse_at_inf(half_row_sum_at_inf<H>(x, b, mask, n), sign);
     float shift = m == -std::numeric_limits<float>::infinity() ? 0.0f : m;
     double S = half_row_exp_sum<H>(x, b, mask, shift, n);
     return lse_finish(half_row_log_sum<H>(x, b, mask, shift, S, n), shift, S, sign);
@@ -1402,7 +1419,7 @@ inline double half_product_reduce(const std::uint16_t *a, const std::uint16_t *b
                                   bool log_vjp, double *lo)
 {
     float abuf[half_chunk], bbuf[half_chunk];
-    double total = 0.0, err = 0.0;
+    PartsSum sum;
     for (ptrdiff_t start = 0; start < n; start += half_chunk) {
         ptrdiff_t length = std::min(half_chunk, n - start);
         load_half<H>(b + start, bbuf, length);
@@ -1413,12 +1430,9 @@ inline double half_product_reduce(const std::uint16_t *a, const std::uint16_t *b
             load_half<H>(a + start, abuf, length);
             part = row_dot(abuf, bbuf, length, &part_lo);
         }
-        total = two_sum(total, part, &err);
-        err += part_lo;
+        sum.add(part, part_lo);
     }
-    double rounded = total + err;
-    *lo = rounded - rounded == 0.0 ? err - (rounded - total) : 0.0;
-    return rounded;
+    return sum.value(lo);
 }
 
 template <class H>
@@ -1498,17 +1512,14 @@ template <class H>
 inline double half_target_sum(const HalfTarget &target, ptrdiff_t n, double *lo)
 {
     float buf[half_chunk];
-    double total = 0.0, err = 0.0;
+    PartsSum sum;
     for (ptrdiff_t start = 0; start < n; start += half_chunk) {
         ptrdiff_t length = std::min(half_chunk, n - start);
         double part_lo = 0.0;
         double part = target_sum(target.at(start).load<H>(buf, length), length, &part_lo);
-        total = two_sum(total, part, &err);
-        err += part_lo;
+        sum.add(part, part_lo);
     }
-    double rounded = total + err;
-    *lo = rounded - rounded == 0.0 ? err - (rounded - total) : 0.0;
-    return rounded;
+    return sum.value(lo);
 }
 
 // The last pass: returns the sum of a (x - m) over the target row a (0
@@ -1522,7 +1533,7 @@ inline double half_xent_last_pass(const std::uint16_t *x, const HalfTarget &targ
                                   double c_scale, std::uint16_t *g, ptrdiff_t n, double *lo)
 {
     float xbuf[half_chunk], tbuf[half_chunk];
-    double total = 0.0, err = 0.0;
+    PartsSum sum;
     for (ptrdiff_t start = 0; start < n; start += half_chunk) {
         ptrdiff_t length = std::min(half_chunk, n - start);
         load_half<H>(x + start, xbuf, length);
@@ -1531,8 +1542,7 @@ inline double half_xent_last_pass(const std::uint16_t *x, const HalfTarget &targ
             a = target.at(start).load<H>(tbuf, length);
             double part_lo = 0.0;
             double part = row_weighted_shifted_sum(a, xbuf, m, length, &part_lo);
-            total = two_sum(total, part, &err);
-            err += part_lo;
+            sum.add(part, part_lo);
         }
         if (!g) continue;
         // the terms exp(x - m) again (the same values as in the sum)
@@ -1545,9 +1555,7 @@ inline double half_xent_last_pass(const std::uint16_t *x, const HalfTarget &targ
             xbuf[c - start] = (float)((double)xbuf[c - start] - c_scale);
         store_half<H>(xbuf, g + start, length);
     }
-    double rounded = total + err;
-    *lo = rounded - rounded == 0.0 ? err - (rounded - total) : 0.0;
-    return rounded;
+    return sum.value(lo);
 }
 
 }  // namespace fastsoftmax
