@@ -24,6 +24,9 @@
 #include <cstring>
 #include <limits>
 #include <type_traits>
+#if defined(__AVX512F__)
+#include <immintrin.h>
+#endif
 
 #ifdef _OPENMP
 #include <omp.h>
@@ -1195,9 +1198,10 @@ inline void softmax_short_rows(const T *x, ptrdiff_t sx, T *y, ptrdiff_t sy, ptr
 // The kernels compute in float: a row is loaded into a float buffer on the
 // stack (a chunk of it at a time for a long row), computed as a float row
 // is, and stored back rounded to nearest even, as NumPy's casts round.  No
-// float copy of an input or of a result is ever made.  The conversions are
-// integer and float arithmetic that every instruction set vectorises (no
-// F16C, no _Float16: the baseline and MSVC builds have neither).
+// float copy of an input or of a result is ever made.  The conversions
+// below are integer and float arithmetic that every instruction set
+// vectorises (no _Float16: the baseline and MSVC builds lack it); AVX-512
+// builds convert float16 rows in bulk with its instructions (load_half).
 
 struct Float16 {
     static float load(std::uint16_t h)
@@ -1240,16 +1244,35 @@ struct BFloat16 {
 // Rows up to this long are loaded whole; longer ones a chunk at a time.
 constexpr ptrdiff_t half_chunk = 2048;
 
+// A row's conversions in bulk.  AVX-512 converts float16 in one
+// instruction each way (vcvtph2ps, and vcvtps2ph rounding to nearest even,
+// the same results as Float16's arithmetic, which the tests check on every
+// value and tie); other builds, and bfloat16, use the arithmetic above.
 template <class H> inline void load_half(const std::uint16_t *x, float *buf, ptrdiff_t n)
 {
+    ptrdiff_t j = 0;
+#if defined(__AVX512F__)
+    if constexpr (std::is_same<H, Float16>::value)
+        for (; j + 16 <= n; j += 16)
+            _mm512_storeu_ps(buf + j, _mm512_cvtph_ps(
+                                          _mm256_loadu_si256((const __m256i *)(x + j))));
+#endif
     FS_OMP_SIMD
-    for (ptrdiff_t j = 0; j < n; j++) buf[j] = H::load(x[j]);
+    for (ptrdiff_t k = j; k < n; k++) buf[k] = H::load(x[k]);
 }
 
 template <class H> inline void store_half(const float *buf, std::uint16_t *y, ptrdiff_t n)
 {
+    ptrdiff_t j = 0;
+#if defined(__AVX512F__)
+    if constexpr (std::is_same<H, Float16>::value)
+        for (; j + 16 <= n; j += 16)
+            _mm256_storeu_si256((__m256i *)(y + j),
+                                _mm512_cvtps_ph(_mm512_loadu_ps(buf + j),
+                                                _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC));
+#endif
     FS_OMP_SIMD
-    for (ptrdiff_t j = 0; j < n; j++) y[j] = H::store(buf[j]);
+    for (ptrdiff_t k = j; k < n; k++) y[k] = H::store(buf[k]);
 }
 
 // logsumexp's rows: a chunk of a row (x, its factors b or null, and the
