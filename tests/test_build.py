@@ -185,6 +185,45 @@ def test_every_simd_path_matches_reference(func, reference, dtype, simd_path, rn
         check(func(x), oracle(reference, x), func, dtype)
 
 
+def _float_rows_calls(x):
+    """The calls whose float rows run the hot loops written per instruction
+    set (row max, exp and sum, scaling), with their results."""
+    labels = np.argmax(np.nan_to_num(x, nan=0.0, neginf=-1.0), axis=-1)
+    loss, grad = fs.softmax_cross_entropy(x, labels, return_grad=True)
+    return [fs.softmax(x), fs.log_softmax(x), fs.logsumexp(x, axis=-1), loss, grad]
+
+
+@pytest.mark.skipif(not {"avx512", "avx2"} <= set(_backend.supported_paths()),
+                    reason="needs a CPU with AVX-512 and AVX2")
+@pytest.mark.parametrize("n", [1, 5, 16, 17, 32, 33, 40, 47, 100, 1000, 4099])
+def test_avx512_float_rows_are_those_of_avx2(n, rng):
+    # The AVX-512 build computes float rows with intrinsics (vscalefps,
+    # masked tails, the short rows' tile transposed in registers), the AVX2
+    # build with the portable templates: the same arithmetic, so the same
+    # bits, also where exp underflows, for -inf, NaN, huge logits and rows
+    # shifted far from 0.
+    # 40 rows: the short rows' tile transposes blocks of 16 and the rest
+    x = (3 * rng.standard_normal((40, n))).astype(np.float32)
+    x[1] *= 40                            # terms far below the subnormals
+    x[2] += 1e5                           # x - max inexact in float
+    x[3] = rng.uniform(-110, 0, n)        # exp near the underflow threshold
+    x[4, ::3] = -np.inf
+    x[5, n // 2] = np.nan
+    x[6] = -np.inf
+    x[7, -1] = np.inf
+    x[8] = 1e-30 * rng.standard_normal(n)
+    x[9] = np.float32(88.0)               # all equal
+    wide = np.zeros((40, n + 3), np.float32)
+    wide[:, 1:n + 1] = x
+    for rows in (x, wide[:, 1:n + 1]):    # contiguous, and rows apart
+        with _backend.use("avx2"):
+            expected = _float_rows_calls(rows)
+        with _backend.use("avx512"):
+            got = _float_rows_calls(rows)
+        for want, have in zip(expected, got):
+            np.testing.assert_array_equal(have, want)
+
+
 def test_default_path_is_the_best_supported():
     if os.environ.get(_backend.SIMD_ENV):
         pytest.skip(f"{_backend.SIMD_ENV} is set")
