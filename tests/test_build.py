@@ -186,23 +186,24 @@ def test_every_simd_path_matches_reference(func, reference, dtype, simd_path, rn
 
 
 def _float_rows_calls(x):
-    """The calls whose float rows run the hot loops written per instruction
-    set (row max, exp and sum, scaling), with their results."""
+    """The calls whose float rows (and columns, along axis 0) run the hot
+    loops written per instruction set, with their results."""
     labels = np.argmax(np.nan_to_num(x, nan=0.0, neginf=-1.0), axis=-1)
     loss, grad = fs.softmax_cross_entropy(x, labels, return_grad=True)
-    return [fs.softmax(x), fs.log_softmax(x), fs.logsumexp(x, axis=-1), loss, grad]
+    return [fs.softmax(x), fs.log_softmax(x), fs.logsumexp(x, axis=-1), loss, grad,
+            fs.softmax(x, axis=0), fs.log_softmax(x, axis=0)]
 
 
 @pytest.mark.skipif(not {"avx512", "avx2"} <= set(_backend.supported_paths()),
                     reason="needs a CPU with AVX-512 and AVX2")
-@pytest.mark.parametrize("n", [1, 5, 16, 17, 32, 33, 40, 47, 100, 1000, 4099])
+@pytest.mark.parametrize("n", [1, 5, 10, 16, 17, 32, 33, 37, 40, 47, 100, 1000, 4099])
 def test_avx512_float_rows_are_those_of_avx2(n, rng):
     # The AVX-512 build computes float rows with intrinsics (vscalefps,
-    # masked tails, the short rows' tile transposed in registers), the AVX2
-    # build with the portable templates: the same arithmetic, so the same
-    # bits, also where exp underflows, for -inf, NaN, huge logits and rows
-    # shifted far from 0.
-    # 40 rows: the short rows' tile transposes blocks of 16 and the rest
+    # masked tails, the short rows' tile transposed in registers, the
+    # column kernel 16 columns a vector), the AVX2 build with the portable
+    # templates: the same arithmetic, so the same bits, also where exp
+    # underflows, for -inf, NaN, huge logits and rows shifted far from 0.
+    # 40 rows: the short rows' tile transposes blocks of 16 and the rest.
     x = (3 * rng.standard_normal((40, n))).astype(np.float32)
     x[1] *= 40                            # terms far below the subnormals
     x[2] += 1e5                           # x - max inexact in float
