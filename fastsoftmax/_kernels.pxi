@@ -419,7 +419,9 @@ cdef inline void softmax_block(const floating *x, Py_ssize_t sx, floating *y, Py
     if take_log:
         for r in range(count):
             xr = <const floating *>(<const char *>x + r * sx)
-            total[r] = row_log_sum(xr, m[r], <const floating *>NULL, total[r], n)
+            # (the terms stored in y, if any, spare a row with S < 2 its
+            # second exp pass)
+            total[r] = row_log_sum(xr, m[r], terms[r], total[r], n)
         for r in range(count):
             xr = <const floating *>(<const char *>x + r * sx)
             row_shift(xr, m[r], total[r], <floating *>(<char *>y + r * sy), n)
