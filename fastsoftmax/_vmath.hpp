@@ -1397,6 +1397,10 @@ inline void softmax_cols_tile(const E *x, ptrdiff_t sx, E *y, ptrdiff_t sy, ptrd
 // - but not float rows of 16 or 32 elements: they fill their blocks of
 //   lanes, and the row kernel is as fast or faster on them (softmax
 //   1.4-1.6x; log_softmax 0.7-1.1x, depending on the data);
+//   (Remeasured with the AVX-512 tile loops: rows of 16 would gain there,
+//   softmax 0.9x and log_softmax 0.5-0.9x, rows of 32 not (1.07-1.17x),
+//   and on AVX2 the tile takes 1.5-2x the time for both: unchanged, one
+//   rule for every build keeps a row's bits the same on AVX-512 and AVX2.)
 // - nor double rows from short_softmax_double_max (softmax) or
 //   short_log_double_max (log_softmax) on: there the tile gained nothing
 //   or lost (softmax 0.8-1.07x; log_softmax up to 1.8x on standard normal
