@@ -1301,7 +1301,10 @@ inline void softmax_cols_tile(const E *x, ptrdiff_t sx, E *y, ptrdiff_t sy, ptrd
     bool vector_tile = false;   // a contiguous float tile: the AVX-512 loops
 #if defined(__AVX512F__)
     if constexpr (own && std::is_same<E, float>::value) {
-        vector_tile = sx == w && sy == w;
+        // (not for fewer than 16 columns: a masked load that follows a
+        // store to its lines at once waits for that store, and a tile of a
+        // few rows is one chain of them: one row of 10, 62 -> 500 ns)
+        vector_tile = sx == w && sy == w && w >= 16;
         if (vector_tile) cols_exp_pass_avx512(x, y, n, w, take_log, m, sum, tail, ones);
     }
 #endif
