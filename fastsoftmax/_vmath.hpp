@@ -260,15 +260,15 @@ template <class T> inline typename FloatTraits<T>::Bits exponent_field(T biased_
 }
 
 // a * b + c, rounded once where the instruction set has FMA, else twice.
-// Optimising, GCC and clang contract a * b + c into an FMA themselves (GNU
-// mode, see setup.py); an unoptimised build does not, and there the fma
-// call says it.  (Always calling std::fma would be the same bits, but GCC
-// then leaves the loops around the exp unvectorised: 4-5x slower.)  The
-// AVX-512 loops below use FMA explicitly, and a row must get the same bits
-// whichever loop computes it.
+// GCC contracts a * b + c into an FMA itself from -O2 on (GNU mode, see
+// setup.py: -O3), clang at any level; setup.py's debug build is -O0, where
+// GCC does not, and there the fma call says it.  (Always calling std::fma
+// would be the same bits, but GCC then leaves the loops around the exp
+// unvectorised: 4-5x slower.)  The AVX-512 loops below use FMA
+// explicitly, and a row must get the same bits whichever loop computes it.
 template <class T> inline T mul_add(T a, T b, T c)
 {
-#if (defined(__FMA__) || defined(__AVX512F__)) && !defined(__OPTIMIZE__)
+#if defined(__FMA__) && !defined(__OPTIMIZE__)
     return std::fma(a, b, c);
 #else
     return a * b + c;
@@ -599,7 +599,14 @@ template <class T, class Value> inline double tail_scaled(Value value, T m, ptrd
     return std::ldexp(tail, -FloatTraits<T>::tail_scale);
 }
 
-#if defined(__AVX512F__)
+// The float loops in AVX-512 intrinsics below: GCC and clang builds.  (MSVC
+// contracts no a * b + c in the portable code, which would then round
+// where the intrinsics fuse: its builds keep the portable loops.)
+#if defined(__AVX512F__) && (defined(__GNUC__) || defined(__clang__))
+#define FS_AVX512_FLOAT_LOOPS 1
+#endif
+
+#if defined(FS_AVX512_FLOAT_LOOPS)
 // ------------------------------------------------------------------
 // float rows in AVX-512 registers
 // ------------------------------------------------------------------
@@ -628,14 +635,16 @@ inline __mmask16 lanes_left(ptrdiff_t j, ptrdiff_t n)
     return n - j >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << (n - j)) - 1u);
 }
 
-// exp_diff for 16 floats: exp(x - m) for x <= m, the difference exact
+// exp_diff for 16 floats: exp(x - m) for x <= m, the difference exact.
+// (For x - m above 1 the two would differ, expneg2w's exponent-bit sum
+// overflowing where vscalefps does not; every caller's m is a maximum.)
 inline __m512 exp_diff_avx512(__m512 x, __m512 m, __m512 neg_m)
 {
     using F = FloatTraits<float>;
     const __m512 lowest = _mm512_set1_ps(F::lowest), magic = _mm512_set1_ps(F::magic);
     __m512 hi = _mm512_sub_ps(x, m);
     __mmask16 in_range = _mm512_cmp_ps_mask(hi, lowest, _CMP_GE_OQ);  // false for NaN
-    __m512 bv = _mm512_sub_ps(hi, x);   // two_diff's low part, 0 out of range
+    __m512 bv = _mm512_sub_ps(hi, x);   // two_diff's low part lo, 0 out of range
     __m512 lo = _mm512_maskz_add_ps(in_range, _mm512_sub_ps(x, _mm512_sub_ps(hi, bv)),
                                     _mm512_sub_ps(neg_m, bv));
     hi = _mm512_max_ps(lowest, hi);     // a NaN hi stays (vmaxps returns its second operand)
@@ -714,7 +723,7 @@ inline void row_scale_avx512(const float *e, float hi, float lo, float *y, ptrdi
 // rely on the sum of exp(x - max), which is NaN for any NaN in the row.
 template <class T> inline T row_max(const T *x, ptrdiff_t n)
 {
-#if defined(__AVX512F__)
+#if defined(FS_AVX512_FLOAT_LOOPS)
     if constexpr (std::is_same<T, float>::value) return row_max_avx512(x, n);
 #endif
     T m = -std::numeric_limits<T>::infinity();
@@ -745,7 +754,7 @@ template <class T>
 [[gnu::noinline, gnu::flatten]] double row_exp_sum(const T *x, T shift, T *e, T *y, ptrdiff_t n,
                                                    double *lo = nullptr)
 {
-#if defined(__AVX512F__)
+#if defined(FS_AVX512_FLOAT_LOOPS)
     if constexpr (std::is_same<T, float>::value) return row_exp_sum_avx512(x, shift, e, y, n, lo);
 #endif
     auto term = [&](ptrdiff_t j) { return exp_diff(x[j], shift); };
@@ -1134,7 +1143,7 @@ inline void row_scale_div<float>(const float *e, double num, double den, float *
     double factor = num / den;
 #if defined(__FMA__)
     const float hi = (float)factor, lo = (float)(factor - (double)hi);
-#if defined(__AVX512F__)
+#if defined(FS_AVX512_FLOAT_LOOPS)
     row_scale_avx512(e, hi, lo, y, n);
 #else
     FS_OMP_SIMD
@@ -1176,15 +1185,20 @@ inline void row_scale_div<double>(const double *e, double num, double den, doubl
 
 constexpr ptrdiff_t cols = 128;
 
-#if defined(__AVX512F__)
+// The short rows' tile (softmax_short_rows), on the stack: L1-sized.
+constexpr std::size_t short_tile_bytes = 16384;
+
+#if defined(FS_AVX512_FLOAT_LOOPS)
 // softmax_cols_tile's exp pass and last pass on a contiguous tile of float
 // columns (rows w elements apart: the short rows' tile), 16 columns a
 // vector (the last masked), each block of columns down all n rows with its
 // sums in registers: the same operations per column, in the same order, as
 // the portable loops (float rows in AVX-512 registers, above).  Short rows
 // of 37 floats: 1.39 -> 1.00 ns per element, 10: 1.21 -> 1.13 (Zen 4).
-// (Columns far apart, along a middle axis, keep the portable loops, which
-// read the rows in order: the blocks going down them measured slower.)
+// Taken by the short rows' tile, and by a middle axis whose (n, inner)
+// block is as contiguous and as small; other columns keep the portable
+// loops, which read the rows in order (blocks going down 128 columns
+// 32 KiB apart measured 1.5-1.8x slower).
 // m, sum, tail, ones: softmax_cols_tile's per-column arrays.
 
 // the halves of 16 floats as two vectors of 8 doubles
@@ -1299,12 +1313,15 @@ inline void softmax_cols_tile(const E *x, ptrdiff_t sx, E *y, ptrdiff_t sy, ptrd
         }
     }
     bool vector_tile = false;   // a contiguous float tile: the AVX-512 loops
-#if defined(__AVX512F__)
+#if defined(FS_AVX512_FLOAT_LOOPS)
     if constexpr (own && std::is_same<E, float>::value) {
         // (not for fewer than 16 columns: a masked load that follows a
         // store to its lines at once waits for that store, and a tile of a
-        // few rows is one chain of them: one row of 10, 62 -> 500 ns)
-        vector_tile = sx == w && sy == w && w >= 16;
+        // few rows is one chain of them: one row of 10, 62 -> 500 ns; nor
+        // beyond the short rows' tile size, where blocks going down all n
+        // rows would read the array from L2 once per block)
+        vector_tile = sx == w && sy == w && w >= 16 &&
+                      (std::size_t)(n * w) * sizeof(float) <= short_tile_bytes;
         if (vector_tile) cols_exp_pass_avx512(x, y, n, w, take_log, m, sum, tail, ones);
     }
 #endif
@@ -1349,7 +1366,7 @@ inline void softmax_cols_tile(const E *x, ptrdiff_t sx, E *y, ptrdiff_t sy, ptrd
             sum[c] = std::log(S);
         }
     }
-#if defined(__AVX512F__)
+#if defined(FS_AVX512_FLOAT_LOOPS)
     if constexpr (own && std::is_same<E, float>::value) {
         if (vector_tile) {
             cols_last_pass_avx512(x, y, n, w, take_log, m, sum, tail);
@@ -1395,8 +1412,8 @@ inline void softmax_cols_tile(const E *x, ptrdiff_t sx, E *y, ptrdiff_t sy, ptrd
 // row kernel, 1 thread, logits of standard deviation 1 and 3:
 // - shorter than short_row_max: 0.3-0.5x the time for 10 elements,
 //   0.5-0.9x for float rows of 17-39, 0.9-1.1x at 40 and more, where the
-//   copies (scalar, a load and a store per element each way) cost what the
-//   row kernel loses;
+//   copies (then scalar, a load and a store per element each way; AVX-512
+//   float tiles now go through registers) cost what the row kernel loses;
 // - but not float rows of 16 or 32 elements: they fill their blocks of
 //   lanes, and the row kernel is as fast or faster on them (softmax
 //   1.4-1.6x; log_softmax 0.7-1.1x, depending on the data);
@@ -1416,13 +1433,12 @@ inline void softmax_cols_tile(const E *x, ptrdiff_t sx, E *y, ptrdiff_t sy, ptrd
 // in the row kernel, log_softmax of one row of 37 doubles 1.36 us against
 // 0.69.
 
-constexpr std::size_t short_tile_bytes = 16384;
 
 constexpr ptrdiff_t short_row_max = 40;
 constexpr ptrdiff_t short_softmax_double_max = 24;
 constexpr ptrdiff_t short_log_double_max = 16;
 
-#if defined(__AVX512F__)
+#if defined(FS_AVX512_FLOAT_LOOPS)
 // r[i] = row i of a 16 x 16 block of floats -> r[j] = its column j
 inline void transpose16(__m512 r[16])
 {
@@ -1463,7 +1479,7 @@ template <class T>
 inline void rows_to_tile(const T *x, ptrdiff_t sx, ptrdiff_t w, ptrdiff_t n, T *tile)
 {
     ptrdiff_t r = 0;
-#if defined(__AVX512F__)
+#if defined(FS_AVX512_FLOAT_LOOPS)
     if constexpr (std::is_same<T, float>::value) {
         for (; r + 16 <= w; r += 16) {
             for (ptrdiff_t j0 = 0; j0 < n; j0 += 16) {
@@ -1488,7 +1504,7 @@ template <class T>
 inline void tile_to_rows(const T *tile, ptrdiff_t w, ptrdiff_t n, T *y, ptrdiff_t sy)
 {
     ptrdiff_t r = 0;
-#if defined(__AVX512F__)
+#if defined(FS_AVX512_FLOAT_LOOPS)
     if constexpr (std::is_same<T, float>::value) {
         for (; r + 16 <= w; r += 16) {
             for (ptrdiff_t j0 = 0; j0 < n; j0 += 16) {
