@@ -48,6 +48,7 @@ cdef extern from "_vmath.hpp" nogil:
     void c_omp_set_num_threads "fastsoftmax::omp_set_num_threads"(int n)
     int c_omp_team_size "fastsoftmax::omp_team_size"()
     int c_simd_width_bytes "fastsoftmax::simd_width_bytes"()
+    int c_has_fma "fastsoftmax::has_fma"()
     const char *c_compiler "fastsoftmax::compiler"()
     int c_cpu_supports "fastsoftmax::cpu_supports"(const char *feature)
     const Py_ssize_t COLS "fastsoftmax::cols"
@@ -70,7 +71,10 @@ cdef extern from "_vmath.hpp" namespace "fastsoftmax" nogil:
     double row_exp_sum[T](const T *x, T shift, T *e, T *y, Py_ssize_t n)
     double row_exp_sum[T](const T *x, T shift, T *e, T *y, Py_ssize_t n, double *lo)
     double sum_of_parts(const double *hi, const double *lo, Py_ssize_t count)
-    void row_scale_div[T](const T *e, double num, double den, T *y, Py_ssize_t n)
+    double sum_of_parts(const double *hi, const double *lo, Py_ssize_t count, double *total_lo)
+    # (den_lo: the error of the rounded sum den, or 0)
+    void row_scale_div[T](const T *e, double num, double den, double den_lo, T *y,
+                          Py_ssize_t n)
     void row_shift[T](const T *x, T shift, double offset, T *y, Py_ssize_t n)
     double row_log_sum[T](const T *x, T m, const T *e, double S, Py_ssize_t n)
     double row_sum[T](const T *x, Py_ssize_t n)
@@ -212,6 +216,12 @@ def omp_set_num_threads(int n):
 def simd_width_bytes():
     """Vector register width this module was compiled for."""
     return c_simd_width_bytes()
+
+
+def has_fma():
+    """True if this module was compiled for an instruction set with a fused
+    multiply-add (softmax's scaling then rounds once; docs/accuracy.rst)."""
+    return bool(c_has_fma())
 
 
 def compiler():
@@ -389,6 +399,7 @@ cdef inline void softmax_block(const floating *x, Py_ssize_t sx, floating *y, Py
     the tests vanish.)"""
     cdef floating m[ROW_BLOCK]
     cdef double total[ROW_BLOCK]
+    cdef double total_lo[ROW_BLOCK]
     cdef floating *terms[ROW_BLOCK]
     cdef bint row_stalls[ROW_BLOCK]
     cdef floating *stage = NULL
@@ -415,7 +426,8 @@ cdef inline void softmax_block(const floating *x, Py_ssize_t sx, floating *y, Py
         elif row_stalls[r] and stage != NULL:
             terms[r] = stage + r * n
         total[r] = row_exp_sum(xr, m[r], terms[r],
-                               yr if row_stalls[r] and terms[r] != yr else <floating *>NULL, n)
+                               yr if row_stalls[r] and terms[r] != yr else <floating *>NULL, n,
+                               &total_lo[r])
     if take_log:
         for r in range(count):
             xr = <const floating *>(<const char *>x + r * sx)
@@ -426,8 +438,11 @@ cdef inline void softmax_block(const floating *x, Py_ssize_t sx, floating *y, Py
             xr = <const floating *>(<const char *>x + r * sx)
             row_shift(xr, m[r], total[r], <floating *>(<char *>y + r * sy), n)
     else:
+        # (with S's rounding error: S rounded alone costs a double result
+        # up to an ulp)
         for r in range(count):
-            row_scale_div(terms[r], 1.0, total[r], <floating *>(<char *>y + r * sy), n)
+            row_scale_div(terms[r], 1.0, total[r], total_lo[r],
+                          <floating *>(<char *>y + r * sy), n)
 
 
 cdef inline Py_ssize_t chunk_length(Py_ssize_t n, Py_ssize_t nchunks) noexcept nogil:
@@ -497,9 +512,9 @@ cdef void softmax_row_split(const floating *x, floating *y, Py_ssize_t n,
         if take_log:
             row_shift(x + start, m, log_total, y + start, stop - start)
         elif chunk_max[c] == -INFINITY:  # its stored terms are 0 (or NaN)
-            row_scale_div(y + start, 1.0, total, y + start, stop - start)
+            row_scale_div(y + start, 1.0, total, 0.0, y + start, stop - start)
         else:
-            row_scale_div(y + start, exp(chunk_max[c] - m), total, y + start, stop - start)
+            row_scale_div(y + start, exp(chunk_max[c] - m), total, 0.0, y + start, stop - start)
 
 
 cdef inline bint short_rows(Py_ssize_t n, size_t itemsize, bint take_log) noexcept nogil:
@@ -1400,7 +1415,8 @@ cdef inline double xent_row(const floating *x, const TargetRow[floating] &t, Py_
     if stalls and grad != NULL and stage_area != NULL and store_stalls(grad, x, n * sizeof(floating)):
         terms = <floating *>stage_clear_of(stage_area, x)
         fetch = grad
-    cdef double total = row_exp_sum(x, m, terms, fetch, n)
+    cdef double total_lo
+    cdef double total = row_exp_sum(x, m, terms, fetch, n, &total_lo)
     cdef double log_total = row_log_sum(x, m, terms, total, n)
     cdef double tsum = 0.0, weighted, loss = 0.0
     if c < 0:
@@ -1415,7 +1431,7 @@ cdef inline double xent_row(const floating *x, const TargetRow[floating] &t, Py_
         loss += coef * (log_total - (<double>x[c] - <double>m))
     if grad != NULL:
         if t.t == NULL:
-            row_scale_div(terms, coef * scale, total, grad, n)
+            row_scale_div(terms, coef * scale, total, total_lo, grad, n)
         else:
             row_xent_grad(terms, t, (tsum + coef) * scale / total, scale, grad, n)
         if c >= 0:
@@ -1466,7 +1482,8 @@ cdef double xent_row_split(const floating *x, const TargetRow[floating] &t, Py_s
         chunk_part[k] = row_exp_sum(x + start, m,
                                     <floating *>NULL if grad == NULL else grad + start,
                                     <floating *>NULL, stop - start, &chunk_lo[k])
-    total = sum_of_parts(chunk_part, chunk_lo, nchunks)
+    cdef double total_lo
+    total = sum_of_parts(chunk_part, chunk_lo, nchunks, &total_lo)
     cdef double log_total = row_log_sum(x, m, grad, total, n)
 
     if t.t != NULL or grad != NULL:
@@ -1477,7 +1494,8 @@ cdef double xent_row_split(const floating *x, const TargetRow[floating] &t, Py_s
                 chunk_part[k] = row_weighted_shifted_sum(
                     t.at(start), x + start, m, stop - start, &chunk_lo[k])
             if grad != NULL and t.t == NULL:
-                row_scale_div(grad + start, coef * scale, total, grad + start, stop - start)
+                row_scale_div(grad + start, coef * scale, total, total_lo, grad + start,
+                              stop - start)
             elif grad != NULL:
                 row_xent_grad(grad + start, t.at(start),
                                         (tsum + coef) * scale / total, scale, grad + start,
