@@ -46,10 +46,12 @@
 #define FS_OMP_SIMD_SUM(var) FS_PRAGMA(omp simd reduction(+ : var))
 #endif
 
-// Whether the instruction set has a fused multiply-add (x86 with FMA3: the
-// AVX2 and AVX-512 builds; every 64-bit ARM): std::fma is then one
-// instruction, and the kernels use it to round products once.
-#if defined(__FMA__) || defined(__ARM_FEATURE_FMA)
+// Whether the build's instruction set has a fused multiply-add, as GCC and
+// clang say it (x86 with FMA3: the AVX2 and AVX-512 builds; 64-bit ARM;
+// __FP_FAST_FMA on other targets with a fast one): std::fma is then one
+// instruction, and the kernels use it to round products once.  (MSVC
+// defines none of these: its builds take the paths without FMA.)
+#if defined(__FMA__) || defined(__ARM_FEATURE_FMA) || defined(__FP_FAST_FMA)
 #define FS_HAS_FMA 1
 #endif
 
@@ -787,6 +789,7 @@ inline void row_scale_avx512(const float *e, float hi, float lo, float *y, ptrdi
     }
 }
 
+#if defined(__AVX512VL__)   // (the 256-bit masked loads and stores)
 // row_shift for float rows: y = ((double)x - shift) - offset, 8 floats at a
 // time converted as they are loaded (vcvtps2pd from memory) and stored as
 // they are converted back, instead of a 16-float vector split into two
@@ -800,6 +803,7 @@ inline void row_shift_avx512(const float *x, float shift, double offset, float *
         _mm256_mask_storeu_ps(y + j, k, _mm512_cvtpd_ps(_mm512_sub_pd(_mm512_sub_pd(v, s), o)));
     }
 }
+#endif
 #endif
 
 // max of x[0:n] (-inf for n == 0).  It may or may not see a NaN: callers
@@ -1147,7 +1151,7 @@ inline double row_weighted_shifted_sum(const TargetRow<T> &row, const T *x, T sh
 // y[j] = (x[j] - shift) - offset: log_softmax with offset = log(sum)
 template <class T> inline void row_shift(const T *x, T shift, double offset, T *y, ptrdiff_t n)
 {
-#if defined(FS_AVX512_FLOAT_LOOPS)
+#if defined(FS_AVX512_FLOAT_LOOPS) && defined(__AVX512VL__)
     if constexpr (std::is_same<T, float>::value) return row_shift_avx512(x, shift, offset, y, n);
 #endif
     for (ptrdiff_t j = 0; j < n; j++)
