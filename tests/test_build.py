@@ -185,6 +185,16 @@ def test_every_simd_path_matches_reference(func, reference, dtype, simd_path, rn
         check(func(x), oracle(reference, x), func, dtype)
 
 
+def test_fma_build_fact(simd_path):
+    # has_fma() decides whether the float64 2-ulp test runs: it must be true
+    # where the path's flags give FMA (GCC and clang say so; MSVC does not)
+    # and false on the x86 baseline (SSE2), so that the test cannot skip
+    # everywhere unnoticed.
+    kernels = _backend.kernels
+    if IS_X86 and not MSVC and simd_path != "native":
+        assert kernels.has_fma() == ("fma" in PATHS[simd_path].features)
+
+
 def _float_rows_calls(x):
     """The calls whose float rows (and columns, along axis 0) run the hot
     loops written per instruction set, with their results."""
