@@ -727,6 +727,32 @@ inline __m512 exp_diff_avx512(__m512 x, __m512 m, __m512 neg_m)
     return _mm512_scalef_ps(p, kf);
 }
 
+// the active lanes of the block of 8 doubles at j of a row of n
+inline __mmask8 lanes_left8(ptrdiff_t j, ptrdiff_t n)
+{
+    return n - j >= 8 ? (__mmask8)0xff : (__mmask8)((1u << (n - j)) - 1u);
+}
+
+// exp_diff for 8 doubles, as the float version above (the short rows'
+// double tile)
+inline __m512d exp_diff_avx512(__m512d x, __m512d m, __m512d neg_m)
+{
+    using F = FloatTraits<double>;
+    const __m512d lowest = _mm512_set1_pd(F::lowest), magic = _mm512_set1_pd(F::magic);
+    __m512d hi = _mm512_sub_pd(x, m);
+    __mmask8 in_range = _mm512_cmp_pd_mask(hi, lowest, _CMP_GE_OQ);
+    __m512d bv = _mm512_sub_pd(hi, x);
+    __m512d lo = _mm512_maskz_add_pd(in_range, _mm512_sub_pd(x, _mm512_sub_pd(hi, bv)),
+                                     _mm512_sub_pd(neg_m, bv));
+    hi = _mm512_max_pd(lowest, hi);
+    __m512d kf = _mm512_sub_pd(_mm512_fmadd_pd(hi, _mm512_set1_pd(F::log2e), magic), magic);
+    __m512d r = _mm512_add_pd(_mm512_fnmadd_pd(kf, _mm512_set1_pd(F::ln2_hi), hi),
+                              _mm512_fnmadd_pd(kf, _mm512_set1_pd(F::ln2_lo), lo));
+    __m512d p = _mm512_set1_pd(F::poly[0]);
+    for (int k = 1; k <= F::degree; k++) p = _mm512_fmadd_pd(p, r, _mm512_set1_pd(F::poly[k]));
+    return _mm512_scalef_pd(p, kf);
+}
+
 inline float row_max_avx512(const float *x, ptrdiff_t n)
 {
     __m512 m = _mm512_set1_ps(-std::numeric_limits<float>::infinity());
@@ -798,7 +824,7 @@ inline void row_shift_avx512(const float *x, float shift, double offset, float *
 {
     const __m512d s = _mm512_set1_pd((double)shift), o = _mm512_set1_pd(offset);
     for (ptrdiff_t j = 0; j < n; j += 8) {
-        __mmask8 k = n - j >= 8 ? (__mmask8)0xff : (__mmask8)((1u << (n - j)) - 1u);
+        __mmask8 k = lanes_left8(j, n);
         __m512d v = _mm512_cvtps_pd(_mm256_maskz_loadu_ps(k, x + j));
         _mm256_mask_storeu_ps(y + j, k, _mm512_cvtpd_ps(_mm512_sub_pd(_mm512_sub_pd(v, s), o)));
     }
@@ -1316,9 +1342,9 @@ inline __m512 floats_of(__m512d lo, __m512d hi)
 }
 
 inline void cols_exp_pass_avx512(const float *x, float *y, ptrdiff_t n, ptrdiff_t w,
-                                 int take_log, const float *m, double *sum, double *tail,
-                                 double *ones)
-{
+                                 int take_log, const float *m, double *sum, double * /*carry*/,
+                                 double *tail, double * /*tcarry*/, double *ones)
+{   // (float columns sum plainly: no carries)
     const __m512d one = _mm512_set1_pd(1.0);
     double *acc = take_log ? tail : sum;
     for (ptrdiff_t c = 0; c < w; c += 16) {
@@ -1386,6 +1412,68 @@ inline void cols_last_pass_avx512(const float *x, float *y, ptrdiff_t n, ptrdiff
         }
     }
 }
+
+// The same two passes for double columns, 8 a vector, each column's sum
+// compensated as NeumaierSum::add does (its carry in carry, or tcarry).
+inline void neumaier_add(__m512d &sum, __m512d &err, __m512d v)
+{
+    const __m512d s = _mm512_add_pd(sum, v), bv = _mm512_sub_pd(s, sum);
+    const __m512d e = _mm512_add_pd(_mm512_sub_pd(sum, _mm512_sub_pd(s, bv)), _mm512_sub_pd(v, bv));
+    const __mmask8 finite = _mm512_cmp_pd_mask(_mm512_sub_pd(e, e), _mm512_setzero_pd(), _CMP_EQ_OQ);
+    err = _mm512_add_pd(err, _mm512_maskz_mov_pd(finite, e));
+    sum = s;
+}
+
+inline void cols_exp_pass_avx512(const double *x, double *y, ptrdiff_t n, ptrdiff_t w,
+                                 int take_log, const double *m, double *sum, double *carry,
+                                 double *tail, double *tcarry, double *ones)
+{
+    const __m512d one = _mm512_set1_pd(1.0);
+    double *acc = take_log ? tail : sum, *acc_err = take_log ? tcarry : carry;
+    for (ptrdiff_t c = 0; c < w; c += 8) {
+        const __mmask8 k = lanes_left8(c, w);
+        const __m512d mc = _mm512_maskz_loadu_pd(k, m + c);
+        const __m512d neg_mc = _mm512_sub_pd(_mm512_setzero_pd(), mc);
+        __m512d a = _mm512_maskz_loadu_pd(k, acc + c), a_err = _mm512_maskz_loadu_pd(k, acc_err + c);
+        __m512d count = _mm512_maskz_loadu_pd(k, ones + c);
+        for (ptrdiff_t i = 0; i < n; i++) {
+            const __m512d v = _mm512_maskz_loadu_pd(k, x + i * w + c);
+            __m512d e = exp_diff_avx512(v, mc, neg_mc);
+            if (take_log) {   // (as the float loop)
+                const __mmask8 at_max = _mm512_cmp_pd_mask(v, mc, _CMP_EQ_OQ);
+                e = _mm512_mask_sub_pd(e, at_max, e, one);
+                count = _mm512_mask_add_pd(count, at_max, count, one);
+            } else {
+                _mm512_mask_storeu_pd(y + i * w + c, k, e);
+            }
+            neumaier_add(a, a_err, e);
+        }
+        _mm512_mask_storeu_pd(acc + c, k, a);
+        _mm512_mask_storeu_pd(acc_err + c, k, a_err);
+        _mm512_mask_storeu_pd(ones + c, k, count);
+    }
+}
+
+inline void cols_last_pass_avx512(const double *x, double *y, ptrdiff_t n, ptrdiff_t w,
+                                  int take_log, const double *m, const double *sum,
+                                  const double *tail)
+{
+    for (ptrdiff_t c = 0; c < w; c += 8) {
+        const __mmask8 k = lanes_left8(c, w);
+        const __m512d a = _mm512_maskz_loadu_pd(k, sum + c), b = _mm512_maskz_loadu_pd(k, tail + c);
+        const __m512d mc = _mm512_maskz_loadu_pd(k, m + c);
+        for (ptrdiff_t i = 0; i < n; i++) {
+            __m512d r;
+            if (take_log) {
+                r = _mm512_sub_pd(_mm512_sub_pd(_mm512_maskz_loadu_pd(k, x + i * w + c), mc), a);
+            } else {
+                const __m512d e = _mm512_maskz_loadu_pd(k, y + i * w + c);
+                r = _mm512_fmadd_pd(e, a, _mm512_mul_pd(e, b));
+            }
+            _mm512_mask_storeu_pd(y + i * w + c, k, r);
+        }
+    }
+}
 #endif
 
 template <class E> struct Own {
@@ -1415,17 +1503,18 @@ inline void softmax_cols_tile(const E *x, ptrdiff_t sx, E *y, ptrdiff_t sy, ptrd
             m[c] = v > m[c] ? v : m[c];
         }
     }
-    bool vector_tile = false;   // a contiguous float tile: the AVX-512 loops
+    bool vector_tile = false;   // a contiguous tile: the AVX-512 loops
 #if defined(FS_AVX512_FLOAT_LOOPS)
-    if constexpr (own && std::is_same<E, float>::value) {
-        // (not for fewer than 16 columns: a masked load that follows a
-        // store to its lines at once waits for that store, and a tile of a
-        // few rows is one chain of them: one row of 10, 62 -> 500 ns; nor
-        // beyond the short rows' tile size, where blocks going down all n
-        // rows would read the array from L2 once per block)
-        vector_tile = sx == w && sy == w && w >= 16 &&
-                      (std::size_t)(n * w) * sizeof(float) <= short_tile_bytes;
-        if (vector_tile) cols_exp_pass_avx512(x, y, n, w, take_log, m, sum, tail, ones);
+    if constexpr (own) {
+        // (not for fewer columns than a vector holds: a masked load that
+        // follows a store to its lines at once waits for that store, and a
+        // tile of a few rows is one chain of them: one row of 10 floats,
+        // 62 -> 500 ns; nor beyond the short rows' tile size, where blocks
+        // going down all n rows would read the array from L2 once per block)
+        vector_tile = sx == w && sy == w && w >= (ptrdiff_t)(64 / sizeof(E)) &&
+                      (std::size_t)(n * w) * sizeof(E) <= short_tile_bytes;
+        if (vector_tile)
+            cols_exp_pass_avx512(x, y, n, w, take_log, m, sum, carry, tail, tcarry, ones);
     }
 #endif
     for (ptrdiff_t i = 0; i < n && !vector_tile; i++) {
@@ -1471,7 +1560,7 @@ inline void softmax_cols_tile(const E *x, ptrdiff_t sx, E *y, ptrdiff_t sy, ptrd
         }
     }
 #if defined(FS_AVX512_FLOAT_LOOPS)
-    if constexpr (own && std::is_same<E, float>::value) {
+    if constexpr (own) {
         if (vector_tile) {
             cols_last_pass_avx512(x, y, n, w, take_log, m, sum, tail);
             return;
@@ -1572,13 +1661,35 @@ inline void transpose16(__m512 r[16])
         r[12 + i] = _mm512_shuffle_f32x4(t[4 + i], t[12 + i], 0xdd);
     }
 }
+
+// the same for an 8 x 8 block of doubles
+inline void transpose8(__m512d r[8])
+{
+    __m512d t[8], u[8];
+    for (int i = 0; i < 4; i++) {   // t[2i + h]: rows 2i, 2i + 1, columns 2L + h
+        t[2 * i] = _mm512_unpacklo_pd(r[2 * i], r[2 * i + 1]);
+        t[2 * i + 1] = _mm512_unpackhi_pd(r[2 * i], r[2 * i + 1]);
+    }
+    for (int i = 0; i < 2; i++) {   // u[4i + ...]: rows 4i to 4i + 3
+        u[4 * i] = _mm512_shuffle_f64x2(t[4 * i], t[4 * i + 2], 0x88);       // columns 0, 4
+        u[4 * i + 1] = _mm512_shuffle_f64x2(t[4 * i], t[4 * i + 2], 0xdd);   // 2, 6
+        u[4 * i + 2] = _mm512_shuffle_f64x2(t[4 * i + 1], t[4 * i + 3], 0x88);   // 1, 5
+        u[4 * i + 3] = _mm512_shuffle_f64x2(t[4 * i + 1], t[4 * i + 3], 0xdd);   // 3, 7
+    }
+    const int column[4] = {0, 2, 1, 3};
+    for (int q = 0; q < 4; q++) {
+        r[column[q]] = _mm512_shuffle_f64x2(u[q], u[4 + q], 0x88);
+        r[column[q] + 4] = _mm512_shuffle_f64x2(u[q], u[4 + q], 0xdd);
+    }
+}
 #endif
 
 // The short rows' tile: tile[j * w + r] = x[r][j] for w rows of n
-// elements, sx bytes apart, and back.  Float rows in AVX-512 builds go 16
-// at a time through registers (transpose16): the element by element
-// copies took half of the time of rows of 10 to 37 floats, and their
-// speed changed by 15-20 % with where the tile lay relative to x.
+// elements, sx bytes apart, and back.  In AVX-512 builds, float rows go 16
+// at a time through registers (transpose16), double rows 8 (transpose8):
+// the element by element copies took half of the time of rows of 10 to 37
+// floats, and their speed changed by 15-20 % with where the tile lay
+// relative to x.
 template <class T>
 inline void rows_to_tile(const T *x, ptrdiff_t sx, ptrdiff_t w, ptrdiff_t n, T *tile)
 {
@@ -1594,6 +1705,19 @@ inline void rows_to_tile(const T *x, ptrdiff_t sx, ptrdiff_t w, ptrdiff_t n, T *
                 transpose16(v);
                 for (ptrdiff_t j = j0; j < n && j < j0 + 16; j++)
                     _mm512_storeu_ps(tile + j * w + r, v[j - j0]);
+            }
+        }
+    }
+    if constexpr (std::is_same<T, double>::value) {
+        for (; r + 8 <= w; r += 8) {
+            for (ptrdiff_t j0 = 0; j0 < n; j0 += 8) {
+                __mmask8 k = lanes_left8(j0, n);
+                __m512d v[8];
+                for (int i = 0; i < 8; i++)
+                    v[i] = _mm512_maskz_loadu_pd(k, (const T *)((const char *)x + (r + i) * sx) + j0);
+                transpose8(v);
+                for (ptrdiff_t j = j0; j < n && j < j0 + 8; j++)
+                    _mm512_storeu_pd(tile + j * w + r, v[j - j0]);
             }
         }
     }
@@ -1619,6 +1743,19 @@ inline void tile_to_rows(const T *tile, ptrdiff_t w, ptrdiff_t n, T *y, ptrdiff_
                 transpose16(v);
                 for (int i = 0; i < 16; i++)
                     _mm512_mask_storeu_ps((T *)((char *)y + (r + i) * sy) + j0, k, v[i]);
+            }
+        }
+    }
+    if constexpr (std::is_same<T, double>::value) {
+        for (; r + 8 <= w; r += 8) {
+            for (ptrdiff_t j0 = 0; j0 < n; j0 += 8) {
+                __mmask8 k = lanes_left8(j0, n);
+                __m512d v[8];
+                for (ptrdiff_t j = j0; j < j0 + 8; j++)
+                    v[j - j0] = j < n ? _mm512_loadu_pd(tile + j * w + r) : _mm512_setzero_pd();
+                transpose8(v);
+                for (int i = 0; i < 8; i++)
+                    _mm512_mask_storeu_pd((T *)((char *)y + (r + i) * sy) + j0, k, v[i]);
             }
         }
     }
