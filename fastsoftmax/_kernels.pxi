@@ -52,10 +52,8 @@ cdef extern from "_vmath.hpp" nogil:
     const char *c_compiler "fastsoftmax::compiler"()
     int c_cpu_supports "fastsoftmax::cpu_supports"(const char *feature)
     const Py_ssize_t COLS "fastsoftmax::cols"
-    const Py_ssize_t SHORT_ROW_MAX "fastsoftmax::short_row_max"
-    const Py_ssize_t LANES "fastsoftmax::lanes"
-    const Py_ssize_t SHORT_SOFTMAX_DOUBLE_MAX "fastsoftmax::short_softmax_double_max"
-    const Py_ssize_t SHORT_LOG_DOUBLE_MAX "fastsoftmax::short_log_double_max"
+    # whether rows of n elements go through softmax_short_rows
+    bint short_rows "fastsoftmax::short_rows"(Py_ssize_t n, size_t itemsize, int take_log)
     bint store_aliases "fastsoftmax::store_aliases"(const void *store, const void *load)
     bint store_stalls "fastsoftmax::store_stalls"(const void *y, const void *x, size_t row_bytes)
     void *stage_clear_of "fastsoftmax::stage_clear_of"(void *area, const void *x)
@@ -515,16 +513,6 @@ cdef void softmax_row_split(const floating *x, floating *y, Py_ssize_t n,
             row_scale_div(y + start, 1.0, total, 0.0, y + start, stop - start)
         else:
             row_scale_div(y + start, exp(chunk_max[c] - m), total, 0.0, y + start, stop - start)
-
-
-cdef inline bint short_rows(Py_ssize_t n, size_t itemsize, bint take_log) noexcept nogil:
-    """Whether rows of n elements go through softmax_short_rows (the
-    measured rules in _vmath.hpp, "Which rows")."""
-    if n >= SHORT_ROW_MAX:
-        return False
-    if itemsize == 4:
-        return n % LANES != 0
-    return n < (SHORT_LOG_DOUBLE_MAX if take_log else SHORT_SOFTMAX_DOUBLE_MAX)
 
 
 cdef inline const floating *row_at(const floating *first, Py_ssize_t stride,

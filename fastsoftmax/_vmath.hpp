@@ -1481,6 +1481,33 @@ template <class E> struct Own {
     static E store(E v) { return v; }
 };
 
+// A column's sums (softmax_cols_tile's, short_row_alone's) made into
+// what its last pass needs: softmax, the factor 1 / S as hi + lo in sum
+// and tail (see quotient_split); log_softmax, the offset log(S) in sum,
+// with the log1p path of row_log_sum when S < 2.  (value(i): the column's
+// entry i, for the subnormal tail's recomputation)
+template <class T, class Value>
+inline void column_finish(double &sum, double carry, double &tail, double tcarry, double ones,
+                          T m, Value value, ptrdiff_t n, int take_log)
+{
+    using Sum = typename FloatTraits<T>::ColumnSum;
+    if (!take_log) {
+        double S_lo, S = split_value<Sum>(sum, carry, &S_lo);
+        quotient_split(1.0, S, S_lo, &sum, &tail);
+        return;
+    }
+    // S = ones + tail, rounded once (the tail's error, if kept, added in)
+    double t = Sum::value(tail, tcarry);
+    double err = Sum::value(0.0, tcarry);
+    double S = two_sum(ones, tail, &err) + err;
+    if (S < 2.0) {
+        if (t < (double)n * FloatTraits<T>::tail_recompute) t = tail_scaled<T>(value, m, n);
+        sum = std::log1p(t + (ones - 1.0));
+    } else {
+        sum = std::log(S);
+    }
+}
+
 template <class E, class Elem = Own<E>>
 inline void softmax_cols_tile(const E *x, ptrdiff_t sx, E *y, ptrdiff_t sy, ptrdiff_t n,
                               ptrdiff_t w, int take_log)
@@ -1517,48 +1544,38 @@ inline void softmax_cols_tile(const E *x, ptrdiff_t sx, E *y, ptrdiff_t sy, ptrd
             cols_exp_pass_avx512(x, y, n, w, take_log, m, sum, carry, tail, tcarry, ones);
     }
 #endif
+    // (one loop per function: with the test inside, each store became a
+    // masked store, which AVX2 makes slowly: 2-3x the time on Zen 4)
     for (ptrdiff_t i = 0; i < n && !vector_tile; i++) {
         const auto *xi = x + i * sx;
         auto *yi = y + i * sy;
-        FS_OMP_SIMD
-        for (ptrdiff_t c = 0; c < w; c++) {
-            T v = Elem::load(xi[c]);
-            T e = exp_diff(v, m[c]);
-            if (take_log) {
+        if (take_log) {
+            FS_OMP_SIMD
+            for (ptrdiff_t c = 0; c < w; c++) {
                 // S = tail + ones: the terms at the max are exactly 1 and
                 // counted (e - 1 is 0 for them, and keeps the NaN of a +inf
                 // max), the others summed, which is also what the log1p
                 // path of row_log_sum needs: one sum per element, not two
-                Sum::add(tail[c], tcarry[c], v == m[c] ? (double)e - 1.0 : (double)e);
-                ones[c] += v == m[c] ? 1.0 : 0.0;
-            } else {
+                // (e - 0.0 is e: one select, not two; with two, GCC's AVX2
+                // loop took 1.6x the time)
+                T v = Elem::load(xi[c]);
+                T e = exp_diff(v, m[c]);
+                const double one = v == m[c] ? 1.0 : 0.0;
+                Sum::add(tail[c], tcarry[c], (double)e - one);
+                ones[c] += one;
+            }
+        } else {
+            FS_OMP_SIMD
+            for (ptrdiff_t c = 0; c < w; c++) {
+                T e = exp_diff(Elem::load(xi[c]), m[c]);
                 if constexpr (own) yi[c] = e;
                 Sum::add(sum[c], carry[c], (double)e);
             }
         }
     }
-    // sum: the factor 1 / S as hi + lo (softmax, see quotient_split) or
-    // the offset log(S) (log_softmax, with the log1p path of row_log_sum
-    // when S < 2)
-    for (ptrdiff_t c = 0; c < w; c++) {
-        if (!take_log) {
-            double S_lo, S = split_value<Sum>(sum[c], carry[c], &S_lo);
-            quotient_split(1.0, S, S_lo, &sum[c], &tail[c]);
-            continue;
-        }
-        // S = ones + tail, rounded once (the tail's error, if kept, added in)
-        double t = Sum::value(tail[c], tcarry[c]);
-        double err = Sum::value(0.0, tcarry[c]);
-        double S = two_sum(ones[c], tail[c], &err) + err;
-        if (S < 2.0) {
-            if (t < (double)n * FloatTraits<T>::tail_recompute)
-                t = tail_scaled<T>([&](ptrdiff_t i) { return Elem::load(x[c + i * sx]); },
-                                   m[c], n);
-            sum[c] = std::log1p(t + (ones[c] - 1.0));
-        } else {
-            sum[c] = std::log(S);
-        }
-    }
+    for (ptrdiff_t c = 0; c < w; c++)
+        column_finish<T>(sum[c], carry[c], tail[c], tcarry[c], ones[c], m[c],
+                         [&](ptrdiff_t i) { return Elem::load(x[c + i * sx]); }, n, take_log);
 #if defined(FS_AVX512_FLOAT_LOOPS)
     if constexpr (own) {
         if (vector_tile) {
@@ -1601,35 +1618,39 @@ inline void softmax_cols_tile(const E *x, ptrdiff_t sx, E *y, ptrdiff_t sy, ptrd
 // columns are independent), and the tile's columns sum as the column
 // kernel does: plain double for float data, compensated for double.
 //
-// Which rows (_kernels.pxi, short_rows), measured on AVX-512 against the
-// row kernel, 1 thread, logits of standard deviation 1 and 3:
-// - shorter than short_row_max: 0.3-0.5x the time for 10 elements,
-//   0.5-0.9x for float rows of 17-39, 0.9-1.1x at 40 and more, where the
-//   copies (then scalar, a load and a store per element each way; AVX-512
-//   float tiles now go through registers) cost what the row kernel loses;
-// - but not float rows of 16 or 32 elements: they fill their blocks of
-//   lanes, and the row kernel is as fast or faster on them (softmax
-//   1.4-1.6x; log_softmax 0.7-1.1x, depending on the data);
-//   (Remeasured with the AVX-512 tile loops: rows of 16 would gain there,
-//   softmax 0.9x and log_softmax 0.5-0.9x, rows of 32 not (1.07-1.17x),
-//   and on AVX2 the tile takes 1.5-2x the time for both: unchanged, one
-//   rule for every build keeps a row's bits the same on AVX-512 and AVX2.)
-// - nor double rows from short_softmax_double_max (softmax) or
-//   short_log_double_max (log_softmax) on: there the tile gained nothing
-//   or lost (softmax 0.8-1.07x; log_softmax up to 1.8x on standard normal
-//   rows of 37, where the row kernel's sum S is rarely below 2 and so
-//   skips the second sum that the tile's columns always make).
+// Which rows (short_rows below), measured against the row kernel, 1
+// thread, standard normal logits, whole calls of 8192 or 16384 rows, the
+// faster of 5-6 alternating runs of each build:
+// - float rows shorter than short_row_max: AVX-512 0.86-1.0x the time,
+//   AVX2 0.75-0.93x (rows of 16: 1.03-1.07x there), where the copies into
+//   and out of the tile cost less than the row kernel loses;
+// - but not rows of exactly 32 floats, which fill two blocks of lanes:
+//   AVX-512 0.87-0.92x, AVX2 1.24-1.27x.  One rule for float rows on every
+//   build keeps a row's bits the same on AVX-512 and AVX2;
+// - double rows shorter than short_row_max in AVX-512 builds (the tile in
+//   intrinsics): 0.6-0.8x from 16 to 39 elements.  Other builds only take
+//   double rows shorter than 24 (softmax) or 16 (log_softmax): from there
+//   the portable tile took 1.06-1.28x the time on AVX2 (1.1-1.6x on
+//   SSE2).  So double rows of 16 to 39 elements may differ by an ulp
+//   between AVX-512 and the other builds (both within the accuracy bounds).
 // Whatever the number of rows: a row's result must not depend on the
 // call it is in (docs/api.rst, Threads; fastsoftmax.dask relies on it), so
-// a call of a few rows takes the tile too, though there the column loops
-// run their scalar ends: one row of 10 floats takes 0.73 us against 0.61
-// in the row kernel, log_softmax of one row of 37 doubles 1.36 us against
-// 0.69.
-
+// a call of a few rows takes the tile's arithmetic too, a row at a time
+// (short_row_alone).
 
 constexpr ptrdiff_t short_row_max = 40;
-constexpr ptrdiff_t short_softmax_double_max = 24;
-constexpr ptrdiff_t short_log_double_max = 16;
+
+inline bool short_rows(ptrdiff_t n, std::size_t itemsize, int take_log)
+{
+    if (n >= short_row_max) return false;
+    if (itemsize == sizeof(float)) return n != 2 * lanes;
+#if defined(FS_AVX512_FLOAT_LOOPS)
+    (void)take_log;
+    return true;
+#else
+    return n < (take_log ? 16 : 24);
+#endif
+}
 
 #if defined(FS_AVX512_FLOAT_LOOPS)
 // r[i] = row i of a 16 x 16 block of floats -> r[j] = its column j
@@ -1766,6 +1787,41 @@ inline void tile_to_rows(const T *tile, ptrdiff_t w, ptrdiff_t n, T *y, ptrdiff_
     }
 }
 
+// One short row as a column of the tile computes it: the same operations
+// in the same order, so the same bits, without the tile.  For the rows of
+// a call (or its last tile) that are fewer than a vector holds, where the
+// tile's column loops would run their scalar ends once per element: one
+// row of 37 doubles took 1.1-1.5 us there against 0.5 in the row kernel.
+// Here the exps are computed along the row, vectorised, and summed in
+// order after.
+template <class T> inline void short_row_alone(const T *x, T *y, ptrdiff_t n, int take_log)
+{
+    using Sum = typename FloatTraits<T>::ColumnSum;
+    T m = -std::numeric_limits<T>::infinity(), e[short_row_max];
+    for (ptrdiff_t j = 0; j < n; j++) m = x[j] > m ? x[j] : m;
+    FS_OMP_SIMD
+    for (ptrdiff_t j = 0; j < n; j++) e[j] = exp_diff(x[j], m);
+    double sum = 0.0, carry = 0.0, tail = 0.0, tcarry = 0.0, ones = 0.0;
+    for (ptrdiff_t j = 0; j < n; j++) {
+        if (take_log) {
+            const double one = x[j] == m ? 1.0 : 0.0;
+            Sum::add(tail, tcarry, (double)e[j] - one);
+            ones += one;
+        } else {
+            Sum::add(sum, carry, (double)e[j]);
+        }
+    }
+    column_finish<T>(sum, carry, tail, tcarry, ones, m, [&](ptrdiff_t j) { return x[j]; }, n,
+                     take_log);
+    if (take_log) {
+        FS_OMP_SIMD
+        for (ptrdiff_t j = 0; j < n; j++) y[j] = (T)(((double)x[j] - (double)m) - sum);
+    } else {
+        FS_OMP_SIMD
+        for (ptrdiff_t j = 0; j < n; j++) y[j] = (T)scaled((double)e[j], sum, tail);
+    }
+}
+
 // softmax (or log_softmax) of `rows` rows of n < short_row_max elements,
 // the first at x (y), the next sx (sy) bytes further each; y may be x
 template <class T>
@@ -1777,6 +1833,12 @@ inline void softmax_short_rows(const T *x, ptrdiff_t sx, T *y, ptrdiff_t sy, ptr
     w = w < cols ? w : cols;
     for (ptrdiff_t r0 = 0; r0 < rows; r0 += w) {
         const ptrdiff_t wr = rows - r0 < w ? rows - r0 : w;
+        if (wr < (ptrdiff_t)(64 / sizeof(T))) {   // fewer than an AVX-512 vector's lanes
+            for (ptrdiff_t r = r0; r < rows; r++)
+                short_row_alone((const T *)((const char *)x + r * sx), (T *)((char *)y + r * sy),
+                                n, take_log);
+            return;
+        }
         rows_to_tile((const T *)((const char *)x + r0 * sx), sx, wr, n, tile);
         softmax_cols_tile(tile, wr, tile, wr, n, wr, take_log);
         tile_to_rows(tile, wr, n, (T *)((char *)y + r0 * sy), sy);

@@ -122,8 +122,10 @@ def test_rows_sum_to_one(dtype, n, threads, rng):
 # Most short rows go through tiles of rows, vectorised across the rows
 # (_vmath.hpp, softmax_short_rows; the others, by length, the row kernel):
 # a row's result must not depend on which tile it lands in, where in the
-# tile, or how many rows share it.
-@pytest.mark.parametrize("n", [1, 3, 10, 16, 31, 37, 39])
+# tile, or how many rows share it (rows fewer than a vector's lanes, alone
+# or at the end of a call, are computed one by one with the tile's
+# arithmetic).
+@pytest.mark.parametrize("n", [1, 3, 10, 16, 23, 24, 31, 37, 39])
 @pytest.mark.parametrize("dtype", FLOAT_DTYPES, ids=DTYPE_IDS)
 @pytest.mark.parametrize("func, reference", FORWARD, ids=FORWARD_IDS)
 def test_short_rows_whatever_their_tile(func, reference, dtype, n, threads, rng):
@@ -134,6 +136,8 @@ def test_short_rows_whatever_their_tile(func, reference, dtype, n, threads, rng)
     for i in (0, 5, 127, 128, 300, 699):
         np.testing.assert_array_equal(func(x[i]), whole[i], strict=True)
         np.testing.assert_array_equal(func(x[i:700:3])[0], whole[i], strict=True)
+    for rows in (3, 131):   # a last tile of 3 rows when 128 fit in one
+        np.testing.assert_array_equal(func(x[:rows]), whole[:rows], strict=True)
 
 
 @pytest.mark.parametrize("dtype", FLOAT_DTYPES, ids=DTYPE_IDS)
