@@ -18,6 +18,7 @@
 #define FASTSOFTMAX_VMATH_HPP
 
 #include <algorithm>
+#include <cassert>
 #include <cmath>
 #include <cstddef>
 #include <cstdint>
@@ -685,8 +686,9 @@ template <class T, class Value> inline double tail_scaled(Value value, T m, ptrd
 // scaling, log_softmax's shift) written with AVX-512 intrinsics, 16 floats
 // a vector (the shift: 8, converted to double).  The same
 // arithmetic as the portable templates, with the same results bit for bit
-// (tests/test_build.py compares the AVX-512 and AVX2 builds), only fewer
-// instructions:
+// (tests/test_build.py compares the AVX-512 and AVX2 builds; a NaN's sign
+// may differ, as it does between any two compilations: which NaN operand
+// an FMA passes on is the compiler's choice), only fewer instructions:
 // - vscalefps makes p * 2^k, rounded once (into the subnormals if need
 //   be), in one instruction, where expneg2w's integer steps and its NaN
 //   and underflow selects take eight; arguments below `lowest` (-inf
@@ -1627,12 +1629,14 @@ inline void softmax_cols_tile(const E *x, ptrdiff_t sx, E *y, ptrdiff_t sy, ptrd
 // - but not rows of exactly 32 floats, which fill two blocks of lanes:
 //   AVX-512 0.87-0.92x, AVX2 1.24-1.27x.  One rule for float rows on every
 //   build keeps a row's bits the same on AVX-512 and AVX2;
-// - double rows shorter than short_row_max in AVX-512 builds (the tile in
-//   intrinsics): 0.6-0.8x from 16 to 39 elements.  Other builds only take
-//   double rows shorter than 24 (softmax) or 16 (log_softmax): from there
-//   the portable tile took 1.06-1.28x the time on AVX2 (1.1-1.6x on
-//   SSE2).  So double rows of 16 to 39 elements may differ by an ulp
-//   between AVX-512 and the other builds (both within the accuracy bounds).
+// - double rows shorter than short_row_max in GCC and clang AVX-512 builds
+//   (the tile in intrinsics): 0.6-0.8x from 16 to 39 elements.  Other
+//   builds only take double rows shorter than 24 (softmax) or 16
+//   (log_softmax): from there the portable tile took 1.06-1.28x the time
+//   on AVX2 (1.1-1.6x on SSE2).  So softmax rows of 24-39 doubles and
+//   log_softmax rows of 16-39 may differ between AVX-512 and the other
+//   builds (measured: softmax none in 80 000 rows; log_softmax 0.1 % of
+//   the results, by up to 2 ulp; both within the accuracy bounds).
 // Whatever the number of rows: a row's result must not depend on the
 // call it is in (docs/api.rst, Threads; fastsoftmax.dask relies on it), so
 // a call of a few rows takes the tile's arithmetic too, a row at a time
@@ -1640,9 +1644,14 @@ inline void softmax_cols_tile(const E *x, ptrdiff_t sx, E *y, ptrdiff_t sy, ptrd
 
 constexpr ptrdiff_t short_row_max = 40;
 
+// (a tile holds at least a vector's worth of the longest short rows, and
+// short_row_alone's buffer a row)
+static_assert(short_tile_bytes / sizeof(double) / (short_row_max - 1) >= 64 / sizeof(double),
+              "the short rows' tile holds a vector of rows");
+
 inline bool short_rows(ptrdiff_t n, std::size_t itemsize, int take_log)
 {
-    if (n >= short_row_max) return false;
+    if (n < 1 || n >= short_row_max) return false;
     if (itemsize == sizeof(float)) return n != 2 * lanes;
 #if defined(FS_AVX512_FLOAT_LOOPS)
     (void)take_log;
@@ -1788,7 +1797,7 @@ inline void tile_to_rows(const T *tile, ptrdiff_t w, ptrdiff_t n, T *y, ptrdiff_
 }
 
 // One short row as a column of the tile computes it: the same operations
-// in the same order, so the same bits, without the tile.  For the rows of
+// in the same order, so the same bits (but a NaN's sign), without the tile.  For the rows of
 // a call (or its last tile) that are fewer than a vector holds, where the
 // tile's column loops would run their scalar ends once per element: one
 // row of 37 doubles took 1.1-1.5 us there against 0.5 in the row kernel.
@@ -1796,6 +1805,7 @@ inline void tile_to_rows(const T *tile, ptrdiff_t w, ptrdiff_t n, T *y, ptrdiff_
 // order after.
 template <class T> inline void short_row_alone(const T *x, T *y, ptrdiff_t n, int take_log)
 {
+    assert(n > 0 && n < short_row_max);
     using Sum = typename FloatTraits<T>::ColumnSum;
     T m = -std::numeric_limits<T>::infinity(), e[short_row_max];
     for (ptrdiff_t j = 0; j < n; j++) m = x[j] > m ? x[j] : m;

@@ -140,6 +140,16 @@ def test_short_rows_whatever_their_tile(func, reference, dtype, n, threads, rng)
         np.testing.assert_array_equal(func(x[:rows]), whole[:rows], strict=True)
 
 
+@pytest.mark.parametrize("func, reference", FORWARD, ids=FORWARD_IDS)
+def test_short_row_alone_sums_in_the_tiles_order(func, reference, simd_path):
+    # a row whose tail sum rounds differently if summed in another order:
+    # computed alone (fewer rows than a vector holds) it must still get the
+    # bits it gets as a column of the tile
+    row = np.array([0.0, -37.406097412109375, -74.03369903564453, -87.83786010742188,
+                    -38.573978424072266], np.float32)
+    np.testing.assert_array_equal(func(row), func(np.tile(row, (40, 1)))[0], strict=True)
+
+
 @pytest.mark.parametrize("dtype", FLOAT_DTYPES, ids=DTYPE_IDS)
 @pytest.mark.parametrize("func, reference", FORWARD, ids=FORWARD_IDS)
 @pytest.mark.parametrize("c", [1e3, -1e3, 2.0 ** 16, -(2.0 ** 16)])
