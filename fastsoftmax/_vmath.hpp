@@ -1478,6 +1478,7 @@ inline void cols_last_pass_avx512(const double *x, double *y, ptrdiff_t n, ptrdi
         }
     }
 }
+
 // column_finish for softmax on the columns of a tile, 8 at a time: the
 // factor 1 / S as hi + lo, split_value's and quotient_split's arithmetic
 // (the scalar divisions cost about a cycle per element on rows of 10).
