@@ -150,6 +150,19 @@ def test_short_row_alone_sums_in_the_tiles_order(func, reference, simd_path):
     np.testing.assert_array_equal(func(row), func(np.tile(row, (40, 1)))[0], strict=True)
 
 
+def test_log_softmax_of_equal_float_rows_is_minus_log_n(simd_path):
+    # n equal floats: every term is exactly 1 and S = n, so each entry is
+    # -log(n), which a log accurate to double precision rounds correctly to
+    # float (the short rows' tiles and the column kernel take theirs from
+    # log1p_for_float, _vmath.hpp; longer rows from libm), in a tile, alone,
+    # and down columns
+    for n in range(1, 70):
+        x = np.full((100, n), 1.5, np.float32)
+        expected = np.float32(-math.log(n))
+        for result in (fs.log_softmax(x), fs.log_softmax(x[:1]), fs.log_softmax(x.T, axis=0)):
+            assert (result == expected).all(), f"n = {n}"
+
+
 @pytest.mark.parametrize("dtype", FLOAT_DTYPES, ids=DTYPE_IDS)
 @pytest.mark.parametrize("func, reference", FORWARD, ids=FORWARD_IDS)
 @pytest.mark.parametrize("c", [1e3, -1e3, 2.0 ** 16, -(2.0 ** 16)])
