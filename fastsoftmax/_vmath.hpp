@@ -912,17 +912,19 @@ template <class T> inline double row_log_sum(const T *x, T m, const T *e, double
     return log_sum_of<T>([&](ptrdiff_t j) { return x[j]; }, m, e, S, n);
 }
 
-// log1p(u) for u >= 0 or NaN, within about 3e-16 relative: for float data's
-// log_softmax, whose float results cannot show that (their ulp is 2^-24
-// relative), in operations that vectorise (no table, no call), so that a
-// tile's columns take their logs a vector at a time instead of a libm call
-// each (a call per row cost short float rows 0.7-1.5 cycles per element).
+// log1p(u) for u >= 0 or NaN, within 0.54 ulp (0.66 for u near 2^-53;
+// glibc's log1p: 0.82), in operations that vectorise (no table, no call):
+// the tiles' log_softmax take their logs a vector of columns at a time
+// (a libm call per row cost short rows 1-2.5 cycles per element).
 // s = 1 + u rounded, and u - (s - 1) its error, exactly; s = 2^k f with f
 // in [sqrt(1/2), sqrt(2)) (the exponent read off the bits, as musl does);
-// log f = 2 atanh(r), r = (f - 1) / (f + 1), |r| < 0.1716, summed to r^21
-// (the next term is under 2^-56 of the sum); then
-// log1p(u) = k ln2 + log f + (u - (s - 1)) / s.
-inline double log1p_for_float(double u)
+// log f = 2 atanh(r), r = (f - 1) / (f + 1), |r| < 0.1716, as
+// 2 r + 2 r^3 / 3 + ... + 2 r^21 / 21 (the next term is under 2^-56 of the
+// sum), its leading term 2 r to twice double precision (r = rh + rl, the
+// division's remainder in rl); then log1p(u) = k ln2 + log f +
+// (u - (s - 1)) / s, k ln2_hi + 2 rh added exactly (Fast2Sum), the small
+// parts to their error, and one last rounding.
+inline double log1p_nonneg(double u)
 {
     using F = FloatTraits<double>;
     const double s = 1.0 + u;
@@ -932,11 +934,18 @@ inline double log1p_for_float(double u)
     // k as a double: 2^52 + k + 1023 has k + 1023 in its low bits
     const double kf = from_bits<double>((bits >> 52) | 0x4330000000000000) - (0x1p52 + 1023.0);
     const double f = from_bits<double>((bits & 0x000fffffffffffff) + sqrt_half);
-    const double r = (f - 1.0) / (f + 1.0), z = r * r;
+    // f - 1 is exact; f + 1 = bh + bl exactly (TwoSum)
+    const double a = f - 1.0, bh = f + 1.0, t = bh - f;
+    const double bl = (f - (bh - t)) + (1.0 - t);
+    const double inv = 1.0 / bh, rh = a * inv;
+    const double rl = (mul_add(-rh, bh, a) - rh * bl) * inv;
+    const double z = rh * rh;
     double p = 1.0 / 21;
-    for (int k = 9; k >= 0; k--) p = mul_add(p, z, 1.0 / (2 * k + 1));
-    const double log_f = (r + r) * p;
-    const double result = mul_add(kf, F::ln2_hi, mul_add(kf, F::ln2_lo, log_f + err / s));
+    for (int j = 9; j >= 1; j--) p = mul_add(p, z, 1.0 / (2 * j + 1));
+    const double small = mul_add(kf, F::ln2_lo, ((rl + rl) + (rh + rh) * z * p) + err / s);
+    const double hi = kf * F::ln2_hi, H = hi + (rh + rh);   // (ln2_hi * k: exact)
+    const double H_err = (hi - H) + (rh + rh);
+    const double result = H + (H_err + small);
     return u == u ? result : u;
 }
 
@@ -1542,11 +1551,11 @@ template <class E> struct Own {
 
 // A column's sums (softmax_cols_tile's, short_row_alone's) made into
 // what its last pass needs: softmax, the factor 1 / S as hi + lo in sum
-// and tail (see quotient_split); log_softmax, the offset log(S) in sum,
-// with the log1p path of row_log_sum when S < 2 -- but for float data
-// only log1p's argument S - 1, whose log column_logs then takes for all
-// the columns at once.  (value(i): the column's entry i, for the subnormal
-// tail's recomputation)
+// and tail (see quotient_split); log_softmax, S - 1 in sum, whose log1p
+// column_logs then takes for all the columns at once (S - 1 from the
+// tail as row_log_sum's log1p path takes it when S < 2, else exact from
+// S).  (value(i): the column's entry i, for the subnormal tail's
+// recomputation)
 template <class T, class Value>
 inline void column_finish(double &sum, double carry, double &tail, double tcarry, double ones,
                           T m, Value value, ptrdiff_t n, int take_log)
@@ -1561,22 +1570,28 @@ inline void column_finish(double &sum, double carry, double &tail, double tcarry
     double t = Sum::value(tail, tcarry);
     double err = Sum::value(0.0, tcarry);
     double S = two_sum(ones, tail, &err) + err;
-    if (S < 2.0 && t < (double)n * FloatTraits<T>::tail_recompute)
-        t = tail_scaled<T>(value, m, n);
-    if constexpr (std::is_same<T, float>::value)
+    if (S < 2.0) {
+        if (t < (double)n * FloatTraits<T>::tail_recompute) t = tail_scaled<T>(value, m, n);
         sum = t + (ones - 1.0);
-    else
-        sum = S < 2.0 ? std::log1p(t + (ones - 1.0)) : std::log(S);
+    } else {
+        sum = S - 1.0;
+    }
 }
 
-// For float data, log_softmax's offsets log(S) from column_finish's
-// S - 1 in sum[0..w): log1p_for_float, a vector of columns at a time
-template <class T> inline void column_logs(double *sum, ptrdiff_t w)
+// log_softmax's offsets log(S) from column_finish's S - 1 in sum[0..w)
+// (flatten: log1p_nonneg inlined, else the loop calls it a column at a
+// time, unvectorised, as GCC did in the extension modules)
+[[gnu::flatten]] inline void column_logs(double *sum, ptrdiff_t w)
 {
-    if constexpr (std::is_same<T, float>::value) {
-        FS_OMP_SIMD
-        for (ptrdiff_t c = 0; c < w; c++) sum[c] = log1p_for_float(sum[c]);
-    }
+#if defined(FS_HAS_FMA)
+    FS_OMP_SIMD
+    for (ptrdiff_t c = 0; c < w; c++) sum[c] = log1p_nonneg(sum[c]);
+#else
+    // (without an FMA log1p_nonneg's remainder rl is not exact: libm's
+    // log1p near S = 1 and log of S = 1 + (S - 1), exact, from S = 2 on)
+    for (ptrdiff_t c = 0; c < w; c++)
+        sum[c] = sum[c] < 1.0 ? std::log1p(sum[c]) : std::log(1.0 + sum[c]);
+#endif
 }
 
 template <class E, class Elem = Own<E>>
@@ -1654,7 +1669,7 @@ inline void softmax_cols_tile(const E *x, ptrdiff_t sx, E *y, ptrdiff_t sy, ptrd
             column_finish<T>(sum[c], carry[c], tail[c], tcarry[c], ones[c], m[c],
                              [&](ptrdiff_t i) { return Elem::load(x[c + i * sx]); }, n,
                              take_log);
-        if (take_log) column_logs<T>(sum, w);
+        if (take_log) column_logs(sum, w);
     }
 #if defined(FS_AVX512_FLOAT_LOOPS)
     if constexpr (own) {
@@ -1901,7 +1916,7 @@ template <class T> inline void short_row_alone(const T *x, T *y, ptrdiff_t n, in
     }
     column_finish<T>(sum, carry, tail, tcarry, ones, m, [&](ptrdiff_t j) { return x[j]; }, n,
                      take_log);
-    if (take_log) column_logs<T>(&sum, 1);
+    if (take_log) column_logs(&sum, 1);
     if (take_log) {
         FS_OMP_SIMD
         for (ptrdiff_t j = 0; j < n; j++) y[j] = (T)(((double)x[j] - (double)m) - sum);
