@@ -75,6 +75,9 @@ cdef extern from "_vmath.hpp" namespace "fastsoftmax" nogil:
                           Py_ssize_t n)
     void row_shift[T](const T *x, T shift, double offset, T *y, Py_ssize_t n)
     double row_log_sum[T](const T *x, T m, const T *e, double S, Py_ssize_t n)
+    # row_log_sum in two steps: S - 1, then the logs of a block's rows at once
+    double row_sum_minus_one[T](const T *x, T m, const T *e, double S, Py_ssize_t n)
+    void logs_of_sums(double *sum, Py_ssize_t count)
     double row_sum[T](const T *x, Py_ssize_t n)
     double row_sum[T](const T *x, Py_ssize_t n, double *lo)
     # (W: T for logsumexp's b, or unsigned char for a mask)
@@ -431,7 +434,8 @@ cdef inline void softmax_block(const floating *x, Py_ssize_t sx, floating *y, Py
             xr = <const floating *>(<const char *>x + r * sx)
             # (the terms stored in y, if any, spare a row with S < 2 its
             # second exp pass)
-            total[r] = row_log_sum(xr, m[r], terms[r], total[r], n)
+            total[r] = row_sum_minus_one(xr, m[r], terms[r], total[r], n)
+        logs_of_sums(total, count)
         for r in range(count):
             xr = <const floating *>(<const char *>x + r * sx)
             row_shift(xr, m[r], total[r], <floating *>(<char *>y + r * sy), n)

@@ -885,37 +885,10 @@ template <class T>
     return e ? lane_sum<T, Sum>(n, stored, fetch, lo) : lane_sum<T, Sum>(n, term, fetch, lo);
 }
 
-// log(S) for S = sum of exp(x[j] - m), m = max x, given S: accurate also
-// when S is close to 1 (log-probabilities close to 0), where log(S) would
-// carry an absolute error of about eps.  Only then (S < 2) the terms are
-// summed again without those equal to m, which are exactly 1 and are
-// counted instead, so that S - 1 keeps its relative accuracy and
-// log S = log1p(S - 1).  The terms are taken from e[] unless it is null.
-// A NaN S (NaN or +inf in the row, or all -inf) gives NaN.  (value(j):
-// the row's entry j; row_log_sum below reads x[j].)
-template <class T, class Value>
-inline double log_sum_of(Value value, T m, const T *e, double S, ptrdiff_t n)
-{
-    if (!(S < 2.0)) return std::log(S);
-    double tail = e ? lane_sum<T>(n, [&](ptrdiff_t j) { return value(j) == m ? 0.0 : (double)e[j]; })
-                    : lane_sum<T>(n, [&](ptrdiff_t j) {
-                          return value(j) == m ? 0.0 : (double)exp_diff(value(j), m);
-                      });
-    if (tail < (double)n * FloatTraits<T>::tail_recompute)
-        tail = tail_scaled<T>(value, m, n);
-    double ones = lane_sum<T>(n, [&](ptrdiff_t j) { return value(j) == m ? 1.0 : 0.0; });
-    return std::log1p(tail + (ones - 1.0));
-}
-
-template <class T> inline double row_log_sum(const T *x, T m, const T *e, double S, ptrdiff_t n)
-{
-    return log_sum_of<T>([&](ptrdiff_t j) { return x[j]; }, m, e, S, n);
-}
-
-// log1p(u) for u >= 0 or NaN, within 0.54 ulp (0.66 for u near 2^-53;
-// glibc's log1p: 0.82), in operations that vectorise (no table, no call):
-// the tiles' log_softmax take their logs a vector of columns at a time
-// (a libm call per row cost short rows 1-2.5 cycles per element).
+// log1p(u) for u >= 0, -1 or NaN, within 0.54 ulp (0.66 for u near 2^-53;
+// glibc's log1p: 0.82), in operations that vectorise (no table, no call),
+// so that the logs of many rows' sums can be taken a vector at a time
+// (logs_of_sums).
 // s = 1 + u rounded, and u - (s - 1) its error, exactly; s = 2^k f with f
 // in [sqrt(1/2), sqrt(2)) (the exponent read off the bits, as musl does);
 // log f = 2 atanh(r), r = (f - 1) / (f + 1), |r| < 0.1716, as
@@ -937,16 +910,84 @@ inline double log1p_nonneg(double u)
     // f - 1 is exact; f + 1 = bh + bl exactly (TwoSum)
     const double a = f - 1.0, bh = f + 1.0, t = bh - f;
     const double bl = (f - (bh - t)) + (1.0 - t);
+    // (std::fma, not mul_add, whose a * b + c the compiler fused in one
+    // inlined copy of this code and not in another: 0.03 % of the results
+    // differed between a tile and a row alone.  Here the loop vectorises
+    // with the calls.)
     const double inv = 1.0 / bh, rh = a * inv;
-    const double rl = (mul_add(-rh, bh, a) - rh * bl) * inv;
-    const double z = rh * rh;
+    const double rl = std::fma(-rh, bl, std::fma(-rh, bh, a)) * inv;
+    const double z = rh * rh, rh2 = 2.0 * rh;
     double p = 1.0 / 21;
-    for (int j = 9; j >= 1; j--) p = mul_add(p, z, 1.0 / (2 * j + 1));
-    const double small = mul_add(kf, F::ln2_lo, ((rl + rl) + (rh + rh) * z * p) + err / s);
-    const double hi = kf * F::ln2_hi, H = hi + (rh + rh);   // (ln2_hi * k: exact)
-    const double H_err = (hi - H) + (rh + rh);
+    for (int j = 9; j >= 1; j--) p = std::fma(p, z, 1.0 / (2 * j + 1));
+    const double small = std::fma(kf, F::ln2_lo, std::fma(rh2 * z, p, 2.0 * rl) + err / s);
+    const double hi = kf * F::ln2_hi, H = hi + rh2;   // (ln2_hi * k: exact)
+    const double H_err = (hi - H) + rh2;
     const double result = H + (H_err + small);
-    return u == u ? result : u;
+    // (S = 0, an empty row: -inf; NaN stays NaN)
+    return u == -1.0 ? -std::numeric_limits<double>::infinity() : u == u ? result : u;
+}
+
+// log(S) from u = S - 1, as the kernels take it: log1p_nonneg, or without
+// an FMA (where log1p_nonneg's remainder rl would not be exact) libm's
+// log1p below S = 2 and log of S = 1 + u, exact, from there
+inline double log_of_sum(double u)
+{
+#if defined(FS_HAS_FMA)
+    return log1p_nonneg(u);
+#else
+    return u < 1.0 ? std::log1p(u) : std::log(1.0 + u);
+#endif
+}
+
+// log_of_sum for each of sum[0..w), in place: the logs of a tile's columns
+// or a block's rows a vector at a time (a libm call per row cost short
+// rows 1-2.5 cycles per element).  (flatten: log1p_nonneg inlined, else
+// the loop calls it an element at a time, unvectorised, as GCC did in the
+// extension modules)
+[[gnu::flatten]] inline void logs_of_sums(double *sum, ptrdiff_t w)
+{
+    FS_OMP_SIMD
+    for (ptrdiff_t c = 0; c < w; c++) sum[c] = log_of_sum(sum[c]);
+}
+
+// S - 1 for S = sum of exp(x[j] - m), m = max x, given S, whose log1p is
+// log(S): accurate also when S is close to 1 (log-probabilities close to
+// 0), where S - 1 from S would carry an absolute error of about eps.  Only
+// then (S < 2) the terms are summed again without those equal to m, which
+// are exactly 1 and are counted instead, so that S - 1 keeps its relative
+// accuracy.  The terms are taken from e[] unless it is null.  A NaN S (NaN
+// or +inf in the row, or all -inf) gives NaN.  (value(j): the row's entry
+// j; row_log_sum below reads x[j].)
+template <class T, class Value>
+inline double sum_minus_one(Value value, T m, const T *e, double S, ptrdiff_t n)
+{
+    if (!(S < 2.0)) return S - 1.0;   // (exact)
+    double tail = e ? lane_sum<T>(n, [&](ptrdiff_t j) { return value(j) == m ? 0.0 : (double)e[j]; })
+                    : lane_sum<T>(n, [&](ptrdiff_t j) {
+                          return value(j) == m ? 0.0 : (double)exp_diff(value(j), m);
+                      });
+    if (tail < (double)n * FloatTraits<T>::tail_recompute)
+        tail = tail_scaled<T>(value, m, n);
+    double ones = lane_sum<T>(n, [&](ptrdiff_t j) { return value(j) == m ? 1.0 : 0.0; });
+    return tail + (ones - 1.0);
+}
+
+// log(S), from sum_minus_one
+template <class T, class Value>
+inline double log_sum_of(Value value, T m, const T *e, double S, ptrdiff_t n)
+{
+    return log_of_sum(sum_minus_one<T>(value, m, e, S, n));
+}
+
+template <class T> inline double row_sum_minus_one(const T *x, T m, const T *e, double S,
+                                                   ptrdiff_t n)
+{
+    return sum_minus_one<T>([&](ptrdiff_t j) { return x[j]; }, m, e, S, n);
+}
+
+template <class T> inline double row_log_sum(const T *x, T m, const T *e, double S, ptrdiff_t n)
+{
+    return log_of_sum(row_sum_minus_one(x, m, e, S, n));
 }
 
 // where=: y[j] = x[j] where mask[j * ms] is nonzero, else `fill` (-inf:
@@ -1551,11 +1592,10 @@ template <class E> struct Own {
 
 // A column's sums (softmax_cols_tile's, short_row_alone's) made into
 // what its last pass needs: softmax, the factor 1 / S as hi + lo in sum
-// and tail (see quotient_split); log_softmax, S - 1 in sum, whose log1p
-// column_logs then takes for all the columns at once (S - 1 from the
-// tail as row_log_sum's log1p path takes it when S < 2, else exact from
-// S).  (value(i): the column's entry i, for the subnormal tail's
-// recomputation)
+// and tail (see quotient_split); log_softmax, S - 1 in sum, whose log
+// logs_of_sums then takes for all the columns at once (S - 1 as
+// sum_minus_one takes it).  (value(i): the column's entry i, for the
+// subnormal tail's recomputation)
 template <class T, class Value>
 inline void column_finish(double &sum, double carry, double &tail, double tcarry, double ones,
                           T m, Value value, ptrdiff_t n, int take_log)
@@ -1576,22 +1616,6 @@ inline void column_finish(double &sum, double carry, double &tail, double tcarry
     } else {
         sum = S - 1.0;
     }
-}
-
-// log_softmax's offsets log(S) from column_finish's S - 1 in sum[0..w)
-// (flatten: log1p_nonneg inlined, else the loop calls it a column at a
-// time, unvectorised, as GCC did in the extension modules)
-[[gnu::flatten]] inline void column_logs(double *sum, ptrdiff_t w)
-{
-#if defined(FS_HAS_FMA)
-    FS_OMP_SIMD
-    for (ptrdiff_t c = 0; c < w; c++) sum[c] = log1p_nonneg(sum[c]);
-#else
-    // (without an FMA log1p_nonneg's remainder rl is not exact: libm's
-    // log1p near S = 1 and log of S = 1 + (S - 1), exact, from S = 2 on)
-    for (ptrdiff_t c = 0; c < w; c++)
-        sum[c] = sum[c] < 1.0 ? std::log1p(sum[c]) : std::log(1.0 + sum[c]);
-#endif
 }
 
 template <class E, class Elem = Own<E>>
@@ -1669,7 +1693,7 @@ inline void softmax_cols_tile(const E *x, ptrdiff_t sx, E *y, ptrdiff_t sy, ptrd
             column_finish<T>(sum[c], carry[c], tail[c], tcarry[c], ones[c], m[c],
                              [&](ptrdiff_t i) { return Elem::load(x[c + i * sx]); }, n,
                              take_log);
-        if (take_log) column_logs(sum, w);
+        if (take_log) logs_of_sums(sum, w);
     }
 #if defined(FS_AVX512_FLOAT_LOOPS)
     if constexpr (own) {
@@ -1916,7 +1940,7 @@ template <class T> inline void short_row_alone(const T *x, T *y, ptrdiff_t n, in
     }
     column_finish<T>(sum, carry, tail, tcarry, ones, m, [&](ptrdiff_t j) { return x[j]; }, n,
                      take_log);
-    if (take_log) column_logs(&sum, 1);
+    if (take_log) logs_of_sums(&sum, 1);
     if (take_log) {
         FS_OMP_SIMD
         for (ptrdiff_t j = 0; j < n; j++) y[j] = (T)(((double)x[j] - (double)m) - sum);

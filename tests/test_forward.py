@@ -140,6 +140,22 @@ def test_short_rows_whatever_their_tile(func, reference, dtype, n, threads, rng)
         np.testing.assert_array_equal(func(x[:rows]), whole[:rows], strict=True)
 
 
+@pytest.mark.parametrize("n", [10, 37])
+@pytest.mark.parametrize("dtype", FLOAT_DTYPES, ids=DTYPE_IDS)
+@pytest.mark.parametrize("func, reference", FORWARD, ids=FORWARD_IDS)
+def test_short_rows_alone_are_the_tiles_on_many_rows(func, reference, dtype, n, simd_path,
+                                                      rng):
+    # Every row of many computed alone (calls of 7 rows, fewer than a
+    # vector holds) and in tiles: a difference that shows in a few rows in
+    # 10 000 (a log whose multiply-adds the compiler fused in one copy of
+    # the code and not in the other differed in 0.03 %) needs this many.
+    x = (3 * rng.standard_normal((14000, n))).astype(dtype)
+    whole = func(x)
+    for start in range(0, len(x), 7):
+        np.testing.assert_array_equal(func(x[start:start + 7]), whole[start:start + 7],
+                                      strict=True)
+
+
 @pytest.mark.parametrize("func, reference", FORWARD, ids=FORWARD_IDS)
 def test_short_row_alone_sums_in_the_tiles_order(func, reference, simd_path):
     # a row whose tail sum rounds differently if summed in another order:
@@ -154,10 +170,9 @@ def test_short_row_alone_sums_in_the_tiles_order(func, reference, simd_path):
 def test_log_softmax_of_equal_rows_is_minus_log_n(dtype, simd_path):
     # n equal values: every term is exactly 1 and S = n, so each entry is
     # -log(n), which a log within 0.54 ulp rounds correctly to float32 (and,
-    # as it happens, for these n to float64 too): the short rows' tiles and
-    # the column kernel take their logs from log1p_nonneg (_vmath.hpp),
-    # longer rows and the SSE2 build from libm; in a tile, alone, and down
-    # columns
+    # as it happens, for these n to float64 too): the kernels take their
+    # logs from log1p_nonneg (_vmath.hpp), the SSE2 build from libm; in a
+    # tile, alone, in the row kernel (n >= 40), and down columns
     if dtype == np.float64 and np.finfo(np.longdouble).nmant < 63:
         pytest.skip("long double is no wider than double here: no oracle")
     for n in range(1, 70):
