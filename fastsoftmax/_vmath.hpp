@@ -223,7 +223,7 @@ template <> struct FloatTraits<double> {
     static constexpr double lowest = -746.0;        // exp(-746) < 2^-1075: rounds to 0
     static constexpr double highest = 710.0;        // exp(710) > DBL_MAX: overflows
     static constexpr double log2e = 1.4426950408889634074;
-    static constexpr double ln2_hi = 6.93145751953125e-1;           // 22 significant bits
+    static constexpr double ln2_hi = 6.93145751953125e-1;           // 15 significant bits
     static constexpr double ln2_lo = 1.42860682030941723212e-6;     // ln2 - ln2_hi
     static constexpr int degree = 13;
     static constexpr double poly[degree + 1] = {
@@ -885,7 +885,7 @@ template <class T>
     return e ? lane_sum<T, Sum>(n, stored, fetch, lo) : lane_sum<T, Sum>(n, term, fetch, lo);
 }
 
-// log1p(u) for u >= 0, -1 or NaN, within 0.54 ulp (0.66 for u near 2^-53;
+// log1p(u) for u >= 0, -1 or NaN, within 0.57 ulp (0.66 for u near 2^-53;
 // glibc's log1p: 0.82), in operations that vectorise (no table, no call),
 // so that the logs of many rows' sums can be taken a vector at a time
 // (logs_of_sums).
@@ -928,8 +928,9 @@ inline double log1p_nonneg(double u)
 }
 
 // log(S) from u = S - 1, as the kernels take it: log1p_nonneg, or without
-// an FMA (where log1p_nonneg's remainder rl would not be exact) libm's
-// log1p below S = 2 and log of S = 1 + u, exact, from there
+// an FMA instruction (SSE2 and MSVC builds, where each std::fma would be a
+// call into software, a dozen per log, unvectorised) libm's log1p below
+// S = 2 and log of S = 1 + u, exact, from there
 inline double log_of_sum(double u)
 {
 #if defined(FS_HAS_FMA)
@@ -946,7 +947,9 @@ inline double log_of_sum(double u)
 // extension modules)
 [[gnu::flatten]] inline void logs_of_sums(double *sum, ptrdiff_t w)
 {
-    FS_OMP_SIMD
+#if defined(FS_HAS_FMA)
+    FS_OMP_SIMD   // (libm's calls, without FMA, do not vectorise)
+#endif
     for (ptrdiff_t c = 0; c < w; c++) sum[c] = log_of_sum(sum[c]);
 }
 
@@ -961,7 +964,7 @@ inline double log_of_sum(double u)
 template <class T, class Value>
 inline double sum_minus_one(Value value, T m, const T *e, double S, ptrdiff_t n)
 {
-    if (!(S < 2.0)) return S - 1.0;   // (exact)
+    if (!(S < 2.0)) return S - 1.0;   // (exact below 2^53)
     double tail = e ? lane_sum<T>(n, [&](ptrdiff_t j) { return value(j) == m ? 0.0 : (double)e[j]; })
                     : lane_sum<T>(n, [&](ptrdiff_t j) {
                           return value(j) == m ? 0.0 : (double)exp_diff(value(j), m);

@@ -145,8 +145,8 @@ def test_short_rows_whatever_their_tile(func, reference, dtype, n, threads, rng)
 @pytest.mark.parametrize("func, reference", FORWARD, ids=FORWARD_IDS)
 def test_short_rows_alone_are_the_tiles_on_many_rows(func, reference, dtype, n, simd_path,
                                                       rng):
-    # Every row of many computed alone (calls of 7 rows, fewer than a
-    # vector holds) and in tiles: a difference that shows in a few rows in
+    # Every row of many computed alone (calls of 7 rows, fewer than an
+    # AVX-512 vector holds; elsewhere a tile and rows alone) and in tiles: a difference that shows in a few rows in
     # 10 000 (a log whose multiply-adds the compiler fused in one copy of
     # the code and not in the other differed in 0.03 %) needs this many.
     x = (3 * rng.standard_normal((14000, n))).astype(dtype)
@@ -169,7 +169,7 @@ def test_short_row_alone_sums_in_the_tiles_order(func, reference, simd_path):
 @pytest.mark.parametrize("dtype", FLOAT_DTYPES, ids=DTYPE_IDS)
 def test_log_softmax_of_equal_rows_is_minus_log_n(dtype, simd_path):
     # n equal values: every term is exactly 1 and S = n, so each entry is
-    # -log(n), which a log within 0.54 ulp rounds correctly to float32 (and,
+    # -log(n), which a log within 0.57 ulp rounds correctly to float32 (and,
     # as it happens, for these n to float64 too): the kernels take their
     # logs from log1p_nonneg (_vmath.hpp), the SSE2 build from libm; in a
     # tile, alone, in the row kernel (n >= 40), and down columns
