@@ -1943,8 +1943,8 @@ template <class T> inline void short_row_alone(const T *x, T *y, ptrdiff_t n, in
     }
     column_finish<T>(sum, carry, tail, tcarry, ones, m, [&](ptrdiff_t j) { return x[j]; }, n,
                      take_log);
-    if (take_log) logs_of_sums(&sum, 1);
     if (take_log) {
+        logs_of_sums(&sum, 1);
         FS_OMP_SIMD
         for (ptrdiff_t j = 0; j < n; j++) y[j] = (T)(((double)x[j] - (double)m) - sum);
     } else {
