@@ -1917,12 +1917,12 @@ inline void tile_to_rows(const T *tile, ptrdiff_t w, ptrdiff_t n, T *y, ptrdiff_
 }
 
 // One short row as a column of the tile computes it: the same operations
-// in the same order, so the same bits (but a NaN's sign), without the tile.  For the rows of
-// a call (or its last tile) that are fewer than a vector holds, where the
-// tile's column loops would run their scalar ends once per element: one
-// row of 37 doubles took 1.1-1.5 us there against 0.5 in the row kernel.
-// Here the exps are computed along the row, vectorised, and summed in
-// order after.
+// in the same order, so the same bits (but a NaN's sign), without the
+// tile.  For the rows of a call (or its last tile) that are fewer than a
+// vector holds, where the tile's column loops would run their scalar ends
+// once per element: one row of 37 doubles took 1.1-1.5 us there against
+// 0.5 in the row kernel.  Here the exps are computed along the row,
+// vectorised, and summed in order after.
 template <class T> inline void short_row_alone(const T *x, T *y, ptrdiff_t n, int take_log)
 {
     assert(n > 0 && n < short_row_max);

@@ -146,9 +146,10 @@ def test_short_rows_whatever_their_tile(func, reference, dtype, n, threads, rng)
 def test_short_rows_alone_are_the_tiles_on_many_rows(func, reference, dtype, n, simd_path,
                                                       rng):
     # Every row of many computed alone (calls of 7 rows, fewer than an
-    # AVX-512 vector holds; elsewhere a tile and rows alone) and in tiles: a difference that shows in a few rows in
-    # 10 000 (a log whose multiply-adds the compiler fused in one copy of
-    # the code and not in the other differed in 0.03 %) needs this many.
+    # AVX-512 vector holds; elsewhere a tile and rows alone) and in tiles:
+    # a difference that shows in a few rows in 10 000 (a log whose
+    # multiply-adds the compiler fused in one copy of the code and not in
+    # the other differed in 0.03 %) needs this many.
     x = (3 * rng.standard_normal((14000, n))).astype(dtype)
     whole = func(x)
     for start in range(0, len(x), 7):
