@@ -59,8 +59,10 @@
 // Fetch the cache line at p, for writing if rw is 1 (a hint: never faults).
 #if defined(__GNUC__) || defined(__clang__)
 #define FS_PREFETCH(p, rw) __builtin_prefetch((p), (rw))
+#define FS_KEEP_LOOP() __asm__ volatile("")
 #else
 #define FS_PREFETCH(p, rw) ((void)(p))
+#define FS_KEEP_LOOP() ((void)0)
 #endif
 
 namespace fastsoftmax {
@@ -587,16 +589,20 @@ inline double sum_of_parts(const double *hi, const double *lo, ptrdiff_t count,
 // on AVX-512 (Zen 4): up to 25-35 % slower with y 32 to about 400 bytes
 // after x, and where y lies is NumPy's allocator's choice, not the user's.
 // The kernels (_kernels.pxi) test each call once and, for the calls that
-// would stall, change where they store, never the arithmetic:
+// would stall, change where or in which order they store, never the
+// arithmetic:
 // - the pass that computes exp(x - max) and its sum, which stores the
 //   terms for softmax and the loss: they go into a scratch row placed clear
 //   of x (stage_clear_of) instead, and the pass fetches y's lines for the
 //   pass that will write them; log_softmax, which stores the terms only to
 //   bring y into cache, stores none and fetches y's lines;
-// - the products, whose last pass loads two inputs as it stores: their
-//   first pass copies the input that y would stall into the scratch row
-//   (row_dot_copying), and the last pass reads the copy (float32 rows up
-//   to 4 KiB only, where it measured faster; see product_rows_impl).
+// - the products, whose last pass loads two inputs as it stores: on rows
+//   up to walk_max_bytes that pass walks the row backward, so that the
+//   loads that share a store's low bits come before it (walk_backward);
+//   on longer rows their first pass copies the input that y would stall
+//   into the scratch row (row_dot_copying), and the last pass reads the
+//   copy (float32 rows up to 4 KiB only, where it measured faster; see
+//   product_rows_impl).
 // The last passes of softmax and log_softmax store too, but they load
 // rows that are in L1 by then: measured, they do not stall enough to matter.
 
@@ -619,6 +625,51 @@ inline bool store_aliases(const void *store, const void *load)
 inline bool store_stalls(const void *y, const void *x, std::size_t row_bytes)
 {
     return row_bytes >= stall_min_bytes && store_aliases(y, x);
+}
+
+// Fetch the lines of x[0:n] (for writing if `write`), first to last.  (The
+// empty asm keeps the loop: GCC deletes a loop that only prefetches.)
+template <bool write, class T> inline void fetch_lines(const T *x, ptrdiff_t n)
+{
+    for (ptrdiff_t j = 0; j < n; j += 64 / sizeof(T)) {
+        FS_PREFETCH(x + j, write);
+        FS_KEEP_LOOP();
+    }
+    if (n > 0) FS_PREFETCH(x + n - 1, write);
+}
+
+// Whether a pass that loads a[j] and b[j] and stores y[j] (rows of
+// row_bytes) should walk its row backward (for_blocks_backward): where a
+// forward walk would stall (y a little after an input) and a backward one
+// would not (y a little before one).  Walking backward, the loads that
+// share a store's low bits (those of the elements after it) come before
+// it.  Rows up to walk_max_bytes only: on longer rows in memory the
+// backward walk, its lines fetched first or not, measured slower than the
+// stalls it avoids (rows of 1024: 1.2-1.7x the time of the forward walk
+// at its best offset, against 1.1-1.5x for the stalls).
+constexpr std::size_t walk_max_bytes = 1024;
+inline bool walk_backward(const void *y, const void *a, const void *b, std::size_t row_bytes)
+{
+    return row_bytes <= walk_max_bytes && (store_aliases(y, a) || store_aliases(y, b)) &&
+           !store_aliases(a, y) && !store_aliases(b, y);
+}
+
+// body(j) for every j in [0, n), from the row's end, 64 bytes at a time
+// (each in order), a partial block at the row's start last: a pass that
+// walks backward (walk_backward).  Its caller first fetches the row's
+// lines that are not in cache, first to last (fetch_lines): without, the
+// walk's loads and stores miss one line after another, in an order the
+// hardware prefetchers do not follow (measured: float64 rows of 64-128 in
+// memory up to 2x the time).
+template <class T, class Body> inline void for_blocks_backward(ptrdiff_t n, Body body)
+{
+    constexpr ptrdiff_t block = 64 / sizeof(T);
+    ptrdiff_t end = n;
+    for (; end >= block; end -= block) {
+        FS_OMP_SIMD
+        for (ptrdiff_t j = end - block; j < end; j++) body(j);
+    }
+    for (ptrdiff_t j = 0; j < end; j++) body(j);
 }
 
 // The place in a scratch area of (page + what is needed) bytes at `area`
@@ -1267,18 +1318,47 @@ template <class T> inline void row_shift(const T *x, T shift, double offset, T *
         y[j] = (T)(((double)x[j] - (double)shift) - offset);
 }
 
+// s * (v - dot): an element of the softmax Jacobian-vector product
+template <class T> inline T jvp_term(T s, T v, double dot)
+{
+    return (T)((double)s * ((double)v - dot));
+}
+
+// g - exp(logp) * gsum: an element of the log_softmax vector-Jacobian
+// product
+template <class T> inline T log_vjp_term(T logp, T g, double gsum)
+{
+    return (T)((double)g - (double)exp2w(logp, T(0)) * gsum);
+}
+
 // y[j] = s[j] * (v[j] - dot): the softmax Jacobian-vector product
 template <class T> inline void row_jvp(const T *s, const T *v, double dot, T *y, ptrdiff_t n)
 {
-    for (ptrdiff_t j = 0; j < n; j++)
-        y[j] = (T)((double)s[j] * ((double)v[j] - dot));
+    for (ptrdiff_t j = 0; j < n; j++) y[j] = jvp_term(s[j], v[j], dot);
 }
 
 // y[j] = g[j] - exp(logp[j]) * gsum: the log_softmax vector-Jacobian product
 template <class T> inline void row_log_vjp(const T *logp, const T *g, double gsum, T *y, ptrdiff_t n)
 {
-    for (ptrdiff_t j = 0; j < n; j++)
-        y[j] = (T)((double)g[j] - (double)exp2w(logp[j], T(0)) * gsum);
+    for (ptrdiff_t j = 0; j < n; j++) y[j] = log_vjp_term(logp[j], g[j], gsum);
+}
+
+// row_log_vjp(a, b, total, y, n) if log_vjp, else row_jvp(a, b, total, y,
+// n), walking the row backward (see walk_backward; the same results).  A
+// function of its own, called once per row that needs it: inlined, it made
+// the callers too large for GCC to inline the reduction before it, which
+// cost float32 softmax_vjp on rows of 37 35 % at every offset.
+template <class T>
+[[gnu::noinline, gnu::flatten]] void product_update_backward(const T *a, const T *b, double total,
+                                                             T *y, ptrdiff_t n, bool log_vjp)
+{
+    fetch_lines<true>(y, n);
+    if (log_vjp) {
+        fetch_lines<false>(a, n);   // (b is in cache: the sum read it)
+        for_blocks_backward<T>(n, [&](ptrdiff_t j) { y[j] = log_vjp_term(a[j], b[j], total); });
+    } else {   // (a and b are in cache: the dot read them)
+        for_blocks_backward<T>(n, [&](ptrdiff_t j) { y[j] = jvp_term(a[j], b[j], total); });
+    }
 }
 
 // Cross-entropy gradient: g[j] = e[j] * factor - a[j] * tscale, where e

@@ -2,8 +2,8 @@
 
 Where a store into the output would stall the loads of an input (4K
 aliasing: the output a little after an input modulo a page), the kernels
-keep their terms in a scratch row, or store none, or copy an input
-(docs/performance.rst, "Where the arrays lie").  None of it may change a
+keep their terms in a scratch row, or store none, or copy an input, or walk
+a row backward (docs/performance.rst, "Where the arrays lie").  None of it may change a
 bit of the result: every function runs here with its output -- and for the
 products their second input -- at offsets inside and outside that window,
 on every SIMD path, on 1 and 2 threads, and must agree bit for bit with the
