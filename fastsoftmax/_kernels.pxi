@@ -58,6 +58,7 @@ cdef extern from "_vmath.hpp" nogil:
     bint store_stalls "fastsoftmax::store_stalls"(const void *y, const void *x, size_t row_bytes)
     bint walk_backward "fastsoftmax::walk_backward"(const void *y, const void *a, const void *b,
                                                     size_t row_bytes)
+    const size_t WALK_MIN_BYTES "fastsoftmax::walk_min_bytes"
     const size_t WALK_MAX_BYTES "fastsoftmax::walk_max_bytes"
     void *stage_clear_of "fastsoftmax::stage_clear_of"(void *area, const void *x)
     const size_t PAGE "fastsoftmax::page"
@@ -1217,11 +1218,11 @@ def logsumexp_plain(x, axis, int num_threads):
 # that input (product_row_staged); neither changes a result.
 
 cdef inline void product_update(const floating *a, const floating *b, double total,
-                                floating *y, Py_ssize_t n, bint log_vjp) noexcept nogil:
-    # (float64 softmax_vjp walks forward regardless: its light update on
-    # rows of 64-128 in memory measured slower backward, 1.12-1.42x the
-    # time at the best offset against 1.10-1.17x for the stalls)
-    if (log_vjp or sizeof(floating) == 4) and walk_backward(y, a, b, n * sizeof(floating)):
+                                floating *y, Py_ssize_t n, bint log_vjp,
+                                bint walks) noexcept nogil:
+    """The update after the reduction `total`; backward where `walks` (the
+    call's rows may walk: calls_walk) and this row would stall."""
+    if walks and walk_backward(y, a, b, n * sizeof(floating)):
         product_update_backward(a, b, total, y, n, log_vjp)
     elif log_vjp:
         row_log_vjp(a, b, total, y, n)
@@ -1230,8 +1231,21 @@ cdef inline void product_update(const floating *a, const floating *b, double tot
 
 
 cdef inline void product_row(const floating *a, const floating *b, floating *y,
-                             Py_ssize_t n, bint log_vjp) noexcept nogil:
-    product_update(a, b, row_sum(b, n) if log_vjp else row_dot(a, b, n), y, n, log_vjp)
+                             Py_ssize_t n, bint log_vjp, bint walks) noexcept nogil:
+    product_update(a, b, row_sum(b, n) if log_vjp else row_dot(a, b, n), y, n, log_vjp, walks)
+
+
+cdef inline bint calls_walk(const void *a, Py_ssize_t sa, const void *b, Py_ssize_t sb,
+                            const void *y, Py_ssize_t sy, size_t row_bytes, size_t itemsize,
+                            bint log_vjp) noexcept nogil:
+    """Whether some row of a product call may walk backward (walk_backward),
+    tested once per call: rows of other lengths, calls whose rows would not
+    stall and float64 softmax_vjp run their rows with no test per row.
+    (float64 softmax_vjp walks forward: its light update on rows of 64-128
+    in memory measured slower backward, 1.12-1.42x the time at the best
+    placement against 1.10-1.17x for the stalls.)"""
+    return ((log_vjp or itemsize == 4) and WALK_MIN_BYTES <= row_bytes <= WALK_MAX_BYTES
+            and (sa != sy or sb != sy or walk_backward(y, a, b, row_bytes)))
 
 
 cdef void product_row_staged(const floating *a, const floating *b, floating *y,
@@ -1241,7 +1255,7 @@ cdef void product_row_staged(const floating *a, const floating *b, floating *y,
     anyway (s or v; g, not logp), that pass also copies it into the stage
     (if there is one), placed clear of y, and the last pass reads the copy."""
     if stage_area == NULL:
-        product_row(a, b, y, n, log_vjp)
+        product_row(a, b, y, n, log_vjp, False)
         return
     cdef floating *copy = <floating *>stage_clear_of(stage_area, y)
     cdef double total
@@ -1252,7 +1266,7 @@ cdef void product_row_staged(const floating *a, const floating *b, floating *y,
         total = row_dot_copying(b, b if log_vjp else a, copy, n, log_vjp)
         b = copy
     else:
-        product_row(a, b, y, n, log_vjp)
+        product_row(a, b, y, n, log_vjp, False)
         return
     if log_vjp:
         row_log_vjp(a, b, total, y, n)
@@ -1281,7 +1295,25 @@ cdef void product_row_split(const floating *a, const floating *b, floating *y,
     for c in prange(nchunks, schedule="static", num_threads=num_threads):
         start = min(c * chunk, n)
         stop = min(start + chunk, n)
-        product_update(a + start, b + start, total, y + start, stop - start, log_vjp)
+        product_update(a + start, b + start, total, y + start, stop - start, log_vjp, False)
+
+
+cdef void product_rows_walking(const floating *a, Py_ssize_t sa, const floating *b,
+                               Py_ssize_t sb, floating *y, Py_ssize_t sy, Py_ssize_t rows,
+                               Py_ssize_t n, int nthreads, bint log_vjp) noexcept nogil:
+    """product_rows_impl's rows for a call whose rows may walk backward
+    (calls_walk).  A function of its own: its loops in product_rows_impl
+    left that too large for GCC to inline the reduction in them, and the
+    test in every call's loops cost rows of 10 3-5 %."""
+    cdef Py_ssize_t i
+    if nthreads > 1:
+        for i in prange(rows, schedule="static", num_threads=nthreads):
+            product_row(row_at(a, sa, i), row_at(b, sb, i), <floating *>row_at(y, sy, i), n,
+                        log_vjp, True)
+    else:
+        for i in range(rows):
+            product_row(row_at(a, sa, i), row_at(b, sb, i), <floating *>row_at(y, sy, i), n,
+                        log_vjp, True)
 
 
 cdef void product_rows_impl(const floating *a, Py_ssize_t sa, const floating *b,
@@ -1304,11 +1336,14 @@ cdef void product_rows_impl(const floating *a, Py_ssize_t sa, const floating *b,
                         <= PRODUCT_COPY_MAX_BYTES) and (
         (not log_vjp and call_stalls(a, sa, y, sy, row_bytes))
         or call_stalls(b, sb, y, sy, row_bytes))
+    cdef bint walks = calls_walk(a, sa, b, sb, y, sy, row_bytes, sizeof(floating), log_vjp)
     cdef void *stage
     if nthreads > 1 and rows < nthreads and n >= split_row_min:
         for i in range(rows):
             product_row_split(row_at(a, sa, i), row_at(b, sb, i), <floating *>row_at(y, sy, i),
                               n, nthreads, log_vjp)
+    elif walks:
+        product_rows_walking(a, sa, b, sb, y, sy, rows, n, nthreads, log_vjp)
     elif nthreads > 1 and stalls:
         with parallel(num_threads=nthreads):
             stage = new_stage(row_bytes)
@@ -1319,7 +1354,7 @@ cdef void product_rows_impl(const floating *a, Py_ssize_t sa, const floating *b,
     elif nthreads > 1:
         for i in prange(rows, schedule="static", num_threads=nthreads):
             product_row(row_at(a, sa, i), row_at(b, sb, i), <floating *>row_at(y, sy, i), n,
-                        log_vjp)
+                        log_vjp, False)
     elif stalls:
         stage = new_stage(row_bytes)
         for i in range(rows):
@@ -1329,7 +1364,7 @@ cdef void product_rows_impl(const floating *a, Py_ssize_t sa, const floating *b,
     else:
         for i in range(rows):
             product_row(row_at(a, sa, i), row_at(b, sb, i), <floating *>row_at(y, sy, i), n,
-                        log_vjp)
+                        log_vjp, False)
 
 
 def product_rows(const floating[:, :] a, const floating[:, :] b,

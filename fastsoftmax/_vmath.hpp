@@ -643,15 +643,18 @@ template <bool write, class T> inline void fetch_lines(const T *x, ptrdiff_t n)
 // forward walk would stall (y a little after an input) and a backward one
 // would not (y a little before one).  Walking backward, the loads that
 // share a store's low bits (those of the elements after it) come before
-// it.  Rows up to walk_max_bytes only: on longer rows in memory the
-// backward walk, its lines fetched first or not, measured slower than the
-// stalls it avoids (rows of 1024: 1.2-1.7x the time of the forward walk
-// at its best offset, against 1.1-1.5x for the stalls).
-constexpr std::size_t walk_max_bytes = 1024;
+// it.  Rows of walk_min_bytes to walk_max_bytes only: shorter rows, less
+// than two vectors, stall little and paid more for the walk's call than
+// they saved (float32 rows of 10: 7 % slower); on longer rows in memory
+// the backward walk, its lines fetched first or not, measured slower than
+// the stalls it avoids (rows of 1024: 1.2-1.7x the time of the forward
+// walk at its best offset, against 1.1-1.5x for the stalls).
+constexpr std::size_t walk_min_bytes = 128, walk_max_bytes = 1024;
 inline bool walk_backward(const void *y, const void *a, const void *b, std::size_t row_bytes)
 {
-    return row_bytes <= walk_max_bytes && (store_aliases(y, a) || store_aliases(y, b)) &&
-           !store_aliases(a, y) && !store_aliases(b, y);
+    return walk_min_bytes <= row_bytes && row_bytes <= walk_max_bytes &&
+           (store_aliases(y, a) || store_aliases(y, b)) && !store_aliases(a, y) &&
+           !store_aliases(b, y);
 }
 
 // body(j) for every j in [0, n), from the row's end, 64 bytes at a time
@@ -1345,9 +1348,9 @@ template <class T> inline void row_log_vjp(const T *logp, const T *g, double gsu
 
 // row_log_vjp(a, b, total, y, n) if log_vjp, else row_jvp(a, b, total, y,
 // n), walking the row backward (see walk_backward; the same results).  A
-// function of its own, called once per row that needs it: inlined, it made
-// the callers too large for GCC to inline the reduction before it, which
-// cost float32 softmax_vjp on rows of 37 35 % at every offset.
+// function of its own: inlined, it made its callers too large for GCC to
+// inline the reduction before it, which cost float32 softmax_vjp on rows
+// of 37 35 %.
 template <class T>
 [[gnu::noinline, gnu::flatten]] void product_update_backward(const T *a, const T *b, double total,
                                                              T *y, ptrdiff_t n, bool log_vjp)
