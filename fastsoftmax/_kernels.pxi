@@ -1268,10 +1268,7 @@ cdef void product_row_staged(const floating *a, const floating *b, floating *y,
     else:
         product_row(a, b, y, n, log_vjp, False)
         return
-    if log_vjp:
-        row_log_vjp(a, b, total, y, n)
-    else:
-        row_jvp(a, b, total, y, n)
+    product_update(a, b, total, y, n, log_vjp, False)
 
 
 cdef void product_row_split(const floating *a, const floating *b, floating *y,
@@ -1304,7 +1301,7 @@ cdef void product_rows_walking(const floating *a, Py_ssize_t sa, const floating 
     """product_rows_impl's rows for a call whose rows may walk backward
     (calls_walk).  A function of its own: its loops in product_rows_impl
     left that too large for GCC to inline the reduction in them, and the
-    test in every call's loops cost rows of 10 3-5 %."""
+    test in every call's loops cost 3-5 % on rows of 10."""
     cdef Py_ssize_t i
     if nthreads > 1:
         for i in prange(rows, schedule="static", num_threads=nthreads):
@@ -1331,12 +1328,13 @@ cdef void product_rows_impl(const floating *a, Py_ssize_t sa, const floating *b,
     # PRODUCT_COPY_MAX_BYTES, and only for an input that pass loads anyway:
     # for float64 rows of 37 it cost 9 % more than the stall, for logp
     # (an extra load too) 14 %, and beyond 4 KiB, a fourth row in cache,
-    # up to 20 %.  Rows up to WALK_MAX_BYTES walk backward instead.
-    cdef bint stalls = (sizeof(floating) == 4 and WALK_MAX_BYTES < row_bytes
-                        <= PRODUCT_COPY_MAX_BYTES) and (
+    # up to 20 %.  A call whose rows may walk backward instead (calls_walk,
+    # rows up to WALK_MAX_BYTES) makes no copy.
+    cdef bint walks = calls_walk(a, sa, b, sb, y, sy, row_bytes, sizeof(floating), log_vjp)
+    cdef bint stalls = (sizeof(floating) == 4 and row_bytes <= PRODUCT_COPY_MAX_BYTES
+                        and not walks) and (
         (not log_vjp and call_stalls(a, sa, y, sy, row_bytes))
         or call_stalls(b, sb, y, sy, row_bytes))
-    cdef bint walks = calls_walk(a, sa, b, sb, y, sy, row_bytes, sizeof(floating), log_vjp)
     cdef void *stage
     if nthreads > 1 and rows < nthreads and n >= split_row_min:
         for i in range(rows):

@@ -57,6 +57,8 @@
 #endif
 
 // Fetch the cache line at p, for writing if rw is 1 (a hint: never faults).
+// FS_KEEP_LOOP(): an empty statement the compiler may not delete, so that a
+// loop of prefetches stays (GCC deletes a loop that only prefetches).
 #if defined(__GNUC__) || defined(__clang__)
 #define FS_PREFETCH(p, rw) __builtin_prefetch((p), (rw))
 #define FS_KEEP_LOOP() __asm__ volatile("")
@@ -627,8 +629,7 @@ inline bool store_stalls(const void *y, const void *x, std::size_t row_bytes)
     return row_bytes >= stall_min_bytes && store_aliases(y, x);
 }
 
-// Fetch the lines of x[0:n] (for writing if `write`), first to last.  (The
-// empty asm keeps the loop: GCC deletes a loop that only prefetches.)
+// Fetch the lines of x[0:n] (for writing if `write`), first to last.
 template <bool write, class T> inline void fetch_lines(const T *x, ptrdiff_t n)
 {
     for (ptrdiff_t j = 0; j < n; j += 64 / sizeof(T)) {
@@ -641,14 +642,14 @@ template <bool write, class T> inline void fetch_lines(const T *x, ptrdiff_t n)
 // Whether a pass that loads a[j] and b[j] and stores y[j] (rows of
 // row_bytes) should walk its row backward (for_blocks_backward): where a
 // forward walk would stall (y a little after an input) and a backward one
-// would not (y a little before one).  Walking backward, the loads that
+// would not (y a little before neither input).  Walking backward, the loads that
 // share a store's low bits (those of the elements after it) come before
 // it.  Rows of walk_min_bytes to walk_max_bytes only: shorter rows, less
 // than two vectors, stall little and paid more for the walk's call than
 // they saved (float32 rows of 10: 7 % slower); on longer rows in memory
 // the backward walk, its lines fetched first or not, measured slower than
-// the stalls it avoids (rows of 1024: 1.2-1.7x the time of the forward
-// walk at its best offset, against 1.1-1.5x for the stalls).
+// the stalls it avoids (rows of 1024 elements: 1.2-1.7x the time of the
+// forward walk at its best offset, against 1.1-1.5x for the stalls).
 constexpr std::size_t walk_min_bytes = 128, walk_max_bytes = 1024;
 inline bool walk_backward(const void *y, const void *a, const void *b, std::size_t row_bytes)
 {
@@ -1349,8 +1350,8 @@ template <class T> inline void row_log_vjp(const T *logp, const T *g, double gsu
 // row_log_vjp(a, b, total, y, n) if log_vjp, else row_jvp(a, b, total, y,
 // n), walking the row backward (see walk_backward; the same results).  A
 // function of its own: inlined, it made its callers too large for GCC to
-// inline the reduction before it, which cost float32 softmax_vjp on rows
-// of 37 35 %.
+// inline the reduction before it, which cost float32 softmax_vjp 35 % on
+// rows of 37.
 template <class T>
 [[gnu::noinline, gnu::flatten]] void product_update_backward(const T *a, const T *b, double total,
                                                              T *y, ptrdiff_t n, bool log_vjp)

@@ -2,12 +2,12 @@
 
 Where a store into the output would stall the loads of an input (4K
 aliasing: the output a little after an input modulo a page), the kernels
-keep their terms in a scratch row, or store none, or copy an input, or walk
-a row backward (docs/performance.rst, "Where the arrays lie").  None of it may change a
-bit of the result: every function runs here with its output -- and for the
-products their second input -- at offsets inside and outside that window,
-on every SIMD path, on 1 and 2 threads, and must agree bit for bit with the
-output placed at the input's own page offset.
+keep their terms in a scratch row, or store none, or copy an input, or
+walk a row backward (docs/performance.rst, "Where the arrays lie").  None
+of it may change a bit of the result: every function runs here with its
+output -- and for the products their second input -- at offsets inside
+and outside that window, on every SIMD path, on 1 and 2 threads, and must
+agree bit for bit with the output placed at the input's own page offset.
 """
 
 import numpy as np
@@ -117,3 +117,39 @@ def test_results_do_not_depend_on_placement(name, target, dtype, rows, n, simd_p
                 # the second input in the window too, and on either side of y
                 assert_same_bits(run_placed(name, inputs, offset, offset), expected)
                 assert_same_bits(run_placed(name, inputs, offset, 4096 - offset), expected)
+
+
+# The products' backward walk (walk_backward in _vmath.hpp): row lengths
+# at the edges of its range (128 bytes to 1 KiB) and of a vector, in
+# place, and rows spaced unequally, so that each row decides for itself.
+WALK_LENGTHS = (15, 16, 31, 32, 33, 128, 129, 256, 257)
+
+
+def product_kernel_call(name, a, b, out):
+    """The products' kernel on 2-d rows as given (strides included)."""
+    _backend.kernels.product_rows(a, b, out, fs.get_num_threads(), name == "log_softmax_vjp")
+    return (out,)
+
+
+@pytest.mark.parametrize("n", WALK_LENGTHS)
+@pytest.mark.parametrize("dtype", FLOAT_DTYPES, ids=DTYPE_IDS)
+@pytest.mark.parametrize("name", ["softmax_vjp", "log_softmax_vjp"])
+def test_products_walk_backward_with_the_same_bits(name, dtype, n, simd_path, threads, rng):
+    a, b = inputs_for(name, rng, 5, n, dtype, "indices")
+    with quiet():
+        expected = run_placed(name, [a, b], 0, 0)
+        for offset in (64, 128, 448):
+            assert_same_bits(run_placed(name, [a, b], offset, offset), expected)
+            # in place: y is the second input, placed after the first ...
+            second = placed(b.shape, dtype, a, offset)
+            second[...] = b
+            assert_same_bits((FUNCTIONS[name].fast(a, second, out=second),), expected)
+            # ... or the first, placed after the second
+            first = placed(a.shape, dtype, b, offset)
+            first[...] = a
+            assert_same_bits((FUNCTIONS[name].fast(first, b, out=first),), expected)
+            # rows of the first input 64 bytes further apart than y's
+            wide = placed((a.shape[0], n + 64 // a.itemsize), dtype, a, 0)[:, :n]
+            wide[...] = a
+            out = placed(a.shape, dtype, wide, offset)
+            assert_same_bits(product_kernel_call(name, wide, b, out), expected)
