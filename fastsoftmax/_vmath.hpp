@@ -642,9 +642,9 @@ template <bool write, class T> inline void fetch_lines(const T *x, ptrdiff_t n)
 // Whether a pass that loads a[j] and b[j] and stores y[j] (rows of
 // row_bytes) should walk its row backward (for_blocks_backward): where a
 // forward walk would stall (y a little after an input) and a backward one
-// would not (y a little before neither input).  Walking backward, the loads that
-// share a store's low bits (those of the elements after it) come before
-// it.  Rows of walk_min_bytes to walk_max_bytes only: shorter rows, less
+// would not (y a little before neither input).  Walking backward, the
+// loads that share a store's low bits (those of the elements after it)
+// come before it.  Rows of walk_min_bytes to walk_max_bytes only: shorter rows, less
 // than two vectors, stall little and paid more for the walk's call than
 // they saved (float32 rows of 10: 7 % slower); on longer rows in memory
 // the backward walk, its lines fetched first or not, measured slower than
@@ -1045,7 +1045,7 @@ template <class T> inline double row_sum_minus_one(const T *x, T m, const T *e, 
 
 template <class T> inline double row_log_sum(const T *x, T m, const T *e, double S, ptrdiff_t n)
 {
-    return log_of_sum(row_sum_minus_one(x, m, e, S, n));
+    return log_sum_of<T>([&](ptrdiff_t j) { return x[j]; }, m, e, S, n);
 }
 
 // where=: y[j] = x[j] where mask[j * ms] is nonzero, else `fill` (-inf:
